@@ -1,0 +1,28 @@
+"""Shared base of every pretraining method: a ``keras.Model`` that trains with ``model.fit``.
+
+A method's ``call(inputs)`` returns a dict of tensors, and its ``compute_loss`` turns that dict into one
+scalar while updating one ``keras.metrics.Mean`` per named loss term (logged as ``<term>_loss``).
+Subclasses list their terms in ``loss_terms`` and call ``self.track_loss_terms({...})``.
+"""
+
+import keras
+
+
+class PretrainingMethod(keras.Model):
+    """Base class: holds ``encoder`` and one Mean tracker per entry of ``loss_terms``.
+
+    Args:
+        encoder: the backbone being pretrained (a Keras model from ``kmedssl.backbones``).
+    """
+
+    loss_terms = ()
+
+    def __init__(self, encoder, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.loss_trackers = {term: keras.metrics.Mean(name=f"{term}_loss") for term in self.loss_terms}
+
+    def track_loss_terms(self, terms):
+        """Update the Mean tracker of every named loss term; ``terms`` maps term name -> scalar tensor."""
+        for name, value in terms.items():
+            self.loss_trackers[name].update_state(value)
