@@ -26,3 +26,19 @@ class PretrainingMethod(keras.Model):
         """Update the Mean tracker of every named loss term; ``terms`` maps term name -> scalar tensor."""
         for name, value in terms.items():
             self.loss_trackers[name].update_state(value)
+
+    # === Config ===
+    nested_objects = ("encoder",)
+
+    def get_config(self):
+        config = super().get_config()
+        for key in self.nested_objects:
+            config[key] = keras.saving.serialize_keras_object(getattr(self, key))
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in cls.nested_objects:
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)

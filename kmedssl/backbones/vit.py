@@ -1,0 +1,215 @@
+"""Vision Transformer encoder that encodes any subset of patch tokens, given their indices (SPEC §1).
+
+ViT (Dosovitskiy et al. 2021) with MAE's choices (He et al. 2022): linear patch embedding, fixed 2-D
+sin-cos positions, a learnable CLS token, pre-norm blocks with stochastic depth, a final LayerNorm.
+Masked pretraining (MVMAE, S-PCL) passes ``token_indices`` so that only the selected patches are embedded
+and encoded; the positions travel with the patches, so no dense mask is ever built.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from kmedssl.backbones.layers import TransformerBlock, patchify, sincos_position_embedding_2d, unpatchify
+
+VIT_SIZES = {
+    "phantom": {"dim": 96, "depth": 4, "num_heads": 3},
+    "tiny": {"dim": 192, "depth": 12, "num_heads": 3},
+    "small": {"dim": 384, "depth": 12, "num_heads": 6},
+    "base": {"dim": 768, "depth": 12, "num_heads": 12},
+    "large": {"dim": 1024, "depth": 24, "num_heads": 16},
+}
+
+
+@keras.saving.register_keras_serializable(package="kmedssl")
+class VisionTransformer(keras.Model):
+    """ViT encoder: ``(B, H, W, C)`` images -> ``(B, 1 + n, dim)`` tokens, CLS first.
+
+    ``x_i = LN_final(Blocks([cls; E p_i + pos_i for i in I]))`` where ``p_i`` is the ``i``-th row-major
+    patch flattened as ``(p, p, C)``, ``E`` a Dense patch embedding (a stride-``p`` convolution written on
+    patches), ``pos_i`` the fixed 2-D sin-cos position of patch ``i`` and ``I`` the selected patches
+    (``token_indices``; all ``N`` patches in row-major order when None). The CLS token has no position.
+    Block ``l`` of ``depth`` drops its branches with rate ``drop_path_rate * l / (depth - 1)``.
+
+    Args:
+        image_size: side of the square input images; divisible by ``patch_size``.
+        patch_size: side of a square patch.
+        channels: input channels (1 for radiographs).
+        dim: token width; divisible by ``num_heads`` and by 4 (sin-cos positions).
+        depth: number of transformer blocks.
+        num_heads: attention heads.
+        mlp_ratio: MLP hidden width relative to ``dim``.
+        drop_path_rate: stochastic-depth rate of the last block (linear rule from 0).
+        layer_norm_epsilon: epsilon of every LayerNorm.
+        seed: base seed of the drop-path generators (block ``l`` uses ``seed + l``); None draws from the
+            global seed.
+    """
+
+    def __init__(
+        self,
+        image_size=224,
+        patch_size=16,
+        channels=1,
+        dim=768,
+        depth=12,
+        num_heads=12,
+        mlp_ratio=4.0,
+        drop_path_rate=0.0,
+        layer_norm_epsilon=1e-6,
+        seed=None,
+        **kwargs,
+    ):
+        if image_size % patch_size:
+            raise ValueError(
+                f"Expected image_size divisible by patch_size. Received: image_size={image_size}, "
+                f"patch_size={patch_size}"
+            )
+        if dim % num_heads or dim % 4:
+            raise ValueError(
+                f"Expected dim divisible by num_heads and by 4. Received: dim={dim}, num_heads={num_heads}"
+            )
+        if depth < 0 or not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(
+                f"Expected depth >= 0 and 0 <= drop_path_rate < 1. Received: depth={depth}, "
+                f"drop_path_rate={drop_path_rate}"
+            )
+        super().__init__(**kwargs)
+
+        # === Config ===
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.channels = channels
+        self.dim = dim
+        self.depth = depth
+        self.num_heads = num_heads
+        self.mlp_ratio = mlp_ratio
+        self.drop_path_rate = drop_path_rate
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.seed = seed
+        self.grid_size = image_size // patch_size
+        self.num_patches = self.grid_size**2
+        self.patch_dim = patch_size * patch_size * channels
+
+        # === Layers ===
+        policy = self.dtype_policy
+        self.patch_embedding = keras.layers.Dense(dim, dtype=policy, name="patch_embedding")
+        rates = np.linspace(0.0, drop_path_rate, depth) if depth else []
+        self.blocks = [
+            TransformerBlock(
+                dim,
+                num_heads,
+                mlp_ratio=mlp_ratio,
+                drop_path_rate=float(rate),
+                layer_norm_epsilon=layer_norm_epsilon,
+                seed=None if seed is None else seed + i,
+                dtype=policy,
+                name=f"block_{i}",
+            )
+            for i, rate in enumerate(rates)
+        ]
+        self.norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=policy, name="norm")
+        self.build((None, image_size, image_size, channels))
+
+    def build(self, input_shape):
+        tokens_shape = (None, None, self.dim)
+        self.patch_embedding.build((None, None, self.patch_dim))
+        self.cls_token = self.add_weight(
+            shape=(1, 1, self.dim), initializer=keras.initializers.RandomNormal(stddev=0.02), name="cls_token"
+        )
+        self.position_embedding = self.add_weight(
+            shape=(self.num_patches, self.dim), initializer="zeros", trainable=False, name="position_embedding"
+        )
+        self.position_embedding.assign(sincos_position_embedding_2d(self.grid_size, self.dim))
+        for block in self.blocks:
+            block.build(tokens_shape)
+        self.norm.build(tokens_shape)
+
+    def call(self, images, token_indices=None, training=None):
+        """Encode the selected patches of ``images``.
+
+        Args:
+            images: ``(B, image_size, image_size, channels)``.
+            token_indices: ``(B, n)`` integer row-major patch indices in ``[0, num_patches)`` (each sample
+                may select different patches, ``n`` shared by the batch), or None for all patches in order.
+            training: enables drop path.
+
+        Returns:
+            ``(B, 1 + n, dim)`` tokens; ``[:, 0]`` is the CLS token, ``[:, 1 + j]`` encodes patch
+            ``token_indices[:, j]``.
+        """
+        self._check_images(images)
+        patches = patchify(images, self.patch_size)  # (B, N, P)
+        positions = ops.expand_dims(self.position_embedding, 0)  # (1, N, dim)
+        if token_indices is not None:
+            if len(token_indices.shape) != 2:
+                raise ValueError(
+                    f"Expected token_indices of shape (batch, n). Received: token_indices.shape="
+                    f"{tuple(token_indices.shape)}"
+                )
+            token_indices = ops.cast(token_indices, "int32")
+            patches = ops.take_along_axis(patches, ops.expand_dims(token_indices, -1), axis=1)  # (B, n, P)
+            positions = ops.take(self.position_embedding, token_indices, axis=0)  # (B, n, dim)
+        x = self.patch_embedding(patches) + ops.cast(positions, self.compute_dtype)  # (B, n, dim)
+        cls = ops.broadcast_to(ops.cast(self.cls_token, x.dtype), (ops.shape(x)[0], 1, self.dim))
+        x = ops.concatenate([cls, x], axis=1)  # (B, 1 + n, dim)
+        for block in self.blocks:
+            x = block(x, training=training)
+        return self.norm(x)
+
+    def features(self, images, training=False):
+        """``(B, dim)`` CLS token of all patches (the embedding used by probes)."""
+        return self(images, training=training)[:, 0]
+
+    def patchify(self, images):
+        """``(B, H, W, C) -> (B, num_patches, patch_size**2 * C)`` row-major patches flattened as (p, p, C)."""
+        self._check_images(images)
+        return patchify(images, self.patch_size)
+
+    def unpatchify(self, patches):
+        """``(B, num_patches, patch_size**2 * C) -> (B, image_size, image_size, C)``, inverse of ``patchify``."""
+        if tuple(patches.shape[1:]) != (self.num_patches, self.patch_dim):
+            raise ValueError(
+                f"Expected patches of shape (batch, {self.num_patches}, {self.patch_dim}). "
+                f"Received: patches.shape={tuple(patches.shape)}"
+            )
+        return unpatchify(patches, self.patch_size)
+
+    def _check_images(self, images):
+        expected = (self.image_size, self.image_size, self.channels)
+        shape = tuple(images.shape)
+        if len(shape) != 4 or any(s is not None and s != e for s, e in zip(shape[1:], expected)):
+            raise ValueError(
+                f"Expected images of shape (batch, {expected[0]}, {expected[1]}, {expected[2]}). "
+                f"Received: images.shape={shape}"
+            )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "image_size": self.image_size,
+            "patch_size": self.patch_size,
+            "channels": self.channels,
+            "dim": self.dim,
+            "depth": self.depth,
+            "num_heads": self.num_heads,
+            "mlp_ratio": self.mlp_ratio,
+            "drop_path_rate": self.drop_path_rate,
+            "layer_norm_epsilon": self.layer_norm_epsilon,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def vision_transformer(size="base", image_size=224, patch_size=16, channels=1, **overrides):
+    """A :class:`VisionTransformer` of a named size.
+
+    Sizes (dim / depth / heads): ``phantom`` 96/4/3 (CPU-minutes at 64 px), ``tiny`` 192/12/3,
+    ``small`` 384/12/6, ``base`` 768/12/12, ``large`` 1024/24/16. ``overrides`` replace any argument.
+    """
+    if size not in VIT_SIZES:
+        raise ValueError(f"Expected size in {sorted(VIT_SIZES)}. Received: size={size!r}")
+    arguments = {**VIT_SIZES[size], "image_size": image_size, "patch_size": patch_size, "channels": channels}
+    return VisionTransformer(**{**arguments, **overrides})

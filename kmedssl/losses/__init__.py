@@ -1,0 +1,30 @@
+"""Loss functions of every method (API: ``kmedssl.losses``; conventions in SPEC §3).
+
+Each loss is a pure function of backend tensors written with ``keras.ops``: it accepts float32 or
+bfloat16, reduces in float32 and returns a scalar. Where a ``keras.losses.Loss`` fits, a class of the same
+name in CamelCase wraps it.
+"""
+
+from kmedssl.losses.ace import ace_global_loss, ace_matching_loss, ace_matching_targets
+from kmedssl.losses.mulsupcon import JaccardSupCon, jaccard_supcon
+from kmedssl.losses.mvcon import MultiviewInfoNCE, multiview_infonce
+from kmedssl.losses.mvmae import latent_alignment, mae_reconstruction
+from kmedssl.losses.simclr import NTXent, nt_xent
+from kmedssl.losses.spcl import TSPInfoNCE, tsp_infonce, tsp_similarity
+
+__all__ = [
+    "JaccardSupCon",
+    "MultiviewInfoNCE",
+    "NTXent",
+    "TSPInfoNCE",
+    "ace_global_loss",
+    "ace_matching_loss",
+    "ace_matching_targets",
+    "jaccard_supcon",
+    "latent_alignment",
+    "mae_reconstruction",
+    "multiview_infonce",
+    "nt_xent",
+    "tsp_infonce",
+    "tsp_similarity",
+]

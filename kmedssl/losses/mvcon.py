@@ -1,0 +1,63 @@
+"""Multi-view contrastive loss of paper 000 (Eq. 2): frontal and lateral views of one study are positives."""
+
+import keras
+from keras import ops
+
+from kmedssl.losses.simclr import l2_normalize, paired_infonce, validate_pair, validate_positive
+
+
+def multiview_infonce(z_f, z_l, temperature=0.1, exclude_positive=True):
+    """Multi-view InfoNCE over frontal/lateral pairs (paper 000, Eq. 2).
+
+    With ``z = [n(z_f); n(z_l)]`` (2B anchors), anchor i in view v, and ``s(u, w) = u . w / T``:
+
+        L = -1/(2B) sum_v sum_i log( exp(s(z_v^i, z_vbar^i)) /
+                                     sum_{k != i} [exp(s(z_v^i, z_v^k)) + exp(s(z_v^i, z_vbar^k))] )
+
+    By default (``exclude_positive=True``, exactly Eq. 2) the denominator has the 2B - 2 terms k != i, so
+    the positive pair is not in it; this needs B >= 2. ``exclude_positive=False`` adds the positive to the
+    denominator, which is standard NT-Xent as in the authors' released code (= ``nt_xent``).
+
+    Args:
+        z_f, z_l: ``(B, D)`` frontal / lateral embeddings (CLS tokens), float32 or bfloat16, normalised inside.
+        temperature: T > 0 (paper default 0.1; the authors' code uses 0.5).
+        exclude_positive: see above.
+
+    Returns:
+        float32 scalar.
+    """
+    validate_positive(temperature=temperature)
+    z_f, z_l = l2_normalize(z_f), l2_normalize(z_l)
+    validate_pair(z_f, z_l, names=("z_f", "z_l"))
+    if exclude_positive and z_f.shape[0] == 1:
+        raise ValueError(
+            "Expected a batch of at least 2 studies when exclude_positive=True (the denominator of Eq. 2 "
+            f"is otherwise empty). Received: z_f.shape={tuple(z_f.shape)}"
+        )
+    z = ops.concatenate([z_f, z_l], axis=0)  # (2B, D), view-major
+    logits = ops.matmul(z, ops.transpose(z)) / temperature  # (2B, 2B)
+    return paired_infonce(logits, exclude_positive=exclude_positive)
+
+
+@keras.saving.register_keras_serializable(package="kmedssl")
+class MultiviewInfoNCE(keras.losses.Loss):
+    """``multiview_infonce`` as a Keras loss. ``y_pred``: ``(B, 2, D)``, frontal then lateral on axis 1;
+    ``y_true`` is ignored (pass any tensor, e.g. zeros)."""
+
+    def __init__(self, temperature=0.1, exclude_positive=True, name="multiview_infonce", **kwargs):
+        super().__init__(name=name, **kwargs)
+        validate_positive(temperature=temperature)
+        self.temperature = temperature
+        self.exclude_positive = exclude_positive
+
+    def call(self, y_true, y_pred):
+        return multiview_infonce(
+            y_pred[:, 0], y_pred[:, 1], temperature=self.temperature, exclude_positive=self.exclude_positive
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "temperature": self.temperature,
+            "exclude_positive": self.exclude_positive,
+        }

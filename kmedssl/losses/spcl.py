@@ -1,0 +1,84 @@
+"""S-PCL loss (paper 003): T-SP similarity (Eq. 1) inside an InfoNCE over two token partitions (Eq. 2)."""
+
+import numbers
+
+import keras
+from keras import ops
+
+from kmedssl.losses.simclr import l2_normalize, paired_infonce, validate_pair, validate_positive
+
+
+def _validate_kappa(kappa):
+    if isinstance(kappa, numbers.Real) and not kappa >= 0:
+        raise ValueError(f"Expected kappa >= 0. Received: kappa={kappa}")
+
+
+def tsp_similarity(a, b, kappa):
+    """T-distributed spherical (T-SP) similarity (paper 003, Eq. 1).
+
+    With ``c = n(a) . n(b)`` (cosine similarity of every row of a with every row of b):
+
+        sim_tsp = 0.5 * (1 + c) / (1 + (1 - c) * kappa)          in [0, 1]
+
+    (= (t-vMF + 1) / 2 of Kobayashi 2021). kappa = 0 gives (1 + c) / 2; larger kappa sharpens it.
+
+    Args:
+        a: ``(M, D)``; b: ``(K, D)`` (float32 or bfloat16).
+        kappa: concentration >= 0 (paper: kappa > 0, default 16).
+
+    Returns:
+        ``(M, K)`` float32.
+    """
+    _validate_kappa(kappa)
+    a, b = l2_normalize(a), l2_normalize(b)
+    if len(a.shape) != 2 or len(b.shape) != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"Expected a (M, D) and b (K, D). Received: a.shape={tuple(a.shape)}, b.shape={tuple(b.shape)}"
+        )
+    cosine = ops.matmul(a, ops.transpose(b))  # (M, K)
+    return 0.5 * (1.0 + cosine) / (1.0 + (1.0 - cosine) * kappa)
+
+
+def tsp_infonce(z_1, z_2, kappa=16.0, scale=1 / 0.07):
+    """S-PCL InfoNCE with T-SP similarity (paper 003, Eq. 2).
+
+    Anchors are the 2B rows of ``z = [z_1; z_2]``; row i's positive is row ``(i + B) mod 2B``:
+
+        loss = mean_i -log( exp(scale * sim_tsp(z_i, z_pos(i))) / sum_{j != i} exp(scale * sim_tsp(z_i, z_j)) )
+
+    (denominator: all 2B - 1 other rows, positive included).
+
+    Args:
+        z_1, z_2: ``(B, D)`` CLS embeddings of the two visible-token partitions (float32 or bfloat16).
+        kappa: T-SP concentration >= 0 (paper: 16).
+        scale: logit scale (paper's tau; init 1/0.07). A Python number (> 0) or a scalar tensor: the S-PCL
+            model passes its trainable, clamped scale, which receives gradients through this function.
+
+    Returns:
+        float32 scalar.
+    """
+    validate_positive(scale=scale)
+    validate_pair(z_1, z_2, names=("z_1", "z_2"))
+    z = ops.concatenate([ops.cast(z_1, "float32"), ops.cast(z_2, "float32")], axis=0)  # (2B, D)
+    logits = ops.cast(scale, "float32") * tsp_similarity(z, z, kappa)  # (2B, 2B)
+    return paired_infonce(logits, exclude_positive=False)
+
+
+@keras.saving.register_keras_serializable(package="kmedssl")
+class TSPInfoNCE(keras.losses.Loss):
+    """``tsp_infonce`` with a fixed scale as a Keras loss. ``y_pred``: ``(B, 2, D)``, the two partitions
+    stacked on axis 1; ``y_true`` is ignored (pass any tensor, e.g. zeros). A trainable scale lives in the
+    S-PCL model, which calls ``tsp_infonce`` directly."""
+
+    def __init__(self, kappa=16.0, scale=1 / 0.07, name="tsp_infonce", **kwargs):
+        super().__init__(name=name, **kwargs)
+        _validate_kappa(kappa)
+        validate_positive(scale=scale)
+        self.kappa = kappa
+        self.scale = scale
+
+    def call(self, y_true, y_pred):
+        return tsp_infonce(y_pred[:, 0], y_pred[:, 1], kappa=self.kappa, scale=self.scale)
+
+    def get_config(self):
+        return {**super().get_config(), "kappa": self.kappa, "scale": self.scale}

@@ -1,0 +1,53 @@
+"""Process-level runtime set-up that depends on the active backend (the only backend-aware code besides
+kernel dispatch lives in ``kmedssl/ops/``)."""
+
+import importlib.util
+import os
+import random
+
+import keras
+import numpy as np
+
+
+def import_triton_first():
+    """Import Triton before anything imports TensorFlow (SPEC §10: the reverse order aborts the process)."""
+    if keras.backend.backend() == "torch" and importlib.util.find_spec("triton") is not None:
+        importlib.import_module("triton")
+
+
+def seed_everything(seed):
+    """Seed Python, NumPy, Keras's global seed generator and the backend (``keras.utils.set_random_seed``)."""
+    import_triton_first()
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(int(seed))
+
+
+def configure_threads(num_threads=None):
+    """Limit intra-op threads (small machines: oversubscribed threads slow small steps, SPEC §10)."""
+    num_threads = int(num_threads or os.environ.get("OMP_NUM_THREADS", 0) or os.cpu_count() or 1)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.set_num_threads(num_threads)
+
+
+def device_description():
+    """A short description of the device the backend computes on, e.g. ``"cpu"`` or ``"cuda:0 (NVIDIA H100)"``."""
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:0 ({torch.cuda.get_device_name(0)})"
+        return "cpu"
+    if backend == "jax":
+        import jax
+
+        return ", ".join(str(d) for d in jax.devices())
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return f"{len(gpus)} GPU(s)" if gpus else "cpu"
+    return backend

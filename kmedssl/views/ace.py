@@ -1,0 +1,106 @@
+"""ACE views: two grid-aligned crops of one image and their matching targets (paper 004 §3.1; SPEC §3.5)."""
+
+import numpy as np
+
+from kmedssl.losses.ace import ace_matching_targets, validate_kernel
+
+
+class ACEViews:
+    """Grid-wise two-crop view builder of ACE, NumPy only (one sample per call).
+
+    The source image is a G x G grid of square cells of ``cell_px = H / G`` pixels. Crop C1 covers
+    2g x 2g cells and crop C2 covers g x g cells; C1 is area-resized by 2 (mean of 2 x 2 pixels), so both
+    crops are ``S = g * cell_px`` pixels and give a g x g token grid with a ViT of patch size ``cell_px``.
+    Corners are drawn in whole cells with an even offset between them, so the overlap is whole C1 tokens
+    (2 x 2 C2 tokens each); C2's corner is drawn among the positions that overlap C1, so the overlap is
+    never empty.
+
+    Input: ``image`` ``(H, W)`` float32 with ``H = W = image_cells * cell_px``; ``rng`` a
+    ``numpy.random.Generator`` (the only source of randomness).
+
+    Output: a dict of float32 arrays
+        ``crop_1`` ``(S, S, 1)`` (C1), ``crop_2`` ``(S, S, 1)`` (C2),
+        ``mask_1`` ``(g^2,)`` and ``mask_2`` ``(g^2,)`` 0/1 overlap masks of each crop's tokens (row-major),
+        ``target_comp`` ``(g^2, g^2/4)`` and ``target_decomp`` ``(g^2, 4g^2)`` from ``ace_matching_targets``.
+
+    Args:
+        grid: g, tokens per side of each crop (even; paper 14).
+        image_cells: G, cells per side of the source image (>= 2g; paper 32).
+        comp_kernel, decomp_kernel, sigma: Gaussian targets, see ``ace_matching_targets``.
+    """
+
+    def __init__(self, grid=14, image_cells=32, comp_kernel=3, decomp_kernel=3, sigma=1.0):
+        if not (isinstance(grid, (int, np.integer)) and grid >= 2 and grid % 2 == 0):
+            raise ValueError(f"Expected an even grid >= 2. Received: grid={grid}")
+        if not (isinstance(image_cells, (int, np.integer)) and image_cells >= 2 * grid):
+            raise ValueError(
+                f"Expected an integer image_cells >= 2 * grid = {2 * grid}. Received: image_cells={image_cells}"
+            )
+        validate_kernel(comp_kernel=comp_kernel, decomp_kernel=decomp_kernel)
+        if not sigma > 0:
+            raise ValueError(f"Expected sigma > 0. Received: sigma={sigma}")
+        self.grid = int(grid)
+        self.image_cells = int(image_cells)
+        self.comp_kernel = int(comp_kernel)
+        self.decomp_kernel = int(decomp_kernel)
+        self.sigma = float(sigma)
+
+    def __call__(self, image, rng):
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim != 2 or image.shape[0] != image.shape[1] or image.shape[0] % self.image_cells:
+            raise ValueError(
+                f"Expected a square (H, W) image with H a multiple of image_cells={self.image_cells}. "
+                f"Received: image.shape={image.shape}"
+            )
+        cell = image.shape[0] // self.image_cells
+        g = self.grid
+        size = g * cell  # S
+        (y_1, x_1), (y_2, x_2) = self.sample_corners(rng)
+        crop_1 = image[y_1 * cell:(y_1 + 2 * g) * cell, x_1 * cell:(x_1 + 2 * g) * cell]  # (2S, 2S)
+        crop_1 = crop_1.reshape(size, 2, size, 2).mean(axis=(1, 3))  # (S, S), area resize
+        crop_2 = image[y_2 * cell:(y_2 + g) * cell, x_2 * cell:(x_2 + g) * cell]  # (S, S)
+        mask_1, mask_2 = self.overlap_masks((y_1, x_1), (y_2, x_2))
+        target_comp, target_decomp = ace_matching_targets(
+            mask_1, mask_2, grid=g, comp_kernel=self.comp_kernel, decomp_kernel=self.decomp_kernel,
+            sigma=self.sigma,
+        )
+        return {
+            "crop_1": crop_1[..., None],
+            "crop_2": np.ascontiguousarray(crop_2)[..., None],
+            "mask_1": mask_1,
+            "mask_2": mask_2,
+            "target_comp": target_comp,
+            "target_decomp": target_decomp,
+        }
+
+    def sample_corners(self, rng):
+        """Top-left cells ``((y_1, x_1), (y_2, x_2))`` of C1 and C2 on the G x G grid.
+
+        Per axis: ``u_1`` uniform in [0, G - 2g]; ``u_2`` uniform among the positions in [0, G - g] with
+        ``u_2 - u_1`` even and ``u_1 - g < u_2 < u_1 + 2g`` (the crops overlap; ``u_2 = u_1`` always
+        qualifies).
+        """
+        g, cells = self.grid, self.image_cells
+        corner_1, corner_2 = [], []
+        for _ in range(2):
+            u_1 = int(rng.integers(0, cells - 2 * g + 1))
+            low, high = max(0, u_1 - g + 1), min(cells - g, u_1 + 2 * g - 1)
+            candidates = [u for u in range(low, high + 1) if (u - u_1) % 2 == 0]
+            corner_1.append(u_1)
+            corner_2.append(int(candidates[rng.integers(0, len(candidates))]))
+        return tuple(corner_1), tuple(corner_2)
+
+    def overlap_masks(self, corner_1, corner_2):
+        """Row-major ``(g^2,)`` float32 masks of the C1 tokens (2 x 2 cells each) and C2 tokens (one cell
+        each) that lie inside the other crop."""
+        g = self.grid
+        steps = np.arange(g)
+        inside_1, inside_2 = [], []
+        for u_1, u_2 in zip(corner_1, corner_2):
+            start_1 = u_1 + 2 * steps  # first cell of each C1 token along this axis
+            inside_1.append((start_1 >= u_2) & (start_1 + 2 <= u_2 + g))
+            start_2 = u_2 + steps
+            inside_2.append((start_2 >= u_1) & (start_2 < u_1 + 2 * g))
+        mask_1 = np.outer(inside_1[0], inside_1[1]).reshape(-1).astype(np.float32)
+        mask_2 = np.outer(inside_2[0], inside_2[1]).reshape(-1).astype(np.float32)
+        return mask_1, mask_2

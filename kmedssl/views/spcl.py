@@ -1,0 +1,18 @@
+"""S-PCL views: two disjoint visible-token parts of one image (paper 003 §2.2; SPEC §3.4)."""
+
+import keras
+from keras import ops
+
+from kmedssl.ops import random_partition
+
+
+def partition_tokens(batch_size, num_patches, mask_ratio, seed_generator):
+    """Draw uniform noise (B, N) and split each row's patches with ``kmedssl.ops.random_partition``.
+
+    Returns:
+        ``(part_1, part_2)``: int32 patch indices, each sorted ascending, of shapes (B, V // 2) and
+        (B, V - V // 2) with V = N - int(N * mask_ratio).
+    """
+    noise = keras.random.uniform((batch_size, num_patches), seed=seed_generator)
+    _, part_1, part_2 = random_partition(noise, mask_ratio)
+    return ops.cast(part_1, "int32"), ops.cast(part_2, "int32")
