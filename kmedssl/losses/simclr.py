@@ -1,10 +1,11 @@
-"""SimCLR's NT-Xent loss and the two building blocks shared by every paired-view contrastive loss.
+"""SimCLR's NT-Xent loss and the building blocks shared by the contrastive losses of kmedssl.losses.
 
 - ``l2_normalize``: ``n(x) = x / max(||x||, 1e-12)`` along the last axis (SPEC §3).
 - ``logsumexp_excluding``: a row-wise log-sum-exp that leaves out masked entries.
 - ``paired_infonce``: InfoNCE over the 2B rows of ``[z_a; z_b]`` given their ``(2B, 2B)`` logits; the
   positive of row i is row ``(i + B) mod 2B``. Used by ``nt_xent``, ``multiview_infonce`` (mvcon.py) and
   ``tsp_infonce`` (spcl.py).
+- ``validate_pair`` / ``validate_positive``: argument checks raising ValueError.
 - ``nt_xent`` / ``NTXent``: SimCLR (Chen et al. 2020), the baseline of paper 001 (T = 0.1).
 """
 
@@ -59,7 +60,7 @@ def paired_infonce(logits, exclude_positive=False):
 
 
 def validate_pair(z_a, z_b, names=("z_a", "z_b")):
-    """Check that two embedding batches are ``(B, D)`` with the same static shape (B >= 1)."""
+    """Check that two embedding batches are ``(B, D)`` with the same static shape."""
     shape_a, shape_b = tuple(z_a.shape), tuple(z_b.shape)
     if len(shape_a) != 2 or shape_a != shape_b:
         raise ValueError(

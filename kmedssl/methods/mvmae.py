@@ -58,7 +58,7 @@ class MVMAE(PretrainingMethod):
         self.norm_pix = bool(norm_pix)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self.step = self.add_weight(shape=(), initializer="zeros", dtype="int64", trainable=False, name="step")
+        self.step = self.add_weight(shape=(), initializer="zeros", dtype="int32", trainable=False, name="step")
 
     def encode_decode(self, images, noise, training):
         ids_keep, mask, ids_restore = mae_masking(noise, self.mask_ratio)
@@ -94,7 +94,7 @@ class MVMAE(PretrainingMethod):
         )
         align = latent_alignment(y_pred["tokens_frontal"], y_pred["tokens_lateral"], mode=self.alignment)
         if training:
-            self.step.assign_add(ops.cast(1, "int64"))
+            self.step.assign_add(ops.cast(1, "int32"))
         self.track_loss_terms(
             {"reconstruction_frontal": rec_f, "reconstruction_lateral": rec_l, "alignment": align}
         )

@@ -44,7 +44,6 @@ class SimCLR(PretrainingMethod):
         image_shape = input_shape["image"]
         size = self.crop_size or image_shape[1]
         self.augment = TwoCropAugmentation(size, scale=self.crop_scale, seed=self.seed, name="two_crop")
-        self.augment.build(image_shape)
         self.head.build((None, self.encoder.dim))
 
     def project(self, images, training):

@@ -16,11 +16,26 @@ def import_triton_first():
 
 
 def seed_everything(seed):
-    """Seed Python, NumPy, Keras's global seed generator and the backend (``keras.utils.set_random_seed``)."""
-    import_triton_first()
+    """Seed Python, NumPy, Keras's global seed generator and the backend, as ``keras.utils.set_random_seed``.
+
+    ``keras.utils.set_random_seed`` imports TensorFlow whenever it is installed (slow, noisy, and fatal if
+    Triton is imported later, SPEC §10), so on the torch and jax backends the same state is set without it.
+    """
+    seed = int(seed)
+    if keras.backend.backend() == "tensorflow":
+        keras.utils.set_random_seed(seed)
+        return
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+
+    global_state.set_global_attribute("global_random_seed", seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
     random.seed(seed)
     np.random.seed(seed)
-    keras.utils.set_random_seed(int(seed))
+    if keras.backend.backend() == "torch":
+        import torch
+
+        torch.manual_seed(seed)
 
 
 def configure_threads(num_threads=None):

@@ -12,6 +12,7 @@ applies its operations in a fixed order (torchvision shuffles the order per imag
 """
 
 import math
+import numbers
 
 import keras
 from keras import ops
@@ -152,10 +153,10 @@ class RandomResizedCrop(_ImageAugmentation):
     attempts = 10
 
     def __init__(self, size, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), seed=None, **kwargs):
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
             raise ValueError(f"Expected a positive integer size. Received: size={size}")
         super().__init__(seed=seed, **kwargs)
-        self.size = size
+        self.size = int(size)
         self.scale = _check_interval("scale", scale, upper=1.0)
         self.ratio = _check_interval("ratio", ratio)
 

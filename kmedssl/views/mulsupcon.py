@@ -47,27 +47,33 @@ class TwoCropAugmentation(keras.layers.Layer):
     ):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
-        self.size = size
-        self.flip = bool(flip)
-        self.jitter_probability = jitter_probability
-        self.grayscale_probability = grayscale_probability
-        self.seed = seed
-        self.brightness = brightness
-        self.contrast = contrast
-        self.saturation = saturation
-        self.hue = hue
 
-        # === Layers ===
+        # === Layers (they validate the arguments) ===
         def sub_seed(offset):
             return None if seed is None else seed + offset
 
         self.crop = RandomResizedCrop(size, scale=scale, ratio=ratio, seed=sub_seed(0))
-        self.horizontal_flip = RandomHorizontalFlip(0.5, seed=sub_seed(1)) if self.flip else None
+        self.horizontal_flip = RandomHorizontalFlip(0.5, seed=sub_seed(1)) if flip else None
         self.jitter = RandomIntensityJitter(
             brightness, contrast, jitter_probability, seed=sub_seed(2), saturation=saturation, hue=hue
         )
         self.grayscale = RandomGrayscale(grayscale_probability, seed=sub_seed(3))
-        self.scale, self.ratio = self.crop.scale, self.crop.ratio  # validated (low, high) pairs
+
+        # === Config ===
+        self.size, self.scale, self.ratio = self.crop.size, self.crop.scale, self.crop.ratio
+        self.flip = bool(flip)
+        self.jitter_probability = self.jitter.probability
+        self.grayscale_probability = self.grayscale.probability
+        self.seed = seed
+        self.brightness, self.contrast = self.jitter.brightness, self.jitter.contrast
+        self.saturation, self.hue = self.jitter.saturation, self.jitter.hue
+
+    def build(self, input_shape):
+        self.crop.build(input_shape)
+        view_shape = self.compute_output_shape(input_shape)[0]
+        for layer in (self.horizontal_flip, self.jitter, self.grayscale):
+            if layer is not None:
+                layer.build(view_shape)
 
     def augment(self, images, training=True):
         """One augmented view of ``images`` ``(B, H, W, C)`` -> ``(B, size, size, C)``."""

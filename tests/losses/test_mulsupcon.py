@@ -85,15 +85,13 @@ def test_normaliser_is_the_positive_count():
 
 
 def test_anchor_without_positives_counts_in_the_mean():
-    features = np.ones((3, 2, 4), dtype="float32")
-    labels = np.array([[1, 0], [1, 0], [0, 1]], dtype="float32")  # image 2 only matches its own other view
-    expected = oracles.jaccard_supcon(features, labels)
-    labels_alone = np.array([[1, 0], [1, 0], [0, 0]], dtype="float32")  # image 2 has no positive at all
-    expected_alone = oracles.jaccard_supcon(features, labels_alone)
-    assert_close(jaccard_supcon(features, labels_alone), expected_alone)
-    # 4 of the 6 anchors have the same 3 positives either way; the 2 of image 2 contribute 0 but count.
-    np.testing.assert_allclose(expected_alone, 4 / 6 * math.log(5) * 1.0, rtol=1e-12)
-    assert_close(jaccard_supcon(features, labels), expected)
+    features = np.ones((3, 2, 4), dtype="float32")  # every log-softmax value is -log 5
+    # Image 2 matches only its own other view (J = 1): all 6 anchors give log 5.
+    labels = np.array([[1, 0], [1, 0], [0, 1]], dtype="float32")
+    assert_close(jaccard_supcon(features, labels), math.log(5))
+    # Image 2 has no labels (J = 0 even with itself): its 2 anchors give 0 but still count in the mean.
+    labels[2] = 0.0
+    assert_close(jaccard_supcon(features, labels), 4 / 6 * math.log(5))
 
 
 def test_compiled(rng):

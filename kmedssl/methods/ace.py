@@ -1,0 +1,423 @@
+"""ACE: anatomically consistent embeddings via composition and decomposition (paper 004 §3; SPEC §3.5).
+
+Stages: ``update_teacher`` (EMA, training only) -> student and teacher encoders on both crops ->
+global branch (overlap-pooled tokens -> DINO heads -> ``ace_global_loss``, Eq. 1) and local branch
+(``Composer`` / ``Decomposer`` on student tokens, matched to normalised teacher tokens ->
+``ace_matching_loss``, Eqs. 2-7) -> ``lambda_global L_global + lambda_comp L_comp + lambda_decomp L_decomp``
+(Eq. 8) -> centre update.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from kmedssl.losses.ace import ace_global_loss, ace_matching_loss
+from kmedssl.methods.base import PretrainingMethod
+
+
+# === Token rearrangements ===
+
+def merge_2x2(tokens):
+    """``(B, g^2, C) -> (B, g^2 / 4, 4C)``: each 2 x 2 block of a row-major g x g token grid concatenated
+    channel-major, feature ``4c + 2 di + dj`` = token ``(2I + di, 2J + dj)``, channel ``c`` (as
+    ``unfold(2, 2)``)."""
+    grid, channels = _grid_side(tokens), tokens.shape[-1]
+    x = ops.reshape(tokens, (-1, grid // 2, 2, grid // 2, 2, channels))  # (B, I, di, J, dj, C)
+    x = ops.transpose(x, (0, 1, 3, 5, 2, 4))  # (B, I, J, C, di, dj)
+    return ops.reshape(x, (-1, grid * grid // 4, 4 * channels))
+
+
+def split_2x2(tokens):
+    """``(B, g^2, 4C) -> (B, 4 g^2, C)``: depth-to-space onto the row-major 2g x 2g grid, the inverse of
+    ``merge_2x2`` (feature ``4c + 2 di + dj`` of token ``(I, J)`` -> channel ``c`` of ``(2I + di, 2J + dj)``)."""
+    grid, channels = _grid_side(tokens), tokens.shape[-1] // 4
+    x = ops.reshape(tokens, (-1, grid, grid, channels, 2, 2))  # (B, I, J, C, di, dj)
+    x = ops.transpose(x, (0, 1, 4, 2, 5, 3))  # (B, I, di, J, dj, C)
+    return ops.reshape(x, (-1, 4 * grid * grid, channels))
+
+
+def _grid_side(tokens):
+    num_tokens = tokens.shape[1]
+    grid = math.isqrt(num_tokens) if num_tokens else 0
+    if grid * grid != num_tokens or grid % 2:
+        raise ValueError(
+            f"Expected tokens (B, g^2, C) of an even square grid g. Received: tokens.shape={tuple(tokens.shape)}"
+        )
+    return grid
+
+
+# === Heads ===
+
+@keras.saving.register_keras_serializable(package="kmedssl")
+class DINOHead(keras.layers.Layer):
+    """DINO projection head (Caron et al. 2021): MLP -> L2 normalisation -> weight-normalised linear layer.
+
+        h = Linear(bottleneck)(GELU(Linear(hidden)(GELU(Linear(hidden)(x)))))
+        out = n(h) @ (V / ||V||_col)          (weight norm with the gain fixed at 1, DINO's norm_last_layer)
+
+    Input: ``(B, D)``. Output: ``(B, output_dim)`` logits (the loss applies temperatures and softmax).
+
+    Args:
+        output_dim: K, the number of prototypes.
+        hidden_dim: width of the two hidden layers.
+        bottleneck_dim: width before the normalised last layer.
+    """
+
+    def __init__(self, output_dim=65536, hidden_dim=2048, bottleneck_dim=256, **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("output_dim", output_dim), ("hidden_dim", hidden_dim),
+                            ("bottleneck_dim", bottleneck_dim)):
+            if value < 1:
+                raise ValueError(f"Expected {name} >= 1. Received: {name}={value}")
+        self.output_dim = int(output_dim)
+        self.hidden_dim = int(hidden_dim)
+        self.bottleneck_dim = int(bottleneck_dim)
+        dense = dict(kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02), dtype=self.dtype_policy)
+        self.hidden_1 = keras.layers.Dense(self.hidden_dim, activation="gelu", name="hidden_1", **dense)
+        self.hidden_2 = keras.layers.Dense(self.hidden_dim, activation="gelu", name="hidden_2", **dense)
+        self.bottleneck = keras.layers.Dense(self.bottleneck_dim, name="bottleneck", **dense)
+
+    def build(self, input_shape):
+        self.hidden_1.build(input_shape)
+        self.hidden_2.build((*input_shape[:-1], self.hidden_dim))
+        self.bottleneck.build((*input_shape[:-1], self.hidden_dim))
+        self.prototypes = self.add_weight(
+            shape=(self.bottleneck_dim, self.output_dim),
+            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+            name="prototypes",
+        )
+
+    def call(self, features):
+        h = self.bottleneck(self.hidden_2(self.hidden_1(features)))  # (B, bottleneck)
+        prototypes = ops.cast(self.prototypes, h.dtype)
+        return ops.matmul(_normalize(h, axis=-1), _normalize(prototypes, axis=0))  # (B, K)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.output_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(output_dim=self.output_dim, hidden_dim=self.hidden_dim, bottleneck_dim=self.bottleneck_dim)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kmedssl")
+class Composer(keras.layers.Layer):
+    """ACE composer head (paper 004 Eq. 2, A.3): ``merge_2x2`` -> Linear(4C->C) -> LN -> ReLU -> Linear(C->C).
+
+    Input: ``(B, g^2, C)`` student tokens. Output: ``(B, g^2 / 4, C)`` composed tokens (row-major g/2 grid).
+    """
+
+    def __init__(self, dim, layer_norm_epsilon=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.dim = int(dim)
+        self.layer_norm_epsilon = layer_norm_epsilon
+        policy = self.dtype_policy
+        self.hidden = keras.layers.Dense(self.dim, dtype=policy, name="hidden")
+        self.norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=policy, name="norm")
+        self.output_projection = keras.layers.Dense(self.dim, dtype=policy, name="output")
+
+    def build(self, input_shape):
+        self.hidden.build((None, None, 4 * self.dim))
+        self.norm.build((None, None, self.dim))
+        self.output_projection.build((None, None, self.dim))
+
+    def call(self, tokens):
+        x = self.hidden(merge_2x2(tokens))  # (B, g^2/4, C)
+        return self.output_projection(ops.relu(self.norm(x)))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(dim=self.dim, layer_norm_epsilon=self.layer_norm_epsilon)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kmedssl")
+class Decomposer(keras.layers.Layer):
+    """ACE decomposer head (paper 004 Eq. 6, A.3): Linear(C->4C) -> LN -> ReLU -> Linear(4C->4C) ->
+    ``split_2x2`` (depth-to-space).
+
+    Input: ``(B, g^2, C)`` student tokens. Output: ``(B, 4 g^2, C)`` decomposed tokens (row-major 2g grid).
+    """
+
+    def __init__(self, dim, layer_norm_epsilon=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.dim = int(dim)
+        self.layer_norm_epsilon = layer_norm_epsilon
+        policy = self.dtype_policy
+        self.hidden = keras.layers.Dense(4 * self.dim, dtype=policy, name="hidden")
+        self.norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=policy, name="norm")
+        self.output_projection = keras.layers.Dense(4 * self.dim, dtype=policy, name="output")
+
+    def build(self, input_shape):
+        self.hidden.build((None, None, self.dim))
+        self.norm.build((None, None, 4 * self.dim))
+        self.output_projection.build((None, None, 4 * self.dim))
+
+    def call(self, tokens):
+        x = self.hidden(tokens)  # (B, g^2, 4C)
+        return split_2x2(self.output_projection(ops.relu(self.norm(x))))  # (B, 4g^2, C)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(dim=self.dim, layer_norm_epsilon=self.layer_norm_epsilon)
+        return config
+
+
+# === Method ===
+
+@keras.saving.register_keras_serializable(package="kmedssl")
+class ACE(PretrainingMethod):
+    """ACE with a ViT student and its EMA teacher.
+
+    Per sample (``kmedssl.views.ace.ACEViews``): crop C1 (2g x 2g cells) and crop C2 (g x g cells) of one
+    image, both g x g tokens, overlap masks and Gaussian matching targets.
+
+    - Global (Eq. 1): tokens of each crop are mean-pooled over its overlap mask; DINO heads give
+      ``(B, K)`` logits; ``ace_global_loss`` crosses teacher C2 with student C1 and teacher C1 with
+      student C2, with the teacher centred by ``center``.
+    - Composition (Eqs. 2-5): ``comp_logits = exp(logit_scale) n(teacher(C1)) @ Composer(student(C2))^T``,
+      ``(B, g^2, g^2/4)``, against ``target_comp`` with ``alpha_comp``.
+    - Decomposition (Eqs. 6-7): ``decomp_logits = exp(logit_scale) n(teacher(C2)) @ Decomposer(student(C1))^T``,
+      ``(B, g^2, 4g^2)``, against ``target_decomp`` with ``alpha_decomp``.
+    - Total (Eq. 8): ``lambda_global L_global + lambda_comp L_comp + lambda_decomp L_decomp``.
+
+    Teacher. ``teacher`` is a copy of ``encoder`` (built from its config, same initial weights) and
+    ``teacher_head`` a copy of ``student_head``; both are non-trainable and their outputs are wrapped in
+    ``stop_gradient``. They follow ``theta_t <- m theta_t + (1 - m) theta_s`` with
+    ``m = m_final - (m_final - m_0) (1 + cos(pi min(s / total_steps, 1))) / 2`` (DINO's cosine schedule,
+    paper A.3: 0.996 -> 1). Keras computes the loss before the optimizer step, and on JAX only variable
+    assignments made inside ``call``/``compute_loss`` survive, so the EMA is applied in the graph with
+    ``assign`` at the start of every training ``call``, from the student weights as they are then (after
+    the previous optimizer step): the teacher that scores step k is the EMA of the students up to step
+    k - 1, as in DINO's loop (loss, step, then EMA). ``ema_step`` (a non-trainable int32 variable, not the
+    optimizer's iterations) counts these updates and drives the schedule.
+
+    Centre. After the loss (training only): ``center <- center_momentum center + (1 - center_momentum)
+    mean(teacher rows)``, where the rows are the teacher head outputs of both crops pooled over the
+    overlap and over the rest of each crop (a row whose region is empty is left out of the mean).
+
+    Args:
+        encoder: a ``kmedssl.backbones.VisionTransformer`` with ``grid_size`` even.
+        total_steps: training steps of the whole run (horizon of the EMA schedule).
+        head_dim: K, DINO head output size.
+        head_hidden_dim, head_bottleneck_dim: DINO head widths.
+        teacher_temperature, student_temperature: tau_t, tau_s of the global loss (0.04, 0.1).
+        center_momentum: centre EMA momentum (0.9).
+        teacher_momentum, teacher_momentum_final: start and end of the teacher EMA schedule (0.996, 1).
+        alpha_comp, alpha_decomp: positive weights of the matching losses (0.9, 0.99).
+        lambda_global, lambda_comp, lambda_decomp: loss weights of Eq. 8 (0.1, 1, 1).
+        logit_scale_init: initial value of the trainable log logit scale (log(1/0.07)).
+
+    Input: ``{"crop_1": (B, S, S, C), "crop_2": (B, S, S, C), "mask_1": (B, g^2), "mask_2": (B, g^2),
+    "target_comp": (B, g^2, g^2/4), "target_decomp": (B, g^2, 4g^2)}`` (targets are read by
+    ``compute_loss`` only).
+    Output of ``call``: ``student_1``, ``student_2``, ``teacher_1``, ``teacher_2`` ``(B, K)`` (overlap-pooled
+    head outputs), ``teacher_1_rest``, ``teacher_2_rest`` ``(B, K)`` (pooled over the rest of each crop),
+    ``comp_logits`` ``(B, g^2, g^2/4)`` and ``decomp_logits`` ``(B, g^2, 4g^2)``.
+    """
+
+    loss_terms = ("global", "composition", "decomposition")
+
+    def __init__(
+        self,
+        encoder,
+        total_steps,
+        head_dim=65536,
+        head_hidden_dim=2048,
+        head_bottleneck_dim=256,
+        teacher_temperature=0.04,
+        student_temperature=0.1,
+        center_momentum=0.9,
+        teacher_momentum=0.996,
+        teacher_momentum_final=1.0,
+        alpha_comp=0.9,
+        alpha_decomp=0.99,
+        lambda_global=0.1,
+        lambda_comp=1.0,
+        lambda_decomp=1.0,
+        logit_scale_init=math.log(1 / 0.07),
+        **kwargs,
+    ):
+        super().__init__(encoder, **kwargs)
+        self._validate(total_steps=total_steps, teacher_temperature=teacher_temperature,
+                       student_temperature=student_temperature, center_momentum=center_momentum,
+                       teacher_momentum=teacher_momentum, teacher_momentum_final=teacher_momentum_final,
+                       alpha_comp=alpha_comp, alpha_decomp=alpha_decomp)
+        if encoder.grid_size % 2:
+            raise ValueError(f"Expected an encoder with an even grid_size. Received: grid_size={encoder.grid_size}")
+
+        # === Config ===
+        self.total_steps = int(total_steps)
+        self.head_dim = int(head_dim)
+        self.head_hidden_dim = int(head_hidden_dim)
+        self.head_bottleneck_dim = int(head_bottleneck_dim)
+        self.teacher_temperature = float(teacher_temperature)
+        self.student_temperature = float(student_temperature)
+        self.center_momentum = float(center_momentum)
+        self.teacher_momentum = float(teacher_momentum)
+        self.teacher_momentum_final = float(teacher_momentum_final)
+        self.alpha_comp = float(alpha_comp)
+        self.alpha_decomp = float(alpha_decomp)
+        self.lambda_global = float(lambda_global)
+        self.lambda_comp = float(lambda_comp)
+        self.lambda_decomp = float(lambda_decomp)
+        self.logit_scale_init = float(logit_scale_init)
+
+        # === Layers ===
+        self.student_head = DINOHead(self.head_dim, self.head_hidden_dim, self.head_bottleneck_dim,
+                                     name="student_head")
+        self.student_head.build((None, encoder.dim))
+        self.teacher = type(encoder).from_config({**encoder.get_config(), "name": f"teacher_{encoder.name}"})
+        self.teacher_head = DINOHead.from_config({**self.student_head.get_config(), "name": "teacher_head"})
+        self.teacher_head.build((None, encoder.dim))
+        for copy, source in ((self.teacher, encoder), (self.teacher_head, self.student_head)):
+            copy.set_weights(source.get_weights())
+            copy.trainable = False
+        self.composer = Composer(encoder.dim, name="composer")
+        self.composer.build((None, None, encoder.dim))
+        self.decomposer = Decomposer(encoder.dim, name="decomposer")
+        self.decomposer.build((None, None, encoder.dim))
+
+        # === State ===
+        self.logit_scale = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(self.logit_scale_init), name="logit_scale"
+        )
+        self.center = self.add_weight(shape=(self.head_dim,), initializer="zeros", trainable=False, name="center")
+        self.ema_step = self.add_weight(shape=(), initializer="zeros", dtype="int32", trainable=False,
+                                        name="ema_step")
+
+    @staticmethod
+    def _validate(total_steps, teacher_temperature, student_temperature, **fractions):
+        if not (isinstance(total_steps, int) and total_steps >= 1):
+            raise ValueError(f"Expected an integer total_steps >= 1. Received: total_steps={total_steps}")
+        for name, value in (("teacher_temperature", teacher_temperature),
+                            ("student_temperature", student_temperature)):
+            if not value > 0:
+                raise ValueError(f"Expected {name} > 0. Received: {name}={value}")
+        for name, value in fractions.items():
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"Expected {name} in [0, 1]. Received: {name}={value}")
+
+    # --- teacher ---
+
+    def momentum(self, step):
+        """Teacher EMA momentum after ``step`` updates: cosine from ``teacher_momentum`` to the final value."""
+        progress = ops.minimum(ops.cast(step, "float32") / self.total_steps, 1.0)
+        start, final = self.teacher_momentum, self.teacher_momentum_final
+        return final - (final - start) * (1.0 + ops.cos(math.pi * progress)) / 2.0
+
+    def update_teacher(self):
+        """One in-graph EMA step of the teacher encoder and head towards the current student weights."""
+        m = self.momentum(self.ema_step)
+        teacher = self.teacher.weights + self.teacher_head.weights
+        student = self.encoder.weights + self.student_head.weights
+        for t, s in zip(teacher, student, strict=True):
+            s_value = ops.stop_gradient(ops.cast(s, t.dtype))
+            t.assign(ops.cast(m, t.dtype) * t + ops.cast(1.0 - m, t.dtype) * s_value)
+        self.ema_step.assign_add(ops.ones((), "int32"))
+
+    # --- forward ---
+
+    def call(self, inputs, training=False):
+        if training:
+            self.update_teacher()
+        crop_1, crop_2 = inputs["crop_1"], inputs["crop_2"]
+        mask_1, mask_2 = inputs["mask_1"], inputs["mask_2"]  # (B, N)
+        s_1 = self.encoder(crop_1, training=training)[:, 1:]  # (B, N, C)
+        s_2 = self.encoder(crop_2, training=training)[:, 1:]
+        t_1 = ops.stop_gradient(self.teacher(crop_1, training=False)[:, 1:])
+        t_2 = ops.stop_gradient(self.teacher(crop_2, training=False)[:, 1:])
+
+        # Global branch: overlap-pooled tokens -> heads.
+        students = self.student_head(ops.concatenate([_masked_mean(s_1, mask_1), _masked_mean(s_2, mask_2)], 0))
+        student_1, student_2 = ops.split(students, 2, axis=0)  # (B, K) each
+        pooled_teacher = [_masked_mean(t_1, mask_1), _masked_mean(t_2, mask_2),
+                          _masked_mean(t_1, 1.0 - mask_1), _masked_mean(t_2, 1.0 - mask_2)]
+        teachers = ops.stop_gradient(self.teacher_head(ops.concatenate(pooled_teacher, 0)))  # (4B, K)
+        teacher_1, teacher_2, teacher_1_rest, teacher_2_rest = ops.split(teachers, 4, axis=0)
+
+        # Local branch: composed C2 <-> teacher C1, decomposed C1 <-> teacher C2.
+        scale = ops.exp(self.logit_scale)
+        composed = self.composer(s_2)  # (B, N/4, C)
+        decomposed = self.decomposer(s_1)  # (B, 4N, C)
+        comp_logits = _matching_logits(t_1, composed, scale)  # (B, N, N/4)
+        decomp_logits = _matching_logits(t_2, decomposed, scale)  # (B, N, 4N)
+        return {
+            "student_1": student_1,
+            "student_2": student_2,
+            "teacher_1": teacher_1,
+            "teacher_2": teacher_2,
+            "teacher_1_rest": teacher_1_rest,
+            "teacher_2_rest": teacher_2_rest,
+            "comp_logits": comp_logits,
+            "decomp_logits": decomp_logits,
+        }
+
+    # --- loss ---
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        global_loss = ace_global_loss(
+            y_pred["student_1"], y_pred["student_2"], y_pred["teacher_1"], y_pred["teacher_2"], self.center,
+            student_temperature=self.student_temperature, teacher_temperature=self.teacher_temperature,
+        )
+        comp_loss = ace_matching_loss(y_pred["comp_logits"], x["target_comp"], self.alpha_comp)
+        decomp_loss = ace_matching_loss(y_pred["decomp_logits"], x["target_decomp"], self.alpha_decomp)
+        loss = self.lambda_global * global_loss + self.lambda_comp * comp_loss + self.lambda_decomp * decomp_loss
+        self.track_loss_terms({"global": global_loss, "composition": comp_loss, "decomposition": decomp_loss})
+        if training:
+            self.update_center(x, y_pred)
+        return loss
+
+    def update_center(self, x, y_pred):
+        """``center <- m center + (1 - m) mean(teacher rows)`` over the non-empty pooled regions."""
+        rows = ops.stack([ops.cast(y_pred[k], "float32") for k in
+                          ("teacher_1", "teacher_2", "teacher_1_rest", "teacher_2_rest")], axis=0)  # (4, B, K)
+        mask_1, mask_2 = ops.cast(x["mask_1"], "float32"), ops.cast(x["mask_2"], "float32")
+        counts = ops.stack([ops.sum(mask_1, -1), ops.sum(mask_2, -1), ops.sum(1.0 - mask_1, -1),
+                            ops.sum(1.0 - mask_2, -1)], axis=0)  # (4, B)
+        valid = ops.cast(counts > 0, "float32")
+        batch_center = ops.sum(rows * valid[..., None], axis=(0, 1)) / ops.maximum(ops.sum(valid), 1.0)
+        m = self.center_momentum
+        self.center.assign(m * self.center + (1.0 - m) * batch_center)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            total_steps=self.total_steps,
+            head_dim=self.head_dim,
+            head_hidden_dim=self.head_hidden_dim,
+            head_bottleneck_dim=self.head_bottleneck_dim,
+            teacher_temperature=self.teacher_temperature,
+            student_temperature=self.student_temperature,
+            center_momentum=self.center_momentum,
+            teacher_momentum=self.teacher_momentum,
+            teacher_momentum_final=self.teacher_momentum_final,
+            alpha_comp=self.alpha_comp,
+            alpha_decomp=self.alpha_decomp,
+            lambda_global=self.lambda_global,
+            lambda_comp=self.lambda_comp,
+            lambda_decomp=self.lambda_decomp,
+            logit_scale_init=self.logit_scale_init,
+        )
+        return config
+
+
+def _normalize(x, axis):
+    """``x / max(||x||, 1e-12)`` along ``axis``."""
+    norm = ops.sqrt(ops.sum(ops.square(x), axis=axis, keepdims=True))
+    return x / ops.maximum(norm, 1e-12)
+
+
+def _masked_mean(tokens, mask):
+    """``(B, N, C), (B, N) -> (B, C)``: mean of the tokens where ``mask`` is 1 (zeros when it is empty)."""
+    mask = ops.cast(mask, tokens.dtype)[..., None]
+    return ops.sum(tokens * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
+
+
+def _matching_logits(teacher_tokens, student_tokens, scale):
+    """``exp(logit_scale) n(teacher) @ student^T``: ``(B, N_t, C), (B, N_s, C) -> (B, N_t, N_s)``."""
+    teacher = _normalize(teacher_tokens, axis=-1)
+    logits = ops.matmul(teacher, ops.transpose(student_tokens, (0, 2, 1)))
+    return ops.cast(scale, logits.dtype) * logits

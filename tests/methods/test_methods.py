@@ -1,0 +1,149 @@
+"""Every non-ACE method trains with model.fit on the active backend (tiny encoders, random data)."""
+
+import keras
+import numpy as np
+import pytest
+
+from kmedssl.backbones import MAEDecoder, ResNet18, VisionTransformer
+from kmedssl.methods.mulsupcon import MulSupCon
+from kmedssl.methods.mvcon import MVCon
+from kmedssl.methods.mvmae import MVMAE
+from kmedssl.methods.simclr import SimCLR
+from kmedssl.methods.spcl import SPCL
+from kmedssl.methods.supervised import Supervised
+
+B, SIZE = 8, 32
+
+
+def tiny_vit():
+    return VisionTransformer(image_size=SIZE, patch_size=8, channels=1, dim=32, depth=1, num_heads=2)
+
+
+def images(rng, n=B):
+    return rng.random((n, SIZE, SIZE, 1)).astype("float32")
+
+
+def fit(model, x, y=None, steps=2):
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3))
+    return model.fit(x, y, batch_size=B, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False).history
+
+
+def build_case(name, rng):
+    """(model, x, y) of one method on random data."""
+    n = 2 * B
+    if name == "spcl":
+        return SPCL(tiny_vit(), seed=1), {"image": images(rng, n)}, None
+    if name in ("mvmae", "mvmae_pooled"):
+        encoder = tiny_vit()
+        decoder = MAEDecoder(num_patches=16, patch_dim=64, encoder_dim=32, dim=16, depth=1, num_heads=2)
+        alignment = "pooled" if name == "mvmae_pooled" else "tokens"
+        return MVMAE(encoder, decoder, alignment=alignment, seed=1), {"frontal": images(rng, n), "lateral": images(rng, n)}, None
+    if name == "mvcon":
+        return MVCon(tiny_vit()), {"frontal": images(rng, n), "lateral": images(rng, n)}, None
+    if name == "simclr":
+        return SimCLR(ResNet18(width=4), projection_dim=8, hidden_dim=16, seed=1), {"image": images(rng, n)}, None
+    if name == "mulsupcon":
+        metadata = np.eye(4, dtype="float32")[rng.integers(0, 4, n)]
+        return MulSupCon(ResNet18(width=4), projection_dim=8, hidden_dim=16, seed=1), {"image": images(rng, n), "metadata": metadata}, None
+    if name == "supervised":
+        labels = (rng.random((n, 3)) < 0.4).astype("float32")
+        return Supervised(tiny_vit(), num_classes=3), {"image": images(rng, n)}, labels
+    raise KeyError(name)
+
+
+CASES = ("spcl", "mvmae", "mvmae_pooled", "mvcon", "simclr", "mulsupcon", "supervised")
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_fit_logs_every_loss_term(name, rng):
+    model, x, y = build_case(name, rng)
+    history = fit(model, x, y)
+    expected = {"loss"} | {f"{term}_loss" for term in model.loss_terms}
+    assert expected <= set(history)
+    for key in expected:
+        assert np.all(np.isfinite(history[key])), (key, history[key])
+
+
+@pytest.mark.parametrize("name", ("spcl", "mvmae", "simclr"))
+def test_same_seed_same_loss(name):
+    losses = []
+    for _ in range(2):
+        keras.utils.set_random_seed(3)
+        model, x, y = build_case(name, np.random.default_rng(3))
+        losses.append(fit(model, x, y, steps=1)["loss"][0])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_spcl_scale_is_trainable_and_clamped(rng):
+    model, x, _ = build_case("spcl", rng)
+    before = float(keras.ops.convert_to_numpy(model.scale()))
+    fit(model, x)
+    after = float(keras.ops.convert_to_numpy(model.scale()))
+    assert before == pytest.approx(1 / 0.07, rel=1e-5)
+    assert after != before
+    model.log_scale.assign(10.0)
+    assert float(keras.ops.convert_to_numpy(model.scale())) == pytest.approx(100.0)
+
+
+def test_mvmae_token_alignment_shares_the_mask(rng):
+    model, x, _ = build_case("mvmae", rng)
+    out = model(x, training=True)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(out["mask_frontal"]),
+                                  keras.ops.convert_to_numpy(out["mask_lateral"]))
+    mask = keras.ops.convert_to_numpy(out["mask_frontal"])
+    assert mask.sum(axis=1).tolist() == [16 - int(16 * 0.25)] * len(mask)  # 75 % of 16 patches removed
+    pooled, x, _ = build_case("mvmae_pooled", rng)
+    out = pooled(x, training=True)
+    assert not np.array_equal(keras.ops.convert_to_numpy(out["mask_frontal"]),
+                              keras.ops.convert_to_numpy(out["mask_lateral"]))
+
+
+def test_mvmae_sigmoid_beta_anneals(rng):
+    encoder = tiny_vit()
+    decoder = MAEDecoder(num_patches=16, patch_dim=64, encoder_dim=32, dim=16, depth=1, num_heads=2)
+    model = MVMAE(encoder, decoder, beta_schedule="sigmoid", beta_max=2.0, total_steps=10)
+    start = float(keras.ops.convert_to_numpy(model.current_beta()))
+    model.step.assign(10)
+    end = float(keras.ops.convert_to_numpy(model.current_beta()))
+    assert start == pytest.approx(2 / (1 + np.exp(5)), rel=1e-5)
+    assert end == pytest.approx(2 / (1 + np.exp(-5)), rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ("spcl", "simclr", "supervised"))
+def test_encoder_round_trips_through_keras_file(name, rng, tmp_path):
+    model, x, y = build_case(name, rng)
+    fit(model, x, y, steps=1)
+    path = tmp_path / "encoder.keras"
+    keras.saving.save_model(model.encoder, path)
+    loaded = keras.saving.load_model(path)
+    probe = x["image"][:4]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded.features(probe)),
+                               keras.ops.convert_to_numpy(model.encoder.features(probe)), rtol=1e-5, atol=1e-6)
+
+
+def test_method_config_round_trip(rng):
+    model, _, _ = build_case("spcl", rng)
+    clone = SPCL.from_config(model.get_config())
+    assert clone.mask_ratio == model.mask_ratio and clone.kappa == model.kappa
+    assert clone.encoder.get_config() == model.encoder.get_config()
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: SPCL(tiny_vit(), mask_ratio=1.0), "mask_ratio"),
+        (lambda: SPCL(tiny_vit(), kappa=0.0), "kappa"),
+        (lambda: MVCon(tiny_vit(), temperature=0.0), "temperature"),
+        (lambda: MulSupCon(ResNet18(width=4), threshold=1.5), "threshold"),
+        (lambda: Supervised(tiny_vit(), num_classes=0), "num_classes"),
+    ],
+)
+def test_bad_arguments_raise(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_wrong_input_shape_raises(rng):
+    model, _, _ = build_case("spcl", rng)
+    with pytest.raises(ValueError, match="Expected"):
+        model({"image": rng.random((2, 48, 48, 1)).astype("float32")})
