@@ -198,10 +198,6 @@ class VisionTransformer(keras.Model):
             "seed": self.seed,
         }
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
 
 def vision_transformer(size="base", image_size=224, patch_size=16, channels=1, **overrides):
     """A :class:`VisionTransformer` of a named size.

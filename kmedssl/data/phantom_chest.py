@@ -2,8 +2,9 @@
 
 Patient coordinates in cm: x towards the patient's left, y anterior, z superior (origin near the carina).
 The anatomy (``ChestAnatomy``) belongs to a subject; the findings (``ChestFindings``) belong to a study, so
-follow-up studies share anatomy and may change pathology. ``chest_layers`` turns both, plus the arm pose
-of one acquisition, into the layer tree of ``phantom_scene.build_scene``.
+follow-up studies share anatomy and may change pathology. ``chest_static_layers`` (subject and pose) and
+``chest_study_layers`` (subject and study) give the layer trees of ``phantom_scene.build_scene``; the two
+scenes together are the volume.
 """
 
 import dataclasses
@@ -12,6 +13,7 @@ import numpy as np
 
 from kmedssl.data import phantom_geometry as geo
 from kmedssl.data.phantom_chest_bones import chest_bones
+from kmedssl.data.phantom_imaging import projection_geometry
 from kmedssl.data.phantom_shapes import frame, tree_segments
 
 CHEST_LABELS = ("cardiomegaly", "effusion", "nodule", "pneumothorax", "consolidation", "atelectasis")
@@ -199,15 +201,28 @@ def _lung_region(a, f, side, domes, med):
 # === Layers ===
 
 
-def chest_layers(a, f, arms_up=False):
-    """Tissue layers (solid, tissue, parent) of the subject's chest in one study and arm pose."""
+POSES = ("pa", "ap", "lateral")
+
+
+def chest_static_layers(a, pose):
+    """Layers that depend on the subject and the patient's pose only: body envelope, arms, skeleton.
+
+    ``pose`` is "pa" (arms down, shoulders rolled forward so the scapulae clear the lungs), "ap" (arms
+    down, scapulae over the upper lungs) or "lateral" (arms raised).
+    """
+    if pose not in POSES:
+        raise ValueError(f"Expected pose in {POSES}. Received: pose={pose!r}")
+    return _body_layers(a, pose == "lateral") + chest_bones(a, pose)
+
+
+def chest_study_layers(a, f):
+    """Layers that depend on the study: diaphragm, heart and vessels, airways, lungs and their findings."""
     s = a.s
     domes = _domes(a, f)
     med = _mediastinum(a, f, domes)
-    layers = _body_layers(a, arms_up)
     dome_r = _dome_solid(a, -1, domes[-1])
     dome_l = _dome_solid(a, 1, domes[1]) - dome_r
-    layers += [(dome_r, "liver", "muscle"), (dome_l, "spleen", "muscle")]
+    layers = [(dome_r, "liver", "muscle"), (dome_l, "spleen", "muscle")]
     if a.gastric:
         size, level = a.gastric
         rxc, _ = _cavity(a)
@@ -221,7 +236,6 @@ def chest_layers(a, f, arms_up=False):
                (med["knob"] + (med["descending"] - med["knob"]), "blood", "muscle"),
                (med["svc"] - med["atrium"], "blood", "muscle")]
     layers += _airway_layers(s, med["shift"])
-    layers += chest_bones(a, arms_up)
     lung_tissue = {"lung": 1.0 - a.lung_air, "air": a.lung_air}
     for side in SIDES:
         lung, center, radii = _lung_region(a, f, side, domes, med)
@@ -315,3 +329,29 @@ def _lung_findings(a, f, side, lung, center, radii, domes, lung_tissue):
         band = geo.ellipsoid(band_c, band_r, geo.rotation(yaw, 0.15, 0.0))
         layers.append((band & aerated, {"lung": 0.25, "muscle": 0.75}, lung_tissue))
     return layers
+
+
+# === Acquisition ===
+
+
+def body_half_size(a):
+    """Half-width and half-depth (cm) of the torso's skin outline."""
+    return 15.3 * a.s + a.fat, 10.4 * a.s + 0.8 * a.fat
+
+
+def chest_projection(a, view, rng):
+    """Radiograph geometry of one view: PA (beam posterior -> anterior, SID 180 cm), AP (portable,
+    anterior -> posterior, SID 100-120 cm, so the heart is magnified more), LATERAL / LL (beam from the
+    right, the left side against the detector, SID 180 cm; displayed with anterior on the left)."""
+    rx, ry = body_half_size(a)
+    fov = 2.0 * rx * rng.uniform(1.15, 1.3)
+    iso = [0.0, 0.0, -3.0 * a.s]
+    down = [0.0, 0.0, -1.0]
+    if view == "PA":
+        return projection_geometry([0, 1, 0], iso, ry + 1.5, rng.uniform(170, 185), [1, 0, 0], down, fov, rng)
+    if view == "AP":
+        return projection_geometry([0, -1, 0], iso, ry + 2.0, rng.uniform(100, 120), [1, 0, 0], down, fov, rng,
+                                   jitter=1.6)
+    if view in ("LATERAL", "LL"):
+        return projection_geometry([1, 0, 0], iso, rx + 1.5, rng.uniform(170, 185), [0, -1, 0], down, fov, rng)
+    raise ValueError(f"Expected view in ('PA', 'AP', 'LATERAL', 'LL'). Received: view={view!r}")

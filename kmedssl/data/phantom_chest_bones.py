@@ -23,16 +23,16 @@ def vertebra_levels(s):
     return z, half
 
 
-def chest_bones(a, arms_up):
-    """Layers (solid, tissue, parent) of the bony thorax for anatomy ``a`` (see ``ChestAnatomy``)."""
+def chest_bones(a, pose):
+    """Layers (solid, tissue, parent) of the bony thorax for anatomy ``a`` in a pose ("pa", "ap", "lateral")."""
     s = a.s
     bone = {"bone": min(0.55 * a.bone, 1.0), "marrow": 1.0 - min(0.55 * a.bone, 1.0)}
     cortex = {"bone": 0.65 * a.bone, "marrow": 1.0 - 0.65 * a.bone}
     marrow = {"bone": 0.08 * a.bone, "marrow": 1.0 - 0.08 * a.bone}
     layers = _spine(s, cortex, marrow, bone)
-    ribs, cartilage = _ribs(s)
-    layers.append((ribs, bone, "muscle"))
-    layers.append((cartilage, {"cartilage": 1.0 - a.cartilage_calcium, "calcium": a.cartilage_calcium}, "muscle"))
+    layers.append((rib_cage(s), bone, "muscle"))
+    layers.append((rib_cage(s, cartilage=True), {"cartilage": 1.0 - a.cartilage_calcium, "calcium": a.cartilage_calcium},
+                   "muscle"))
     ryc = 9.0 * s
     sternum = geo.cylinder([0.0, ryc + 0.9 * s, 11.0 * s], [0.0, ryc + 1.4 * s, -7.0 * s], [1.6 * s, 0.55 * s],
                            up=[1.0, 0.0, 0.0])
@@ -42,12 +42,15 @@ def chest_bones(a, arms_up):
                          [14.6, -1.0, 13.8]]) * s
         clav[:, 0] *= side
         layers.append((geo.union([geo.cylinder(p, q, 0.85 * s) for p, q in zip(clav[:-1], clav[1:])]), cortex, "muscle"))
-        scap_axis = geo.rotation(side * 0.55, 0.0, 0.12 * side)
-        scapula = geo.ellipsoid([side * 10.5 * s, -ryc - 0.6 * s, 5.5 * s], np.array([5.0, 0.55, 7.5]) * s, scap_axis)
+        # In a PA view the shoulders are rolled forward and the scapulae rotate out of the lung fields.
+        out = 2.2 * s if pose == "pa" else 0.0
+        scap_axis = geo.rotation(side * (0.55 + 0.25 * (pose == "pa")), 0.0, 0.12 * side)
+        scapula = geo.ellipsoid([side * (10.0 * s + out), -ryc - 0.6 * s + 0.5 * out, 5.5 * s],
+                                np.array([5.0, 0.55, 7.5]) * s, scap_axis)
         layers.append((scapula, {"bone": 0.35 * a.bone, "marrow": 1.0 - 0.35 * a.bone}, "muscle"))
         rx = 15.3 * s
         head = np.array([side * (rx - 0.8 * s), -0.8 * s, 11.8 * s])
-        elbow = [side * 9.5 * s, 12.0 * s, 42.0 * s] if arms_up else [side * (rx + 3.4 * s), 0.3 * s, -20.0 * s]
+        elbow = [side * 9.5 * s, 12.0 * s, 42.0 * s] if pose == "lateral" else [side * (rx + 3.4 * s), 0.3 * s, -20.0 * s]
         humerus = geo.union([geo.ellipsoid(head, [2.4 * s] * 3), geo.cylinder(head, elbow, 1.2 * s)])
         layers.append((humerus, bone, "muscle"))
     return layers
@@ -88,24 +91,26 @@ def _rib_path(s, k, side, phi, z):
     return np.stack([side * rx * np.cos(phi), -0.5 * s + ry * np.sin(phi), z[k] + 0.2 * s - drop * s], 1)
 
 
-def _ribs(s):
-    """All rib segments (bone) and costal cartilages, as cylinders along each rib's path."""
-    bone0, bone1, cart0, cart1, bone_r = [], [], [], [], []
+def rib_cage(s, ribs=range(12), z_shift=0.0, cartilage=False):
+    """Rib segments (cylinders along each rib's path) of the chosen ribs (0-based), optionally the costal
+    cartilages instead; ``z_shift`` moves them (cm) for phantoms whose origin is not the chest's."""
+    p0, p1, radius = [], [], []
     z, _ = vertebra_levels(s)
-    for k in range(12):
+    for k in ribs:
         rx = 13.6 * s * _WIDTH[k]
         start = -np.arccos(min(2.7 * s / rx, 0.99))
         for side in (-1, 1):
-            pts = _rib_path(s, k, side, np.linspace(start, _END[k], 9), z)
-            bone0.append(pts[:-1])
-            bone1.append(pts[1:])
-            bone_r.append(np.linspace(0.5, 0.62, 8) * s)
-            if _CART[k] > _END[k]:
-                cpts = _rib_path(s, k, side, np.concatenate([[start], np.linspace(_END[k], _CART[k], 4)]), z)[1:]
-                cart0.append(cpts[:-1])
-                cart1.append(cpts[1:])
-    r = np.concatenate(bone_r)
-    ribs = geo.cylinders(np.concatenate(bone0), np.concatenate(bone1), np.stack([r, 0.3 * s * np.ones_like(r)], 1))
-    c0, c1 = np.concatenate(cart0), np.concatenate(cart1)
-    cartilage = geo.cylinders(c0, c1, np.tile([0.55 * s, 0.35 * s], (c0.shape[0], 1)))
-    return ribs, cartilage
+            if not cartilage:
+                pts = _rib_path(s, k, side, np.linspace(start, _END[k], 9), z)
+                radius.append(np.linspace(0.5, 0.62, 8) * s)
+            elif _CART[k] > _END[k]:
+                pts = _rib_path(s, k, side, np.concatenate([[start], np.linspace(_END[k], _CART[k], 4)]), z)[1:]
+                radius.append(np.full(3, 0.55 * s))
+            else:
+                continue
+            p0.append(pts[:-1])
+            p1.append(pts[1:])
+    r = np.concatenate(radius)
+    thick = 0.35 * s if cartilage else 0.3 * s
+    return geo.cylinders(np.concatenate(p0) + [0.0, 0.0, z_shift], np.concatenate(p1) + [0.0, 0.0, z_shift],
+                         np.stack([r, np.full_like(r, thick)], 1))

@@ -65,9 +65,9 @@ def projection_geometry(beam, isocenter, detector_distance, sid, u, v, fov, rng,
     return {"source": origin - beam * sid, "origin": origin, "u": u, "v": v, "fov": fov}
 
 
-def radiograph(scene, geometry, size, rng, flux=2e5, scatter=(0.005, 0.04), compression=(0.3, 0.7),
+def radiograph(scenes, geometry, size, rng, flux=2e5, scatter=(0.005, 0.04), compression=(0.3, 0.7),
                unsharp=(0.0, 0.6)):
-    """A processed digital radiograph of ``scene``.
+    """A processed digital radiograph of the volume made of ``scenes`` (a list of compiled scenes).
 
     Physics: primary I = exp(-∫ mu dl) along each source-pixel ray (Beer–Lambert), times a heel-effect
     ramp; plus scatter, a broad blur of I scaled by a scatter fraction; quantum noise with variance I / N0
@@ -76,7 +76,7 @@ def radiograph(scene, geometry, size, rng, flux=2e5, scatter=(0.005, 0.04), comp
     window, a gamma, and unsharp-mask edge enhancement. The ranges are drawn per image from ``rng``.
     """
     pixel = geometry["fov"] / size
-    line = scene_lib.line_integrals(scene, tissues.column("xr"), geometry["source"], geometry["origin"],
+    line = scene_lib.line_integrals(scenes, tissues.column("xr"), geometry["source"], geometry["origin"],
                                     geometry["u"], geometry["v"], (size, size), pixel)
     ramp = 1.0 + rng.uniform(-0.08, 0.08) * np.linspace(-1.0, 1.0, size)[:, None]
     primary = np.exp(-np.clip(line, 0.0, None)) * ramp

@@ -94,11 +94,11 @@ def _box_corners(solid):
     return np.where(corners[None] == 0, solid.box_lo[:, None], solid.box_hi[:, None])  # (T, 8, 3)
 
 
-def line_integrals(scene, values, source, origin, u, v, shape, pixel):
+def line_integrals(scenes, values, source, origin, u, v, shape, pixel):
     """Line integrals of a property along rays from a point source to each detector pixel (cone beam).
 
     Args:
-        scene: a compiled ``Scene``.
+        scenes: compiled ``Scene`` objects whose layers together form the volume (their integrals add).
         values: (n_tissues,) property (e.g. mu in 1/cm).
         source: (3,) source position (cm).
         origin: (3,) detector centre; u, v: (3,) orthonormal detector directions of increasing column, row.
@@ -107,6 +107,10 @@ def line_integrals(scene, values, source, origin, u, v, shape, pixel):
     Returns:
         (H, W) float64: sum over terms of step * chord length (cm), i.e. ∫ f dl along each ray.
     """
+    return sum(_line_integrals(scene, values, source, origin, u, v, shape, pixel) for scene in scenes)
+
+
+def _line_integrals(scene, values, source, origin, u, v, shape, pixel):
     source, origin, u, v = (np.asarray(x, float) for x in (source, origin, u, v))
     height, width = shape
     step = scene.steps(np.asarray(values, float)[:, None])[:, 0]
@@ -168,11 +172,11 @@ def _atom_interval(p, d):
     return np.maximum(tc - half, np.minimum(t1, t2)), np.minimum(tc + half, np.maximum(t1, t2))
 
 
-def sample_plane(scene, values, origin, u, v, shape, pixel):
+def sample_plane(scenes, values, origin, u, v, shape, pixel):
     """Property values on a plane, anti-aliased by each surface's distance to the pixel centre.
 
     Args:
-        scene: a compiled ``Scene``.
+        scenes: compiled ``Scene`` objects whose layers together form the volume (their steps add).
         values: (n_tissues, P) property table.
         origin: (3,) plane centre; u, v: (3,) orthonormal directions of increasing column and row.
         shape: (H, W) output size; pixel: pixel spacing (cm).
@@ -180,6 +184,12 @@ def sample_plane(scene, values, origin, u, v, shape, pixel):
     Returns:
         (H, W, P) float64 property values (air outside every layer).
     """
+    values = np.asarray(values, float)
+    steps = sum(_plane_steps(scene, values, origin, u, v, shape, pixel) for scene in scenes)
+    return steps + values[tissues.TISSUES.index("air")]
+
+
+def _plane_steps(scene, values, origin, u, v, shape, pixel):
     height, width = shape
     u, v, origin = (np.asarray(x, float) for x in (u, v, origin))
     step = scene.steps(values)
@@ -213,4 +223,4 @@ def sample_plane(scene, values, origin, u, v, shape, pixel):
             cover[:m] = np.minimum(cover[:m], np.clip(0.5 + np.minimum(quad, slab) / pixel, 0.0, 1.0))
     out = np.stack([np.bincount(pix, weights=cover * step[term, p], minlength=height * width)
                     for p in range(step.shape[1])], axis=-1)
-    return out.reshape(height, width, -1) + values[tissues.TISSUES.index("air")]
+    return out.reshape(height, width, -1)

@@ -8,6 +8,7 @@ global branch (overlap-pooled tokens -> DINO heads -> ``ace_global_loss``, Eq. 1
 """
 
 import math
+import numbers
 
 import keras
 from keras import ops
@@ -272,9 +273,9 @@ class ACE(PretrainingMethod):
         self.teacher = type(encoder).from_config({**encoder.get_config(), "name": f"teacher_{encoder.name}"})
         self.teacher_head = DINOHead.from_config({**self.student_head.get_config(), "name": "teacher_head"})
         self.teacher_head.build((None, encoder.dim))
-        for copy, source in ((self.teacher, encoder), (self.teacher_head, self.student_head)):
-            copy.set_weights(source.get_weights())
-            copy.trainable = False
+        for clone, source in ((self.teacher, encoder), (self.teacher_head, self.student_head)):
+            clone.set_weights(source.get_weights())
+            clone.trainable = False
         self.composer = Composer(encoder.dim, name="composer")
         self.composer.build((None, None, encoder.dim))
         self.decomposer = Decomposer(encoder.dim, name="decomposer")
@@ -282,15 +283,17 @@ class ACE(PretrainingMethod):
 
         # === State ===
         self.logit_scale = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(self.logit_scale_init), name="logit_scale"
+            shape=(), initializer=keras.initializers.Constant(self.logit_scale_init), autocast=False,
+            name="logit_scale",
         )
-        self.center = self.add_weight(shape=(self.head_dim,), initializer="zeros", trainable=False, name="center")
+        self.center = self.add_weight(shape=(self.head_dim,), initializer="zeros", trainable=False,
+                                      autocast=False, aggregation="mean", name="center")
         self.ema_step = self.add_weight(shape=(), initializer="zeros", dtype="int32", trainable=False,
-                                        name="ema_step")
+                                        aggregation="only_first_replica", name="ema_step")
 
     @staticmethod
     def _validate(total_steps, teacher_temperature, student_temperature, **fractions):
-        if not (isinstance(total_steps, int) and total_steps >= 1):
+        if not (isinstance(total_steps, numbers.Integral) and total_steps >= 1):
             raise ValueError(f"Expected an integer total_steps >= 1. Received: total_steps={total_steps}")
         for name, value in (("teacher_temperature", teacher_temperature),
                             ("student_temperature", student_temperature)):
@@ -324,7 +327,7 @@ class ACE(PretrainingMethod):
         if training:
             self.update_teacher()
         crop_1, crop_2 = inputs["crop_1"], inputs["crop_2"]
-        mask_1, mask_2 = inputs["mask_1"], inputs["mask_2"]  # (B, N)
+        mask_1, mask_2 = ops.cast(inputs["mask_1"], "float32"), ops.cast(inputs["mask_2"], "float32")  # (B, N)
         s_1 = self.encoder(crop_1, training=training)[:, 1:]  # (B, N, C)
         s_2 = self.encoder(crop_2, training=training)[:, 1:]
         t_1 = ops.stop_gradient(self.teacher(crop_1, training=False)[:, 1:])

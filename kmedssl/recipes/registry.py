@@ -3,6 +3,7 @@
 import dataclasses
 import typing
 
+from kmedssl.recipes.ace import ACERecipe
 from kmedssl.recipes.mulsupcon import MulSupConRecipe
 from kmedssl.recipes.mvcon import MVConRecipe
 from kmedssl.recipes.mvmae import MVMAERecipe
@@ -12,15 +13,9 @@ from kmedssl.recipes.supervised import SupervisedRecipe
 
 RECIPES = {
     recipe.method: recipe
-    for recipe in (MulSupConRecipe, MVConRecipe, MVMAERecipe, SimCLRRecipe, SPCLRecipe, SupervisedRecipe)
+    for recipe in (ACERecipe, MulSupConRecipe, MVConRecipe, MVMAERecipe, SimCLRRecipe, SPCLRecipe, SupervisedRecipe)
 }
 SIZES = ("phantom", "paper")
-
-
-def register_recipe(recipe_class):
-    """Add a recipe class under its ``method`` name (used for ACE and by extensions)."""
-    RECIPES[recipe_class.method] = recipe_class
-    return recipe_class
 
 
 def list_methods():

@@ -18,15 +18,15 @@ def test_stems_and_downsampling(rng):
     imagenet = ResNet18(channels=3, stem="imagenet", width=8)
     assert tuple(cifar.weights[0].shape) == (3, 3, 1, 8)  # 1-channel 3x3 stem (paper 001)
     assert tuple(imagenet.weights[0].shape) == (7, 7, 3, 8)
-    # Spatial size before pooling: cifar 32 -> 32, 16, 8, 4; imagenet 32 -> 16 -> 8, 8, 4, 2, 1.
-    x = rng.normal(size=(1, 32, 32, 1)).astype("float32")
+    # Spatial size before pooling: cifar 16 -> 16, 8, 4, 2; imagenet 16 -> 8 -> 4, 4, 2, 1, 1.
+    x = rng.normal(size=(2, 16, 16, 1)).astype("float32")
     for layer in cifar.stem_layers + cifar.blocks:
         x = layer(x)
-    assert tuple(x.shape) == (1, 4, 4, 64)
-    x = rng.normal(size=(1, 32, 32, 3)).astype("float32")
+    assert tuple(x.shape) == (2, 2, 2, 64)
+    x = rng.normal(size=(2, 16, 16, 3)).astype("float32")
     for layer in imagenet.stem_layers + imagenet.blocks:
         x = layer(x)
-    assert tuple(x.shape) == (1, 1, 1, 64)
+    assert tuple(x.shape) == (2, 1, 1, 64)
 
 
 def test_invalid_arguments_and_inputs(rng):
