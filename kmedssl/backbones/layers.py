@@ -56,7 +56,8 @@ def unpatchify(patches, patch_size):
     """
     if len(patches.shape) != 3 or patches.shape[1] is None or patches.shape[2] is None:
         raise ValueError(
-            f"Expected patches of static shape (B, N, patch_size**2 * C). Received: patches.shape={tuple(patches.shape)}"
+            "Expected patches of static shape (B, N, patch_size**2 * C). "
+            f"Received: patches.shape={tuple(patches.shape)}"
         )
     num_patches, patch_dim = patches.shape[1], patches.shape[2]
     grid_size = math.isqrt(num_patches)

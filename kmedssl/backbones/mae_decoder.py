@@ -170,6 +170,5 @@ def mae_decoder(size, num_patches, patch_dim, encoder_dim, **overrides):
     """
     if size not in MAE_DECODER_SIZES:
         raise ValueError(f"Expected size in {sorted(MAE_DECODER_SIZES)}. Received: size={size!r}")
-    arguments = {**MAE_DECODER_SIZES[size], "num_patches": num_patches, "patch_dim": patch_dim,
-                 "encoder_dim": encoder_dim}
-    return MAEDecoder(**{**arguments, **overrides})
+    arguments = {**MAE_DECODER_SIZES[size], **overrides}
+    return MAEDecoder(num_patches, patch_dim, encoder_dim, **arguments)

@@ -129,8 +129,10 @@ class ResNet18(keras.Model):
         if stem == "cifar":
             self.stem_layers = [_conv(width, 3, 1, policy, "stem_conv")]
         else:
-            self.stem_layers = [keras.layers.ZeroPadding2D(3, dtype=policy, name="stem_pad"),
-                                _conv(width, 7, 2, policy, "stem_conv")]
+            self.stem_layers = [
+                keras.layers.ZeroPadding2D(3, dtype=policy, name="stem_pad"),
+                _conv(width, 7, 2, policy, "stem_conv"),
+            ]
         self.stem_layers += [_batch_norm(policy, "stem_bn"), keras.layers.ReLU(dtype=policy, name="stem_relu")]
         if stem == "imagenet":
             self.stem_layers += [

@@ -93,7 +93,7 @@ class VisionTransformer(keras.Model):
         # === Layers ===
         policy = self.dtype_policy
         self.patch_embedding = keras.layers.Dense(dim, dtype=policy, name="patch_embedding")
-        rates = np.linspace(0.0, drop_path_rate, depth) if depth else []
+        rates = np.linspace(0.0, drop_path_rate, depth)  # linear stochastic-depth rule
         self.blocks = [
             TransformerBlock(
                 dim,
@@ -137,8 +137,7 @@ class VisionTransformer(keras.Model):
             ``(B, 1 + n, dim)`` tokens; ``[:, 0]`` is the CLS token, ``[:, 1 + j]`` encodes patch
             ``token_indices[:, j]``.
         """
-        self._check_images(images)
-        patches = patchify(images, self.patch_size)  # (B, N, P)
+        patches = patchify(self._standardize_images(images), self.patch_size)  # (B, N, P)
         positions = ops.expand_dims(self.position_embedding, 0)  # (1, N, dim)
         if token_indices is not None:
             if len(token_indices.shape) != 2:
@@ -162,8 +161,7 @@ class VisionTransformer(keras.Model):
 
     def patchify(self, images):
         """``(B, H, W, C) -> (B, num_patches, patch_size**2 * C)`` row-major patches flattened as (p, p, C)."""
-        self._check_images(images)
-        return patchify(images, self.patch_size)
+        return patchify(self._standardize_images(images), self.patch_size)
 
     def unpatchify(self, patches):
         """``(B, num_patches, patch_size**2 * C) -> (B, image_size, image_size, C)``, inverse of ``patchify``."""
@@ -174,7 +172,8 @@ class VisionTransformer(keras.Model):
             )
         return unpatchify(patches, self.patch_size)
 
-    def _check_images(self, images):
+    def _standardize_images(self, images):
+        """Validate ``(B, image_size, image_size, channels)``; give unknown static dims (graph mode) their size."""
         expected = (self.image_size, self.image_size, self.channels)
         shape = tuple(images.shape)
         if len(shape) != 4 or any(s is not None and s != e for s, e in zip(shape[1:], expected)):
@@ -182,6 +181,9 @@ class VisionTransformer(keras.Model):
                 f"Expected images of shape (batch, {expected[0]}, {expected[1]}, {expected[2]}). "
                 f"Received: images.shape={shape}"
             )
+        if None in shape[1:]:
+            images = ops.reshape(images, (-1, *expected))
+        return images
 
     def get_config(self):
         return {

@@ -38,84 +38,91 @@ def abdomen_layers(rng, sex, age, abnormal):
 
 
 def _organs(rng, s, abnormal, bones):
-    """Solid organs, vessels and muscles of the cavity, plus an optional lesion; also returns the solid
-    organs (liver, spleen, kidneys with their fat, stomach) that the bowel must avoid."""
-    liver = (geo.ellipsoid([-5.5 * s, 0.5 * s, 11.5 * s], np.array([9.5, 8.0, 8.0]) * s * rng.normal(1.0, 0.05))
-             & geo.halfspace([4.0 * s, 0.0, 0.0], [1.0, -0.3, 0.0])) - bones
-    spleen = geo.ellipsoid([8.5 * s, -4.5 * s, 11.5 * s], np.array([3.0, 5.5, 6.0]) * s,
-                           geo.rotation(0.6, 0.0, 0.0)) - bones
+    """Solid organs, vessels and muscles of the cavity, plus an optional lesion; also returns the simple
+    (uncarved) solids that the bowel must avoid. Carving only ever subtracts such simple solids, which
+    keeps the number of terms small."""
+    liver_raw = (geo.ellipsoid([-5.5 * s, 0.5 * s, 11.5 * s], np.array([9.5, 8.0, 8.0]) * s * rng.normal(1.0, 0.05))
+                 & geo.halfspace([4.0 * s, 0.0, 0.0], [1.0, -0.3, 0.0]))
+    spleen_raw = geo.ellipsoid([8.5 * s, -4.5 * s, 11.5 * s], np.array([3.0, 5.5, 6.0]) * s, geo.rotation(0.6, 0.0, 0.0))
+    liver = liver_raw - bones
     gall = geo.ellipsoid([-4.5 * s, 5.5 * s, 5.5 * s], np.array([1.6, 1.6, 3.4]) * s * rng.uniform(0.7, 1.2),
-                         geo.rotation(0.3, 0.4, 0.0)) & liver
+                         geo.rotation(0.3, 0.4, 0.0)) & liver_raw
     p0, p1, r = tree_segments(rng, np.array([-3.0, 1.0, 8.5]) * s,
                               [[-1, 0.2, 0.3], [-0.6, 0.5, -0.1], [-0.5, -0.6, 0.6]], 3.5 * s, 0.55 * s, 3)
-    portal = geo.cylinders(p0, p1, np.stack([r, r], 1)) & (liver - gall)
+    portal = geo.cylinders(p0, p1, np.stack([r, r], 1)) & liver_raw
+    portal = portal - (portal & gall)
     layers = [(liver, "liver", VISCERAL), (gall, "fluid", "liver"), (portal, "blood", "liver"),
-              (spleen - liver, "spleen", VISCERAL)]
+              (spleen_raw - liver_raw - bones, "spleen", VISCERAL)]
     kidney_tissue = {"kidney": 0.85, "fluid": 0.15}
-    kidneys, perirenal_all = [], []
+    kidneys, perirenal_raw = [], []
     for side in (-1, 1):
         c = np.array([side * 7.0 * s, -4.6 * s, (2.5 if side > 0 else 1.0) * s])
         rot = geo.rotation(side * 0.5, 0.0, 0.0) @ geo.rotation(0.0, side * 0.25, 0.0)
-        perirenal = geo.ellipsoid(c, np.array([3.8, 4.0, 7.0]) * s, rot) - liver - spleen
-        kidney = geo.ellipsoid(c, np.array([2.6, 2.8, 5.3]) * s, rot) - liver - spleen
+        fat_raw = geo.ellipsoid(c, np.array([3.8, 4.0, 7.0]) * s, rot)
+        kidney_raw = geo.ellipsoid(c, np.array([2.6, 2.8, 5.3]) * s, rot)
+        kidney = kidney_raw - liver_raw - spleen_raw
         sinus = geo.ellipsoid(c + rot @ np.array([-side * 1.2 * s, 0.0, 0.0]), np.array([1.0, 1.3, 2.9]) * s, rot)
-        layers += [(perirenal - kidney, "fat", VISCERAL), (kidney, kidney_tissue, VISCERAL),
-                   (sinus & kidney, {"fat": 0.7, "fluid": 0.3}, kidney_tissue)]
-        kidneys.append((c, rot, kidney))
-        perirenal_all.append(perirenal)
-    stomach = geo.ellipsoid([6.5 * s, 4.0 * s, 10.5 * s], np.array([4.0, 3.0, 4.8]) * s * rng.uniform(0.85, 1.15),
-                            geo.rotation(0.5, -0.4, 0.0)) - liver - spleen
-    lumen = geo.ellipsoid([6.5 * s, 4.0 * s, 10.5 * s], np.array([3.3, 2.4, 4.1]) * s,
-                          geo.rotation(0.5, -0.4, 0.0)) & stomach
+        layers += [(fat_raw - kidney_raw - liver_raw - spleen_raw, "fat", VISCERAL), (kidney, kidney_tissue, VISCERAL),
+                   (sinus & kidney_raw, {"fat": 0.7, "fluid": 0.3}, kidney_tissue)]
+        kidneys.append((c, rot, kidney_raw))
+        perirenal_raw.append(fat_raw)
+    stomach_raw = geo.ellipsoid([6.5 * s, 4.0 * s, 10.5 * s], np.array([4.0, 3.0, 4.8]) * s * rng.uniform(0.85, 1.15),
+                                geo.rotation(0.5, -0.4, 0.0))
+    lumen = geo.ellipsoid([6.5 * s, 4.0 * s, 10.5 * s], np.array([3.3, 2.4, 4.1]) * s, geo.rotation(0.5, -0.4, 0.0))
     gas = lumen & geo.halfspace([0.0, 0.0, rng.uniform(10.0, 13.0) * s], [0.0, 0.0, -1.0])
-    layers += [(stomach - lumen, "bowel", VISCERAL), (lumen - gas, "fluid", VISCERAL), (gas, "air", VISCERAL)]
-    vessels = geo.union([geo.cylinder([1.4 * s, -2.2 * s, 22.0 * s], [0.8 * s, -2.0 * s, -14.0 * s], 1.1 * s)]
-                        + [geo.cylinder([0.8 * s, -2.0 * s, -14.0 * s], [side * 6.0 * s, -1.2 * s, -30.0 * s],
-                                        0.75 * s) for side in (-1, 1)]
-                        + [geo.cylinder([-2.3 * s, -2.0 * s, 22.0 * s], [-1.9 * s, -2.1 * s, -14.0 * s],
-                                        [1.3 * s, 0.9 * s], up=[1.0, 0.0, 0.0])]) - liver
-    pancreas = (geo.cylinder([-2.5 * s, 1.8 * s, 5.0 * s], [8.0 * s, -1.5 * s, 8.5 * s], [1.3 * s, 1.0 * s])
-                - spleen - stomach - vessels)
-    psoas = geo.union([geo.cylinder([side * 2.6 * s, -5.6 * s, 6.0 * s], [side * 6.5 * s, -2.8 * s, -26.0 * s],
-                                    [2.1 * s, 1.9 * s]) for side in (-1, 1)])
-    for cut in [vessels, bones] + perirenal_all:
+    wall = stomach_raw - lumen - liver_raw - spleen_raw
+    layers += [(wall, "bowel", VISCERAL), (lumen - gas - liver_raw - spleen_raw, "fluid", VISCERAL),
+               (gas - liver_raw - spleen_raw, "air", VISCERAL)]
+    vessels_raw = geo.concat([geo.cylinder([1.4 * s, -2.2 * s, 22.0 * s], [0.8 * s, -2.0 * s, -14.0 * s], 1.1 * s)]
+                             + [geo.cylinder([0.8 * s, -2.0 * s, -14.0 * s], [side * 6.0 * s, -1.2 * s, -30.0 * s],
+                                             0.75 * s) for side in (-1, 1)]
+                             + [geo.cylinder([-2.3 * s, -2.0 * s, 22.0 * s], [-1.9 * s, -2.1 * s, -14.0 * s],
+                                             [1.3 * s, 0.9 * s], up=[1.0, 0.0, 0.0])])
+    pancreas_raw = geo.cylinder([-2.5 * s, 1.8 * s, 5.0 * s], [8.0 * s, -1.5 * s, 8.5 * s], [1.3 * s, 1.0 * s])
+    psoas = geo.concat([geo.cylinder([side * 2.6 * s, -5.6 * s, 6.0 * s], [side * 6.5 * s, -2.8 * s, -26.0 * s],
+                                     [2.1 * s, 1.9 * s]) for side in (-1, 1)])
+    for cut in [vessels_raw, bones] + perirenal_raw:
         psoas = psoas - cut
-    layers += [(vessels, "blood", VISCERAL), (pancreas, {"liver": 0.6, "fat": 0.2, "muscle": 0.2}, VISCERAL),
+    layers += [(vessels_raw - liver_raw - pancreas_raw, "blood", VISCERAL),
+               (pancreas_raw - spleen_raw - stomach_raw, {"liver": 0.6, "fat": 0.2, "muscle": 0.2}, VISCERAL),
                (psoas, "muscle", VISCERAL)]
     if abnormal:
         if rng.random() < 0.6:
             c = np.array([-5.5, 0.5, 11.5]) * s + rng.uniform(-1.0, 1.0, 3) * np.array([4.5, 4.0, 4.0]) * s
-            layers.append((geo.ellipsoid(c, [rng.uniform(1.0, 3.0) * s] * 3) & (liver - gall - portal), "lesion",
-                           "liver"))
+            mass = geo.ellipsoid(c, [rng.uniform(1.0, 3.0) * s] * 3) & liver_raw
+            layers.append((mass - gall - portal, "lesion", "liver"))
         else:
-            c, rot, kidney = kidneys[int(rng.integers(2))]
+            c, rot, kidney_raw = kidneys[int(rng.integers(2))]
             cyst = geo.ellipsoid(c + rot @ np.array([0.0, 0.0, rng.uniform(-3.0, 3.0) * s]),
-                                 [rng.uniform(1.0, 2.2) * s] * 3) & kidney
+                                 [rng.uniform(1.0, 2.2) * s] * 3) & kidney_raw
             layers.append((cyst, "fluid", kidney_tissue))
-    return layers, [liver, spleen, stomach] + perirenal_all
+    return layers, [liver_raw, spleen_raw, stomach_raw] + perirenal_raw
 
 
 def _bowel(rng, s, solid, bones):
-    """Colon frame (stool and gas) and small-bowel loops on a jittered grid, carved from solid organs."""
+    """Colon frame (stool and gas) and small-bowel loops on a jittered grid, carved from solid organs.
+
+    Tube segments are summed rather than united: consecutive segments share only a sliver at each bend.
+    """
     path = np.array([[-9.0, -0.5, -16.0], [-9.5, 0.5, 2.0], [-6.0, 4.5, 3.5], [0.0, 6.0, 0.0], [6.0, 4.5, 3.0],
-                     [10.0, -0.5, 4.0], [9.8, -0.5, -14.0], [5.0, 1.0, -20.0], [1.0, 2.0, -22.0]]) * s
+                     [10.0, -0.5, 4.0], [9.8, -0.5, -14.0], [5.0, 3.0, -20.0], [1.0, 3.5, -22.0]]) * s
     path += rng.normal(0.0, 0.4 * s, path.shape)
-    colon = geo.union([geo.cylinder(p, q, 2.3 * s) for p, q in zip(path[:-1], path[1:])])
-    inner = geo.union([geo.cylinder(p, q, 1.8 * s) for p, q in zip(path[:-1], path[1:])])
-    for cut in solid + [bones]:
-        colon = colon - cut
-    inner = inner & colon
-    stool = {"air": rng.uniform(0.3, 0.6), "bowel": 0.3, "fat": 0.1}
-    stool["bowel"] = 1.0 - stool["air"] - stool["fat"]
+    colon = geo.cylinders(path[:-1], path[1:], [2.3 * s, 2.3 * s])
+    inner = geo.cylinders(path[:-1], path[1:], [1.8 * s, 1.8 * s])
+    for cut in solid:
+        colon, inner = colon - cut, inner - cut
+    air = rng.uniform(0.4, 0.8)
+    stool = {"air": air, "bowel": 0.9 - air, "fat": 0.1}
     layers = [(colon - inner, "bowel", VISCERAL), (inner, stool, VISCERAL)]
     xs, zs = np.meshgrid(np.linspace(-5.0, 5.0, 4), np.linspace(-17.0, -3.0, 4))
+    tube = geo.cylinders(path[:-1], path[1:], [2.3 * s, 2.3 * s])
     for x, z in zip(xs.ravel(), zs.ravel()):
         c = np.array([x, rng.uniform(1.5, 4.5), z]) * s + rng.uniform(-0.6, 0.6, 3) * s
         rot = geo.rotation(*rng.uniform(-np.pi, np.pi, 3))
-        loop = geo.ellipsoid(c, np.array([1.6, 1.4, 1.4]) * s, rot) - colon
-        content = geo.ellipsoid(c, np.array([1.2, 1.0, 1.0]) * s, rot) & loop
-        fill = str(rng.choice(["air", "fluid", "bowel"], p=[0.3, 0.45, 0.25]))
-        layers += [(loop - content, "bowel", VISCERAL), (content, fill, VISCERAL)]
+        loop = geo.ellipsoid(c, np.array([1.6, 1.4, 1.4]) * s, rot)
+        content = geo.ellipsoid(c, np.array([1.2, 1.0, 1.0]) * s, rot)
+        fill = str(rng.choice(["air", "fluid", "bowel"], p=[0.35, 0.45, 0.2]))
+        layers += [(loop - content - tube, "bowel", VISCERAL), (content - tube, fill, VISCERAL)]
     return layers
 
 

@@ -255,7 +255,8 @@ def _body_layers(a, arms_up):
         out = [torso, geo.cylinder([0.0, 0.3 * s, 10.0 * s], [0.0, 1.5 * s, 32.0 * s],
                                    [5.0 * s + 0.5 * fat - inset, 5.6 * s + 0.5 * fat - inset], up=[1.0, 0.0, 0.0])]
         for side in SIDES:
-            shoulder = [side * (rx - 3.0 * s), -0.5 * s, 10.0 * s]
+            # Raised arms pull the shoulder girdle up and in.
+            shoulder = [side * (rx - 4.0 * s), -0.5 * s, 13.0 * s] if arms_up else [side * (rx - 3.0 * s), -0.5 * s, 10.0 * s]
             out.append(geo.ellipsoid(shoulder, [6.5 * s + 0.5 * fat - inset, 5.5 * s + 0.5 * fat - inset,
                                                 4.5 * s + 0.5 * fat - inset]))
             hand = [side * 9.0 * s, 14.0 * s, 48.0 * s] if arms_up else [side * (rx + 5.0 * s), 1.0 * s, -24.0 * s]

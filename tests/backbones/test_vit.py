@@ -66,7 +66,9 @@ def test_positions_are_fixed_mae_sincos():
     expected = np.zeros((grid * grid, dim))
     for k in range(grid * grid):
         row, col = divmod(k, grid)
-        expected[k] = np.concatenate([np.sin(col * omega), np.cos(col * omega), np.sin(row * omega), np.cos(row * omega)])
+        column_code = [np.sin(col * omega), np.cos(col * omega)]
+        row_code = [np.sin(row * omega), np.cos(row * omega)]
+        expected[k] = np.concatenate(column_code + row_code)
     assert_close(model.position_embedding, expected, rtol=1e-6, atol=1e-6)
     assert not model.position_embedding.trainable
     assert all(w.path != model.position_embedding.path for w in model.trainable_weights)
