@@ -180,7 +180,8 @@ class ChestCohort(_Cached):
         def build():
             out, previous = [], None
             for k, (present, _) in enumerate(self._subjects[i].studies):
-                previous = chest.sample_findings(_rng(self.seed, _FINDINGS, i, k), self._anatomy(i), present, previous)
+                rng = _rng(self.seed, _FINDINGS, i, k)
+                previous = chest.sample_findings(rng, self._anatomy(i), present, previous)
                 out.append(previous)
             return tuple(out)
 
@@ -188,9 +189,10 @@ class ChestCohort(_Cached):
 
     def _scenes(self, i, k, pose):
         a = self._anatomy(i)
-        static = self._cached("static", (i, pose), lambda: scene_lib.build_scene(chest.chest_static_layers(a, pose)))
-        study = self._cached("study", (i, k), lambda: scene_lib.build_scene(
-            chest.chest_study_layers(a, self._findings(i)[k])))
+        static = self._cached("static", (i, pose),
+                              lambda: scene_lib.build_scene(chest.chest_static_layers(a, pose)))
+        study = self._cached("study", (i, k),
+                             lambda: scene_lib.build_scene(chest.chest_study_layers(a, self._findings(i)[k])))
         return [static, study]
 
     def findings(self, record):

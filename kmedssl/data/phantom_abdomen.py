@@ -43,7 +43,8 @@ def _organs(rng, s, abnormal, bones):
     keeps the number of terms small."""
     liver_raw = (geo.ellipsoid([-5.5 * s, 0.5 * s, 11.5 * s], np.array([9.5, 8.0, 8.0]) * s * rng.normal(1.0, 0.05))
                  & geo.halfspace([4.0 * s, 0.0, 0.0], [1.0, -0.3, 0.0]))
-    spleen_raw = geo.ellipsoid([8.5 * s, -4.5 * s, 11.5 * s], np.array([3.0, 5.5, 6.0]) * s, geo.rotation(0.6, 0.0, 0.0))
+    spleen_raw = geo.ellipsoid([8.5 * s, -4.5 * s, 11.5 * s], np.array([3.0, 5.5, 6.0]) * s,
+                               geo.rotation(0.6, 0.0, 0.0))
     liver = liver_raw - bones
     gall = geo.ellipsoid([-4.5 * s, 5.5 * s, 5.5 * s], np.array([1.6, 1.6, 3.4]) * s * rng.uniform(0.7, 1.2),
                          geo.rotation(0.3, 0.4, 0.0)) & liver_raw
@@ -62,13 +63,14 @@ def _organs(rng, s, abnormal, bones):
         kidney_raw = geo.ellipsoid(c, np.array([2.6, 2.8, 5.3]) * s, rot)
         kidney = kidney_raw - liver_raw - spleen_raw
         sinus = geo.ellipsoid(c + rot @ np.array([-side * 1.2 * s, 0.0, 0.0]), np.array([1.0, 1.3, 2.9]) * s, rot)
-        layers += [(fat_raw - kidney_raw - liver_raw - spleen_raw, "fat", VISCERAL), (kidney, kidney_tissue, VISCERAL),
+        layers += [(fat_raw - kidney_raw - liver_raw - spleen_raw, "fat", VISCERAL),
+                   (kidney, kidney_tissue, VISCERAL),
                    (sinus & kidney_raw, {"fat": 0.7, "fluid": 0.3}, kidney_tissue)]
         kidneys.append((c, rot, kidney_raw))
         perirenal_raw.append(fat_raw)
-    stomach_raw = geo.ellipsoid([6.5 * s, 4.0 * s, 10.5 * s], np.array([4.0, 3.0, 4.8]) * s * rng.uniform(0.85, 1.15),
-                                geo.rotation(0.5, -0.4, 0.0))
-    lumen = geo.ellipsoid([6.5 * s, 4.0 * s, 10.5 * s], np.array([3.3, 2.4, 4.1]) * s, geo.rotation(0.5, -0.4, 0.0))
+    stomach_c, stomach_rot = np.array([6.5, 4.0, 10.5]) * s, geo.rotation(0.5, -0.4, 0.0)
+    stomach_raw = geo.ellipsoid(stomach_c, np.array([4.0, 3.0, 4.8]) * s * rng.uniform(0.85, 1.15), stomach_rot)
+    lumen = geo.ellipsoid(stomach_c, np.array([3.3, 2.4, 4.1]) * s, stomach_rot)
     gas = lumen & geo.halfspace([0.0, 0.0, rng.uniform(10.0, 13.0) * s], [0.0, 0.0, -1.0])
     wall = stomach_raw - lumen - liver_raw - spleen_raw
     layers += [(wall, "bowel", VISCERAL), (lumen - gas - liver_raw - spleen_raw, "fluid", VISCERAL),
@@ -151,7 +153,8 @@ def _skeleton(s, bone):
         parts.append(geo.ellipsoid([side * 10.0 * s, -3.5 * s, -22.0 * s], np.array([6.0, 1.1, 5.5]) * s,
                                    geo.rotation(side * 0.55, side * 0.35, 0.0)))
         parts.append(geo.ellipsoid([side * 9.5 * s, 0.0, -32.5 * s], [2.4 * s] * 3))
-    parts.append(geo.ellipsoid([0.0, -7.5 * s, -25.5 * s], np.array([4.5, 1.8, 5.5]) * s, geo.rotation(0.0, 0.0, 0.6)))
+    sacrum = geo.ellipsoid([0.0, -7.5 * s, -25.5 * s], np.array([4.5, 1.8, 5.5]) * s, geo.rotation(0.0, 0.0, 0.6))
+    parts.append(sacrum)
     bones = geo.concat(parts)
     paraspinal = geo.union([geo.ellipsoid([side * 4.3 * s, -9.0 * s, -4.0 * s], np.array([2.8, 2.6, 30.0]) * s)
                             for side in (-1, 1)]) - bones

@@ -79,11 +79,13 @@ def sample_anatomy(rng, sex, age):
 
 
 def _vessel_tree(rng, side, s):
-    """Pulmonary vessels: four trunks from the hilum, each branching twice per generation for 3 generations."""
+    """Pulmonary vessels: four trunks from the hilum, each branching in two at every one of 5 generations,
+    thinning fast (1 cm at the hilum, 2 mm at the periphery) so the lung markings fade outwards."""
     hilum = np.array([side * (4.3 if side < 0 else 4.5), 0.2, 2.0 if side < 0 else 2.8]) * s
     trunks = np.array([[0.35, 0.15, 0.9], [0.9, 0.35, -0.05], [0.45, -0.2, -0.85], [0.35, -0.75, -0.55]])
     trunks[:, 0] *= side
-    return tree_segments(rng, hilum, trunks, length=4.4 * s, radius=0.5 * s, generations=3)
+    return tree_segments(rng, hilum, trunks, length=3.8 * s, radius=0.45 * s, generations=5, shrink=0.76,
+                         taper=0.66)
 
 
 def sample_findings(rng, anatomy, present, previous=None):
@@ -102,7 +104,7 @@ def sample_findings(rng, anatomy, present, previous=None):
         out["effusion"] = tuple((side, rng.uniform(1.0, 10.0) * s, rng.uniform(0.3, 0.9)) for side in sides)
     if "nodule" in present:
         out["nodules"] = prev.nodules or tuple(
-            (_point_in_lung(rng, anatomy), float(np.exp(rng.uniform(np.log(0.3), np.log(1.7)))) * s,
+            (_point_in_lung(rng, anatomy), float(np.exp(rng.uniform(np.log(0.4), np.log(1.7)))) * s,
              bool(rng.random() < 0.2))
             for _ in range(1 + int(rng.random() < 0.3) + int(rng.random() < 0.1)))
     if "pneumothorax" in present:
@@ -128,13 +130,19 @@ def _unit(rng):
 
 
 def _point_in_lung(rng, anatomy, side=None, low=False):
-    """A point well inside one lung (rejection sampling in the shrunken lung ellipsoid)."""
+    """A point well inside one lung: in the shrunken lung ellipsoid, above the diaphragm, off the heart
+    and the mediastinum (rejection sampling); ``low`` keeps the lower half."""
     side = int(rng.choice(SIDES)) if side is None else side
+    s = anatomy.s
     center, radii = _lung_ellipsoid(anatomy, side, 1.0)
+    dome = anatomy.dome - (1.4 * s if side > 0 else 0.0) + 2.0 * s
+    heart = np.array([2.2 * s, 1.6 * s, anatomy.dome - 1.4 * s + 3.6 * s])
     while True:
-        q = rng.uniform(-1.0, 1.0, 3)
-        if q @ q < 1.0 and (q[2] < 0.1 or not low) and side * (center[0] + q[0] * radii[0] * 0.7) > 2.5 * anatomy.s:
-            return center + q * radii * np.array([0.7, 0.7, 0.6]) - np.array([0.0, 0.0, 1.5 * anatomy.s])
+        p = center + rng.uniform(-1.0, 1.0, 3) * radii * 0.8
+        inside = np.sum(((p - center) / (0.8 * radii)) ** 2) < 1.0
+        clear = np.sum(((p - heart) / (np.array([7.5, 5.5, 5.5]) * s)) ** 2) > 1.0 and side * p[0] > 3.0 * s
+        if inside and clear and p[2] > dome and (p[2] < center[2] or not low):
+            return p
 
 
 # === Geometry ===
@@ -153,7 +161,8 @@ def _lung_ellipsoid(a, side, inspiration):
 
 def _domes(a, f):
     """Top height of the right and left hemidiaphragm (atelectasis raises its side)."""
-    top = {-1: a.dome - (f.inspiration - 1.0) * 12.0 * a.s, 1: a.dome - 1.4 * a.s - (f.inspiration - 1.0) * 12.0 * a.s}
+    right = a.dome - (f.inspiration - 1.0) * 12.0 * a.s
+    top = {-1: right, 1: right - 1.4 * a.s}
     if f.atelectasis is not None:
         top[f.atelectasis[0]] += f.atelectasis[1]
     return top
@@ -256,11 +265,12 @@ def _body_layers(a, arms_up):
                                    [5.0 * s + 0.5 * fat - inset, 5.6 * s + 0.5 * fat - inset], up=[1.0, 0.0, 0.0])]
         for side in SIDES:
             # Raised arms pull the shoulder girdle up and in.
-            shoulder = [side * (rx - 4.0 * s), -0.5 * s, 13.0 * s] if arms_up else [side * (rx - 3.0 * s), -0.5 * s, 10.0 * s]
+            shoulder = ([side * (rx - 4.0 * s), -0.5 * s, 13.0 * s] if arms_up
+                        else [side * (rx - 3.0 * s), -0.5 * s, 10.0 * s])
             out.append(geo.ellipsoid(shoulder, [6.5 * s + 0.5 * fat - inset, 5.5 * s + 0.5 * fat - inset,
                                                 4.5 * s + 0.5 * fat - inset]))
             hand = [side * 9.0 * s, 14.0 * s, 48.0 * s] if arms_up else [side * (rx + 5.0 * s), 1.0 * s, -24.0 * s]
-            top = [side * (rx - 1.5 * s), 1.0, 14.0 * s] if arms_up else [side * (rx + 2.0 * s), -0.5 * s, 10.0 * s]
+            top = [side * (rx - 1.5 * s), 1.0, 14.0 * s] if arms_up else [side * (rx + 0.5 * s), -0.5 * s, 12.0 * s]
             out.append(geo.cylinder(top, hand, 3.8 * s + 0.5 * fat - inset))
         return geo.union(out)
 
@@ -276,7 +286,8 @@ def _body_layers(a, arms_up):
 
 def _airway_layers(s, shift):
     trachea = geo.cylinder([shift * 0.5, 1.4 * s, 22.0 * s], [shift, 0.4 * s, 5.5 * s], 0.85 * s)
-    bronchi = [geo.cylinder([shift, 0.4 * s, 5.6 * s], [side * 1.9 * s + shift, 0.0, 3.6 * s + 0.4 * s * side], 0.6 * s)
+    bronchi = [geo.cylinder([shift, 0.4 * s, 5.6 * s], [side * 1.9 * s + shift, 0.0, 3.6 * s + 0.4 * s * side],
+                            0.6 * s)
                for side in SIDES]
     return [(geo.union([trachea] + bronchi), "air", "muscle")]
 
@@ -346,7 +357,7 @@ def chest_projection(a, view, rng):
     right, the left side against the detector, SID 180 cm; displayed with anterior on the left)."""
     rx, ry = body_half_size(a)
     fov = 2.0 * rx * rng.uniform(1.15, 1.3)
-    iso = [0.0, 0.0, -3.0 * a.s]
+    iso = [0.0, 0.0, -1.5 * a.s]
     down = [0.0, 0.0, -1.0]
     if view == "PA":
         return projection_geometry([0, 1, 0], iso, ry + 1.5, rng.uniform(170, 185), [1, 0, 0], down, fov, rng)

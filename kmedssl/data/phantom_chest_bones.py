@@ -29,9 +29,13 @@ def chest_bones(a, pose):
     bone = {"bone": min(0.55 * a.bone, 1.0), "marrow": 1.0 - min(0.55 * a.bone, 1.0)}
     cortex = {"bone": 0.65 * a.bone, "marrow": 1.0 - 0.65 * a.bone}
     marrow = {"bone": 0.08 * a.bone, "marrow": 1.0 - 0.08 * a.bone}
-    layers = _spine(s, cortex, marrow, bone)
+    # Vertebrae at chest-radiograph energies: thinner cortex fraction than long bones.
+    vertebral = {"bone": 0.45 * a.bone, "marrow": 1.0 - 0.45 * a.bone}
+    processes = {"bone": 0.4 * a.bone, "marrow": 1.0 - 0.4 * a.bone}
+    layers = _spine(s, vertebral, marrow, processes)
     layers.append((rib_cage(s), bone, "muscle"))
-    layers.append((rib_cage(s, cartilage=True), {"cartilage": 1.0 - a.cartilage_calcium, "calcium": a.cartilage_calcium},
+    costal = {"cartilage": 1.0 - a.cartilage_calcium, "calcium": a.cartilage_calcium}  # calcifies with age
+    layers.append((rib_cage(s, cartilage=True), costal,
                    "muscle"))
     ryc = 9.0 * s
     sternum = geo.cylinder([0.0, ryc + 0.9 * s, 11.0 * s], [0.0, ryc + 1.4 * s, -7.0 * s], [1.6 * s, 0.55 * s],
@@ -41,7 +45,8 @@ def chest_bones(a, pose):
         clav = np.array([[1.6, ryc / s + 0.9, 12.2], [7.0, ryc / s - 0.2, 12.6], [12.0, 1.5, 13.4],
                          [14.6, -1.0, 13.8]]) * s
         clav[:, 0] *= side
-        layers.append((geo.union([geo.cylinder(p, q, 0.85 * s) for p, q in zip(clav[:-1], clav[1:])]), cortex, "muscle"))
+        clavicle = geo.union([geo.cylinder(p, q, 0.85 * s) for p, q in zip(clav[:-1], clav[1:])])
+        layers.append((clavicle, cortex, "muscle"))
         # In a PA view the shoulders are rolled forward and the scapulae rotate out of the lung fields.
         out = 2.2 * s if pose == "pa" else 0.0
         scap_axis = geo.rotation(side * (0.55 + 0.25 * (pose == "pa")), 0.0, 0.12 * side)
@@ -50,7 +55,8 @@ def chest_bones(a, pose):
         layers.append((scapula, {"bone": 0.35 * a.bone, "marrow": 1.0 - 0.35 * a.bone}, "muscle"))
         rx = 15.3 * s
         head = np.array([side * (rx - 0.8 * s), -0.8 * s, 11.8 * s])
-        elbow = [side * 9.5 * s, 12.0 * s, 42.0 * s] if pose == "lateral" else [side * (rx + 3.4 * s), 0.3 * s, -20.0 * s]
+        elbow = ([side * 9.5 * s, 12.0 * s, 42.0 * s] if pose == "lateral"
+                 else [side * (rx + 3.4 * s), 0.3 * s, -20.0 * s])
         humerus = geo.union([geo.ellipsoid(head, [2.4 * s] * 3), geo.cylinder(head, elbow, 1.2 * s)])
         layers.append((humerus, bone, "muscle"))
     return layers

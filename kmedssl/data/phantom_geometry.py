@@ -90,7 +90,10 @@ def ellipsoids(centers, radii, rotations=None):
     centers = np.atleast_2d(np.asarray(centers, float))
     radii = np.atleast_2d(np.asarray(radii, float))
     n = centers.shape[0]
-    rot = np.broadcast_to(np.eye(3), (n, 3, 3)) if rotations is None else np.asarray(rotations, float).reshape(n, 3, 3)
+    if rotations is None:
+        rot = np.broadcast_to(np.eye(3), (n, 3, 3))
+    else:
+        rot = np.asarray(rotations, float).reshape(n, 3, 3)
     mat = np.transpose(rot, (0, 2, 1)) / radii[:, :, None]  # diag(1/r) @ R^T
     inv = rot * radii[:, None, :]  # R @ diag(r)
     half = np.sqrt((inv**2).sum(axis=2))
@@ -187,7 +190,8 @@ def intersect(a, b):
     hi = np.minimum(a.box_hi[ia], b.box_hi[ib])
     keep = np.all(lo < hi, axis=1)
     ia, ib, lo, hi = ia[keep], ib[keep], lo[keep], hi[keep]
-    fields = [np.concatenate([fa[ia], fb[ib]], axis=1) for fa, fb in zip(_pad(a, a.mat.shape[1]), _pad(b, b.mat.shape[1]))]
+    pairs = zip(_pad(a, a.mat.shape[1]), _pad(b, b.mat.shape[1]))
+    fields = [np.concatenate([fa[ia], fb[ib]], axis=1) for fa, fb in pairs]
     natoms = a.natoms[ia] + b.natoms[ib]
     ka = a.mat.shape[1]
     if np.any(a.natoms[ia] < ka):

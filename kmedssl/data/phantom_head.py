@@ -87,7 +87,8 @@ def _deep_structures(s, atrophy, abnormal, rng, white, brain_r, cavity_r):
                ((stem & brain) - white - core - tentorium, "white_matter", "grey_matter"),
                ((stem & cavity) - brain, "white_matter", "csf")]
     if abnormal:
-        c = np.array([rng.choice([-1.0, 1.0]) * rng.uniform(1.5, 3.5), rng.uniform(-4.0, 4.0), rng.uniform(0.5, 3.5)]) * s
+        side = rng.choice([-1.0, 1.0])
+        c = np.array([side * rng.uniform(1.5, 3.5), rng.uniform(-4.0, 4.0), rng.uniform(0.5, 3.5)]) * s
         tumour = geo.ellipsoid(c, [rng.uniform(0.8, 1.8) * s] * 3) & white
         oedema = geo.ellipsoid(c, [2.6 * s] * 3, geo.rotation(*rng.uniform(-1, 1, 3))) & white
         layers += [(oedema - tumour - csf - deep, {"white_matter": 0.5, "fluid": 0.5}, "white_matter"),

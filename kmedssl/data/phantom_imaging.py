@@ -169,8 +169,8 @@ def us_image(scenes, probe, size, rng):
     dynamic_range = rng.uniform(35.0, 50.0)  # dB of log compression; typical tissue maps to mid-grey
     polar = rng.uniform(0.3, 0.42) + 20.0 * np.log10(env) / dynamic_range
     # Scan conversion: each output pixel looks up its (r, theta) in the polar image.
-    yy, xx = np.meshgrid(top + (np.arange(size) + 0.5) * side / size, (np.arange(size) + 0.5 - size / 2) * side / size,
-                         indexing="ij")
+    centres = (np.arange(size) + 0.5) * side / size
+    yy, xx = np.meshgrid(top + centres, centres - side / 2, indexing="ij")
     rr, tt = np.hypot(xx, yy), np.arctan2(xx, yy)
     inside = (rr >= radius) & (rr <= radius + depth) & (np.abs(tt) <= half_angle)
     ri = np.clip(((rr - radius) / depth * n_r).astype(int), 0, n_r - 1)

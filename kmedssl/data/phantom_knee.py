@@ -20,8 +20,8 @@ def knee_layers(rng, sex, age, abnormal):
 
     def limb(inset):
         thigh = geo.cylinder([0.0, -0.5 * s, 2.0 * s], [0.0, -1.0 * s, 30.0 * s], 6.8 * s + fat - inset)
-        calf = geo.cylinder([0.0, -1.0 * s, -30.0 * s], [0.0, -0.5 * s, -1.0 * s], [5.0 * s + fat - inset, 5.6 * s + fat - inset],
-                            up=[1.0, 0.0, 0.0])
+        calf = geo.cylinder([0.0, -1.0 * s, -30.0 * s], [0.0, -0.5 * s, -1.0 * s],
+                            [5.0 * s + fat - inset, 5.6 * s + fat - inset], up=[1.0, 0.0, 0.0])
         joint = geo.ellipsoid([0.0, 0.0, 0.5 * s], [5.9 * s + fat - inset, 6.0 * s + fat - inset, 7.0 * s])
         return geo.union([thigh, joint, calf])
 
@@ -47,13 +47,13 @@ def knee_layers(rng, sex, age, abnormal):
     hoffa = geo.ellipsoid([0.0, 3.2 * s, -0.6 * s], np.array([2.2, 1.3, 1.7]) * s) - bones
     tendon = geo.cylinder([0.0, 5.0 * s, 0.8 * s], [0.2 * s, 3.0 * s, -4.8 * s], [1.3 * s, 0.35 * s],
                           up=[1.0, 0.0, 0.0]) - bones
-    quad = geo.cylinder([0.0, 4.9 * s, 5.6 * s], [0.0, 3.0 * s, 14.0 * s], [2.0 * s, 0.45 * s], up=[1.0, 0.0, 0.0]) - bones
+    quad = geo.cylinder([0.0, 4.9 * s, 5.6 * s], [0.0, 3.0 * s, 14.0 * s], [2.0 * s, 0.45 * s],
+                        up=[1.0, 0.0, 0.0]) - bones
     menisci = []
     for side in (-1, 1):
-        ring = geo.cylinder([side * 2.0 * s, -0.4 * s, -0.4 * s], [side * 2.0 * s, -0.4 * s, 0.25 * s], [1.6 * s, 2.0 * s],
-                            up=[1.0, 0.0, 0.0])
-        hole = geo.cylinder([side * 2.0 * s, -0.4 * s, -0.4 * s], [side * 2.0 * s, -0.4 * s, 0.25 * s],
-                            [0.9 * s, 1.3 * s], up=[1.0, 0.0, 0.0])
+        bottom, top = [side * 2.0 * s, -0.4 * s, -0.4 * s], [side * 2.0 * s, -0.4 * s, 0.25 * s]
+        ring = geo.cylinder(bottom, top, [1.6 * s, 2.0 * s], up=[1.0, 0.0, 0.0])
+        hole = geo.cylinder(bottom, top, [0.9 * s, 1.3 * s], up=[1.0, 0.0, 0.0])
         menisci.append(ring - hole)
     meniscus = geo.concat(menisci)
     for cut in (femur, tibia, cart, plateau):
@@ -63,7 +63,8 @@ def knee_layers(rng, sex, age, abnormal):
     if abnormal:
         acl = acl - geo.ellipsoid([0.2 * s, -0.3 * s, 0.7 * s], [1.0 * s] * 3)  # ruptured mid-substance
     ligaments = (pcl + acl) - bones - cart - plateau
-    layers += [(hoffa - tendon, "fat", "muscle"), (tendon + quad, "ligament", "muscle"), (meniscus, "ligament", "muscle"),
+    layers += [(hoffa - tendon, "fat", "muscle"), (tendon + quad, "ligament", "muscle"),
+               (meniscus, "ligament", "muscle"),
                (ligaments, "ligament", "muscle")]
     popliteal = geo.cylinder([0.0, -4.2 * s, 12.0 * s], [0.3 * s, -3.6 * s, -12.0 * s], 0.45 * s)
     layers.append((popliteal - bones, "blood", "muscle"))

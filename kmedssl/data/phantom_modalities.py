@@ -34,7 +34,8 @@ _VIEWS = {
 }
 COMBINATIONS = tuple(_VIEWS)
 # Slice centre and half-range along the slice normal per anatomy and orientation (cm, before scaling).
-_CENTER = {"chest": (0.0, 0.0, -3.0), "abdomen": (0.0, 0.0, -2.0), "knee": (0.0, 0.0, 0.8), "brain": (0.0, 0.5, 0.5)}
+_CENTER = {"chest": (0.0, 0.0, -3.0), "abdomen": (0.0, 0.0, -2.0), "knee": (0.0, 0.0, 0.8),
+           "brain": (0.0, 0.5, 0.5)}
 _RANGE = {"chest": {"AXIAL": 10.0, "CORONAL": 4.0, "SAGITTAL": 7.0},
           "abdomen": {"AXIAL": 14.0, "CORONAL": 4.0, "SAGITTAL": 7.0},
           "knee": {"AXIAL": 4.0, "CORONAL": 1.5, "SAGITTAL": 2.5},

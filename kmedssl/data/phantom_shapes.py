@@ -21,11 +21,12 @@ def _turn(rng, direction, angle):
     return np.cos(angle) * direction + np.sin(angle) * perp
 
 
-def tree_segments(rng, root, trunks, length, radius, generations, shrink=0.72):
+def tree_segments(rng, root, trunks, length, radius, generations, shrink=0.72, taper=None):
     """A branching tree of tapering segments (vessels, bronchi).
 
     Each trunk direction starts a segment of ``length`` at ``root``; every segment ends in two children
-    turned by 20-40 degrees, ``shrink`` times as long and as thick, for ``generations`` levels in all.
+    turned by 20-40 degrees, ``shrink`` times as long and ``taper`` (default ``shrink``) times as thick,
+    for ``generations`` levels in all.
 
     Returns:
         (p0 (n, 3), p1 (n, 3), radius (n,)) with n = len(trunks) * (2**generations - 1).
@@ -41,5 +42,5 @@ def tree_segments(rng, root, trunks, length, radius, generations, shrink=0.72):
             ends.append(q)
             radii.append(seg_r)
             nxt += [(q, _turn(rng, d, rng.uniform(0.35, 0.7))) for _ in range(2)]
-        level, seg_len, seg_r = nxt, seg_len * shrink, seg_r * shrink
+        level, seg_len, seg_r = nxt, seg_len * shrink, seg_r * (shrink if taper is None else taper)
     return np.array(starts), np.array(ends), np.array(radii)

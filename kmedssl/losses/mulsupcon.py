@@ -5,7 +5,7 @@ import numbers
 import keras
 from keras import ops
 
-from kmedssl.losses.simclr import l2_normalize, logsumexp_excluding, validate_positive
+from kmedssl.losses.common import l2_normalize, logsumexp_excluding, validate_positive
 
 
 def _validate_arguments(temperature, threshold, base_temperature):

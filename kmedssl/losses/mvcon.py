@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from kmedssl.losses.simclr import l2_normalize, paired_infonce, validate_pair, validate_positive
+from kmedssl.losses.common import l2_normalize, paired_infonce, validate_pair, validate_positive
 
 
 def multiview_infonce(z_f, z_l, temperature=0.1, exclude_positive=True):

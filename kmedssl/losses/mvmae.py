@@ -7,7 +7,7 @@ convention. The MVMAE model combines them as ``0.5 * (rec_f + rec_l) + beta * al
 
 from keras import ops
 
-from kmedssl.losses.simclr import l2_normalize
+from kmedssl.losses.common import l2_normalize
 
 _ALIGNMENT_MODES = ("tokens", "pooled")
 

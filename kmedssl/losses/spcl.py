@@ -5,7 +5,7 @@ import numbers
 import keras
 from keras import ops
 
-from kmedssl.losses.simclr import l2_normalize, paired_infonce, validate_pair, validate_positive
+from kmedssl.losses.common import l2_normalize, paired_infonce, validate_pair, validate_positive
 
 
 def _validate_kappa(kappa):
