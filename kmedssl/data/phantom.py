@@ -211,7 +211,7 @@ class ChestCohort(_Cached):
         _check_size(image_size)
         i, k, v = self._locate(record)
         view = self._subjects[i].studies[k][1][v]
-        pose = "lateral" if view in ("LATERAL", "LL") else view.lower()
+        pose = "arms_up" if view in ("LATERAL", "LL") else view.lower()
         rng = _rng(self.seed, _IMAGE, i, k, v)
         geometry = chest.chest_projection(self._anatomy(i), view, rng)
         return radiograph(self._scenes(i, k, pose), geometry, int(image_size), rng)

@@ -106,7 +106,7 @@ def _bowel(rng, s, solid, bones):
 
     Tube segments are summed rather than united: consecutive segments share only a sliver at each bend.
     """
-    path = np.array([[-9.0, -0.5, -16.0], [-9.5, 0.5, 2.0], [-6.0, 4.5, 3.5], [0.0, 6.0, 0.0], [6.0, 4.5, 3.0],
+    path = np.array([[-9.0, -0.5, -16.0], [-9.5, 0.5, 1.0], [-6.0, 3.5, -2.5], [0.0, 4.5, -5.5], [6.0, 3.5, -2.5],
                      [10.0, -0.5, 4.0], [9.8, -0.5, -14.0], [5.0, 3.0, -20.0], [1.0, 3.5, -22.0]]) * s
     path += rng.normal(0.0, 0.4 * s, path.shape)
     colon = geo.cylinders(path[:-1], path[1:], [2.3 * s, 2.3 * s])
@@ -116,7 +116,7 @@ def _bowel(rng, s, solid, bones):
     air = rng.uniform(0.4, 0.8)
     stool = {"air": air, "bowel": 0.9 - air, "fat": 0.1}
     layers = [(colon - inner, "bowel", VISCERAL), (inner, stool, VISCERAL)]
-    xs, zs = np.meshgrid(np.linspace(-5.0, 5.0, 4), np.linspace(-17.0, -3.0, 4))
+    xs, zs = np.meshgrid(np.linspace(-5.0, 5.0, 4), np.linspace(-19.0, -8.0, 4))
     tube = geo.cylinders(path[:-1], path[1:], [2.3 * s, 2.3 * s])
     for x, z in zip(xs.ravel(), zs.ravel()):
         c = np.array([x, rng.uniform(1.5, 4.5), z]) * s + rng.uniform(-0.6, 0.6, 3) * s

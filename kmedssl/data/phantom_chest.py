@@ -18,6 +18,7 @@ from kmedssl.data.phantom_shapes import frame, tree_segments
 
 CHEST_LABELS = ("cardiomegaly", "effusion", "nodule", "pneumothorax", "consolidation", "atelectasis")
 SIDES = (-1, 1)  # -1: patient's right, +1: patient's left
+POSES = ("pa", "ap", "arms_up")  # patient pose of an acquisition (arms, shoulders)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,11 +69,12 @@ def sample_anatomy(rng, sex, age):
     axis = (rng.normal(1.0, 0.08), rng.normal(0.55, 0.1), rng.normal(-0.75, 0.1))
     vessels = tuple(_vessel_tree(rng, side, s) for side in SIDES)
     gastric = (rng.uniform(0.6, 1.3), rng.uniform(-0.6, 0.9)) if rng.random() < 0.75 else ()
+    dome = float(np.clip(rng.normal(-6.8, 0.8), -8.8, -5.2)) * s  # right hemidiaphragm top at rest
     return ChestAnatomy(
-        s=s, fat=fat, bone=bone, heart=heart, heart_axis=axis, dome=rng.normal(-6.8, 0.8) * s,
+        s=s, fat=fat, bone=bone, heart=heart, heart_axis=axis, dome=dome,
         aorta=1.0 + 0.006 * max(age - 40.0, 0.0) + rng.normal(0.0, 0.05),
         lung_air=float(np.clip(0.002 * (age - 40.0) + rng.normal(0.02, 0.03), 0.0, 0.25)),
-        breast=rng.uniform(0.7, 1.3) if sex == "F" else 0.0,
+        breast=rng.uniform(0.6, 1.15) if sex == "F" else 0.0,
         cartilage_calcium=float(np.clip((age - 45.0) / 60.0 * rng.uniform(0.0, 1.5), 0.0, 0.6)),
         gastric=gastric, vessels=vessels,
     )
@@ -91,8 +93,8 @@ def _vessel_tree(rng, side, s):
 def sample_findings(rng, anatomy, present, previous=None):
     """Pathology geometry for the labels in ``present`` (a set of names); a persisting finding keeps its place.
 
-    ``previous`` are the findings of the subject's previous study (geometry of persisting findings is kept,
-    with a new severity for effusion and cardiomegaly).
+    ``previous`` are the findings of the subject's previous study: a persisting finding keeps its side and
+    geometry (effusion height and pneumothorax size are drawn again); the inspiration depth varies.
     """
     s = anatomy.s
     prev = previous or ChestFindings()
@@ -137,11 +139,12 @@ def _point_in_lung(rng, anatomy, side=None, low=False):
     center, radii = _lung_ellipsoid(anatomy, side, 1.0)
     dome = anatomy.dome - (1.4 * s if side > 0 else 0.0) + 2.0 * s
     heart = np.array([2.2 * s, 1.6 * s, anatomy.dome - 1.4 * s + 3.6 * s])
+    # The dome is at most -5.2 s (see ``sample_anatomy``), so the accepted region is never empty.
     while True:
         p = center + rng.uniform(-1.0, 1.0, 3) * radii * 0.8
         inside = np.sum(((p - center) / (0.8 * radii)) ** 2) < 1.0
         clear = np.sum(((p - heart) / (np.array([7.5, 5.5, 5.5]) * s)) ** 2) > 1.0 and side * p[0] > 3.0 * s
-        if inside and clear and p[2] > dome and (p[2] < center[2] or not low):
+        if inside and clear and p[2] > dome and (p[2] < center[2] + 0.25 * radii[2] or not low):
             return p
 
 
@@ -210,18 +213,15 @@ def _lung_region(a, f, side, domes, med):
 # === Layers ===
 
 
-POSES = ("pa", "ap", "lateral")
-
-
 def chest_static_layers(a, pose):
     """Layers that depend on the subject and the patient's pose only: body envelope, arms, skeleton.
 
     ``pose`` is "pa" (arms down, shoulders rolled forward so the scapulae clear the lungs), "ap" (arms
-    down, scapulae over the upper lungs) or "lateral" (arms raised).
+    down, scapulae over the upper lungs) or "arms_up" (arms raised: lateral views, CT and MR).
     """
     if pose not in POSES:
         raise ValueError(f"Expected pose in {POSES}. Received: pose={pose!r}")
-    return _body_layers(a, pose == "lateral") + chest_bones(a, pose)
+    return _body_layers(a, pose == "arms_up") + chest_bones(a, pose)
 
 
 def chest_study_layers(a, f):
@@ -265,10 +265,11 @@ def _body_layers(a, arms_up):
                                    [5.0 * s + 0.5 * fat - inset, 5.6 * s + 0.5 * fat - inset], up=[1.0, 0.0, 0.0])]
         for side in SIDES:
             # Raised arms pull the shoulder girdle up and in.
-            shoulder = ([side * (rx - 4.0 * s), -0.5 * s, 13.0 * s] if arms_up
-                        else [side * (rx - 3.0 * s), -0.5 * s, 10.0 * s])
-            out.append(geo.ellipsoid(shoulder, [6.5 * s + 0.5 * fat - inset, 5.5 * s + 0.5 * fat - inset,
-                                                4.5 * s + 0.5 * fat - inset]))
+            if arms_up:
+                shoulder, size = [side * (rx - 4.5 * s), -0.5 * s, 14.0 * s], np.array([5.0, 5.0, 4.0]) * s
+            else:
+                shoulder, size = [side * (rx - 3.0 * s), -0.5 * s, 10.0 * s], np.array([6.5, 5.5, 4.5]) * s
+            out.append(geo.ellipsoid(shoulder, size + 0.5 * fat - inset))
             hand = [side * 9.0 * s, 14.0 * s, 48.0 * s] if arms_up else [side * (rx + 5.0 * s), 1.0 * s, -24.0 * s]
             top = [side * (rx - 1.5 * s), 1.0, 14.0 * s] if arms_up else [side * (rx + 0.5 * s), -0.5 * s, 12.0 * s]
             out.append(geo.cylinder(top, hand, 3.8 * s + 0.5 * fat - inset))
@@ -279,7 +280,7 @@ def _body_layers(a, arms_up):
     if a.breast:
         for side in SIDES:
             breast = geo.ellipsoid([side * 7.5 * s, 10.4 * s + 0.8 * fat - 2.0 * s, -6.0 * s],
-                                   np.array([6.0, 4.5, 5.5]) * s * a.breast, geo.rotation(0.0, 0.0, -0.3))
+                                   np.array([6.5, 3.6, 5.5]) * s * a.breast, geo.rotation(0.0, 0.0, -0.3))
             layers.append((breast - envelope, {"fat": 0.7, "muscle": 0.3}, "air"))
     return layers
 

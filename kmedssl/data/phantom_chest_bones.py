@@ -24,7 +24,7 @@ def vertebra_levels(s):
 
 
 def chest_bones(a, pose):
-    """Layers (solid, tissue, parent) of the bony thorax for anatomy ``a`` in a pose ("pa", "ap", "lateral")."""
+    """Layers (solid, tissue, parent) of the bony thorax for anatomy ``a`` in a pose ("pa", "ap", "arms_up")."""
     s = a.s
     bone = {"bone": min(0.55 * a.bone, 1.0), "marrow": 1.0 - min(0.55 * a.bone, 1.0)}
     cortex = {"bone": 0.65 * a.bone, "marrow": 1.0 - 0.65 * a.bone}
@@ -55,7 +55,7 @@ def chest_bones(a, pose):
         layers.append((scapula, {"bone": 0.35 * a.bone, "marrow": 1.0 - 0.35 * a.bone}, "muscle"))
         rx = 15.3 * s
         head = np.array([side * (rx - 0.8 * s), -0.8 * s, 11.8 * s])
-        elbow = ([side * 9.5 * s, 12.0 * s, 42.0 * s] if pose == "lateral"
+        elbow = ([side * 9.5 * s, 12.0 * s, 42.0 * s] if pose == "arms_up"
                  else [side * (rx + 3.4 * s), 0.3 * s, -20.0 * s])
         humerus = geo.union([geo.ellipsoid(head, [2.4 * s] * 3), geo.cylinder(head, elbow, 1.2 * s)])
         layers.append((humerus, bone, "muscle"))

@@ -29,6 +29,9 @@ _BIG = 1e6
 class Solid:
     """A signed sum of convex terms (see the module docstring); arrays over n terms and K atom slots.
 
+    Operators: ``A + B`` is the sum (overlaps count twice: use ``union`` for overlapping solids),
+    ``A & B`` the intersection, ``A - B`` the difference ``A - A∩B``, ``-A`` flips every sign.
+
     Attributes:
         mat: (n, K, 3, 3) world -> local normalised coordinates of each atom.
         center: (n, K, 3) atom centres (cm).
@@ -51,6 +54,10 @@ class Solid:
 
     def __len__(self):
         return self.sign.shape[0]
+
+    def take(self, index):
+        """The terms selected by ``index`` (an integer array or a boolean mask)."""
+        return Solid(*(getattr(self, f.name)[index] for f in dataclasses.fields(self)))
 
     def __neg__(self):
         return dataclasses.replace(self, sign=-self.sign)

@@ -1,7 +1,8 @@
 """Image formation for the phantom: radiographs (Beer–Lambert), CT, MR and ultrasound slices.
 
-Every function takes a compiled scene and a ``numpy.random.Generator`` that the caller derives from the
-record's ids, so an image is a pure function of (seed, ids, size). Outputs are float32 in [0, 1].
+Every function takes compiled scenes (``phantom_scene``) and a ``numpy.random.Generator`` that the caller
+derives from the record's ids, so an image is a pure function of (seed, ids, size). Outputs are float32
+in [0, 1].
 """
 
 import functools
@@ -31,12 +32,12 @@ def _blur_matrix(n, sigma):
 
 
 def blur(img, sigma):
-    """Separable Gaussian blur of a 2-D image; ``sigma`` in pixels (no-op below 0.05)."""
+    """Separable Gaussian blur of a 2-D image; ``sigma`` in pixels, rounded to 2 significant digits so
+    the cached blur matrices are reused (no-op below 0.05)."""
     if sigma < 0.05:
         return img
-    rows = _blur_matrix(img.shape[0], round(float(sigma), 3))
-    cols = _blur_matrix(img.shape[1], round(float(sigma), 3))
-    return rows @ img @ cols.T
+    sigma = float(f"{sigma:.2g}")
+    return _blur_matrix(img.shape[0], sigma) @ img @ _blur_matrix(img.shape[1], sigma).T
 
 
 def _window(img, lo, hi):
@@ -143,7 +144,7 @@ def us_image(scenes, probe, size, rng):
     radius, depth, half_angle = probe["radius"], probe["depth"], probe["half_angle"]
     top = radius * np.cos(half_angle)
     side = max(2.0 * (radius + depth) * np.sin(half_angle), radius + depth - top)
-    grid_n = size + size // 2
+    grid_n = size
     pixel = side / grid_n
     apex, lateral, down = (np.asarray(probe[k], float) for k in ("apex", "lateral", "down"))
     values = np.stack([tissues.column(c) for c in ("us_echo", "us_atten", "us_z")], 1)

@@ -19,10 +19,13 @@ def knee_layers(rng, sex, age, abnormal):
     cartilage = max(0.35 - 0.003 * max(age - 30.0, 0.0), 0.1) * s  # thins with age
 
     def limb(inset):
-        thigh = geo.cylinder([0.0, -0.5 * s, 2.0 * s], [0.0, -1.0 * s, 30.0 * s], 6.8 * s + fat - inset)
-        calf = geo.cylinder([0.0, -1.0 * s, -30.0 * s], [0.0, -0.5 * s, -1.0 * s],
-                            [5.0 * s + fat - inset, 5.6 * s + fat - inset], up=[1.0, 0.0, 0.0])
-        joint = geo.ellipsoid([0.0, 0.0, 0.5 * s], [5.9 * s + fat - inset, 6.0 * s + fat - inset, 7.0 * s])
+        """Thigh and calf as round-ended tubes merging into the knee: no flat caps inside the image."""
+        r_thigh, r_calf = 6.8 * s + fat - inset, 5.3 * s + fat - inset
+        thigh = geo.union([geo.cylinder([0.0, -0.5 * s, 6.0 * s], [0.0, -1.0 * s, 34.0 * s], r_thigh),
+                           geo.ellipsoid([0.0, -0.5 * s, 6.0 * s], [r_thigh, r_thigh, 6.0 * s])])
+        calf = geo.union([geo.cylinder([0.0, -1.0 * s, -34.0 * s], [0.0, -0.6 * s, -6.0 * s], r_calf),
+                          geo.ellipsoid([0.0, -0.6 * s, -6.0 * s], [r_calf, r_calf, 6.0 * s])])
+        joint = geo.ellipsoid([0.0, 0.0, 0.5 * s], [5.7 * s + fat - inset, 6.0 * s + fat - inset, 6.5 * s])
         return geo.union([thigh, joint, calf])
 
     cortex = {"bone": 0.7 * bone, "marrow": 1.0 - 0.7 * bone}

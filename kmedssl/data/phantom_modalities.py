@@ -76,7 +76,7 @@ def build_case(case):
         present = {str(rng.choice(["nodule", "consolidation", "effusion"]))} if case.abnormal else set()
         findings = chest.sample_findings(rng, anatomy, present)
         # Radiographs keep the view's pose; CT and MR are supine with the arms raised.
-        pose = {"PA": "pa", "AP": "ap"}.get(case.view, "lateral")
+        pose = {"PA": "pa", "AP": "ap"}.get(case.view, "arms_up")
         scenes = [scene_lib.build_scene(chest.chest_static_layers(anatomy, pose)),
                   scene_lib.build_scene(chest.chest_study_layers(anatomy, findings))]
         rx, ry = chest.body_half_size(anatomy)
@@ -137,17 +137,22 @@ def _plane(case, info, rng):
 
 
 def _probe(case, info, rng):
-    """A convex abdominal probe on the anterior skin of the right upper quadrant (liver, gallbladder, right
-    kidney) or the epigastrium (left lobe, pancreas, aorta)."""
+    """A convex abdominal probe on the anterior skin below the costal margin (right upper quadrant or
+    epigastrium), tilted towards the head to look under the ribs at the liver, gallbladder and kidney."""
     s = info["scale"]
     radius = 4.0 * s
-    x = rng.uniform(-9.0, 1.0) * s
-    z = rng.uniform(3.0, 13.0) * s
     rx, ry = info["half_width"], info["half_depth"]
+    x = rng.uniform(-9.0, 1.0) * s
+    z = rng.uniform(0.0, 6.0) * s
     y = ry * np.sqrt(1.0 - (x / rx) ** 2)
-    down = -np.array([x / rx**2, y / ry**2, 0.0])  # into the body, normal to the skin
+    inward = -np.array([x / rx**2, y / ry**2, 0.0])
+    down = inward / np.linalg.norm(inward) + np.array([0.0, 0.0, rng.uniform(0.2, 0.6)])
     down /= np.linalg.norm(down)
     skin = np.array([x, y, z]) + 0.3 * s * down
-    lateral = np.array([-down[1], down[0], 0.0]) if case.view == "AXIAL" else np.array([0.0, 0.0, -1.0])
+    if case.view == "AXIAL":
+        lateral = np.cross([0.0, 0.0, 1.0], down)
+    else:
+        lateral = -(np.array([0.0, 0.0, 1.0]) - down[2] * down)
+    lateral /= np.linalg.norm(lateral)
     return {"apex": skin - down * radius, "down": down, "lateral": lateral, "radius": radius,
             "depth": rng.uniform(14.0, 18.0) * s, "half_angle": rng.uniform(0.5, 0.65)}

@@ -24,7 +24,7 @@ class Scene:
 
     Attributes:
         solid: all terms of all layers.
-        delta: (n_terms, n_tissues) sign * (weights(tissue) - weights(parent)).
+        delta: (n_terms, n_tissues) sign * (weights(tissue) - weights(parent)); the term signs live here.
     """
 
     solid: geo.Solid
@@ -45,10 +45,8 @@ def build_scene(layers):
             deltas.append(solid.sign[:, None] * step[None])
     solid = geo.concat(solids)
     delta = np.concatenate(deltas) if deltas else np.zeros((0, len(tissues.TISSUES)))
-    order = np.argsort(-solid.natoms, kind="stable")
-    solid = geo.Solid(*(getattr(solid, f.name)[order] for f in dataclasses.fields(solid)))
-    # The sign now lives in ``delta``; keep solid.sign for bookkeeping only.
-    return Scene(solid=solid, delta=delta[order])
+    order = np.argsort(-solid.natoms, kind="stable")  # the kernels rely on this order (prefix per atom slot)
+    return Scene(solid=solid.take(order), delta=delta[order])
 
 
 def _pairs(r0, r1, c0, c1, width):
@@ -107,7 +105,8 @@ def line_integrals(scenes, values, source, origin, u, v, shape, pixel):
     Returns:
         (H, W) float64: sum over terms of step * chord length (cm), i.e. ∫ f dl along each ray.
     """
-    return sum(_line_integrals(scene, values, source, origin, u, v, shape, pixel) for scene in scenes)
+    return sum((_line_integrals(scene, values, source, origin, u, v, shape, pixel) for scene in scenes),
+               np.zeros(shape))
 
 
 def _line_integrals(scene, values, source, origin, u, v, shape, pixel):
@@ -115,7 +114,7 @@ def _line_integrals(scene, values, source, origin, u, v, shape, pixel):
     height, width = shape
     step = scene.steps(np.asarray(values, float)[:, None])[:, 0]
     live = np.abs(step) > 1e-9
-    s = geo.Solid(*(getattr(scene.solid, f.name)[live] for f in dataclasses.fields(scene.solid)))
+    s = scene.solid.take(live)
     step = step[live]
     rays = _grid(origin, u, v, shape, pixel) - source
     rays /= np.linalg.norm(rays, axis=1, keepdims=True)
@@ -153,9 +152,9 @@ def _atom_interval(p, d):
 
     With e = M d and q(t) = q0 + t e, the quadric part is solved around its closest point
     t* = -<q0, e>_w / <e, e>_w, q* = q(t*): inside for |t - t*| <= sqrt((1 - |q*|_w^2) / <e, e>_w), which
-    stays accurate in float32 far from the source (no b^2 - ac cancellation). A miss gives an empty or
-    zero-length interval; a vanishing <e, e>_w (half-space, or a ray along a cylinder's axis) a huge one.
-    Written without ``np.where`` (slow on large arrays).
+    has no b^2 - ac cancellation, so float32 resolves chords to ~1e-7 of the source distance (2e-5 cm at
+    180 cm). A miss gives an empty or zero-length interval; a vanishing <e, e>_w (half-space, or a ray
+    along a cylinder's axis) a huge one. Written without ``np.where`` (slow on large arrays).
     """
     e0 = p[0] * d[0] + p[1] * d[1] + p[2] * d[2]
     e1 = p[3] * d[0] + p[4] * d[1] + p[5] * d[2]
@@ -185,7 +184,8 @@ def sample_plane(scenes, values, origin, u, v, shape, pixel):
         (H, W, P) float64 property values (air outside every layer).
     """
     values = np.asarray(values, float)
-    steps = sum(_plane_steps(scene, values, origin, u, v, shape, pixel) for scene in scenes)
+    steps = sum((_plane_steps(scene, values, origin, u, v, shape, pixel) for scene in scenes),
+                np.zeros((*shape, values.shape[1])))
     return steps + values[tissues.TISSUES.index("air")]
 
 

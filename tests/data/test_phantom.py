@@ -2,6 +2,7 @@
 
 import collections
 import dataclasses
+import pickle
 import subprocess
 import sys
 
@@ -170,6 +171,13 @@ def test_render_is_identical_in_another_process(cohort):
             "print(c.render(c.records[7], 24).tobytes().hex())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert bytes.fromhex(out) == cohort.render(cohort.records[7], 24).tobytes()
+
+
+def test_cohort_pickles_without_its_caches(cohort):
+    cohort.render(cohort.records[2], 24)
+    clone = pickle.loads(pickle.dumps(cohort))
+    assert "_caches" not in clone.__dict__
+    np.testing.assert_array_equal(clone.render(cohort.records[2], 24), cohort.render(cohort.records[2], 24))
 
 
 def test_views_of_a_study_differ_but_share_anatomy(cohort):
