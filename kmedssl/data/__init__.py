@@ -1,6 +1,5 @@
 """Data sources, records, splits and the input pipeline (SPEC §4)."""
 
-import importlib.util
-
+from kmedssl.data import phantom
 from kmedssl.data.errors import DataError
 from kmedssl.data.records import FRONTAL_VIEWS, LATERAL_VIEWS, ImageRecord

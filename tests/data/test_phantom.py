@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from kmedssl.data import phantom
-from kmedssl.data import phantom_chest as chest
-from kmedssl.data import phantom_geometry as geo
-from kmedssl.data import phantom_scene as scene_lib
-from kmedssl.data import phantom_tissues as tissues
+from kmedssl.data.phantom import chest as chest
+from kmedssl.data.phantom import geometry as geo
+from kmedssl.data.phantom import scene as scene_lib
+from kmedssl.data.phantom import tissues as tissues
 from kmedssl.data.records import FRONTAL_VIEWS, LATERAL_VIEWS
 
 pytestmark = pytest.mark.backend_free

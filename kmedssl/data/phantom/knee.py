@@ -7,7 +7,7 @@ Coordinates in cm: x lateral, y anterior, z superior (towards the hip), origin a
 
 import numpy as np
 
-from kmedssl.data import phantom_geometry as geo
+from kmedssl.data.phantom import geometry as geo
 
 
 def knee_layers(rng, sex, age, abnormal):

@@ -8,7 +8,7 @@ with surrounding oedema in the white matter.
 
 import numpy as np
 
-from kmedssl.data import phantom_geometry as geo
+from kmedssl.data.phantom import geometry as geo
 
 
 def head_layers(rng, sex, age, abnormal):

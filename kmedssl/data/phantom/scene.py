@@ -1,6 +1,6 @@
 """Scenes of tissue layers, and their two measurements: line integrals (radiographs) and plane samples (slices).
 
-A scene is a tree of tissue layers: each layer is a solid (``phantom_geometry.Solid``) filled with a
+A scene is a tree of tissue layers: each layer is a solid (``geometry.Solid``) filled with a
 tissue and lying inside its parent's tissue, siblings disjoint. A property f (attenuation, HU, MR signal,
 ...) of the whole volume is then the sum over layers of ``(f(tissue) - f(parent)) * 1_layer``, so
 
@@ -14,8 +14,8 @@ import dataclasses
 
 import numpy as np
 
-from kmedssl.data import phantom_geometry as geo
-from kmedssl.data import phantom_tissues as tissues
+from kmedssl.data.phantom import geometry as geo
+from kmedssl.data.phantom import tissues as tissues
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,19 +2,19 @@
 
 A case is one image of one subject: radiographs (XR) of chest, abdomen and knee; CT and MR slices of
 chest, abdomen, knee and brain; ultrasound (US) of the abdomen. Slices sample the same analytic phantoms
-as the radiographs on a plane, with modality-specific contrast (``phantom_tissues``).
+as the radiographs on a plane, with modality-specific contrast (``tissues``).
 """
 
 import dataclasses
 
 import numpy as np
 
-from kmedssl.data import phantom_chest as chest
-from kmedssl.data import phantom_imaging as imaging
-from kmedssl.data import phantom_scene as scene_lib
-from kmedssl.data.phantom_abdomen import abdomen_layers
-from kmedssl.data.phantom_head import head_layers
-from kmedssl.data.phantom_knee import knee_layers
+from kmedssl.data.phantom import chest
+from kmedssl.data.phantom import imaging as imaging
+from kmedssl.data.phantom import scene as scene_lib
+from kmedssl.data.phantom.abdomen import abdomen_layers
+from kmedssl.data.phantom.head import head_layers
+from kmedssl.data.phantom.knee import knee_layers
 
 MODALITIES = ("XR", "CT", "MR", "US")
 ANATOMIES = ("chest", "abdomen", "knee", "brain")

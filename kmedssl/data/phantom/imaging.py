@@ -1,6 +1,6 @@
 """Image formation for the phantom: radiographs (Beer–Lambert), CT, MR and ultrasound slices.
 
-Every function takes compiled scenes (``phantom_scene``) and a ``numpy.random.Generator`` that the caller
+Every function takes compiled scenes (``scene``) and a ``numpy.random.Generator`` that the caller
 derives from the record's ids, so an image is a pure function of (seed, ids, size). Outputs are float32
 in [0, 1].
 """
@@ -9,9 +9,9 @@ import functools
 
 import numpy as np
 
-from kmedssl.data import phantom_geometry as geo
-from kmedssl.data import phantom_scene as scene_lib
-from kmedssl.data import phantom_tissues as tissues
+from kmedssl.data.phantom import geometry as geo
+from kmedssl.data.phantom import scene as scene_lib
+from kmedssl.data.phantom import tissues as tissues
 
 
 @functools.lru_cache(maxsize=64)

@@ -7,7 +7,7 @@ posterior ribs look nearly horizontal and the anterior ribs slope down on a fron
 
 import numpy as np
 
-from kmedssl.data import phantom_geometry as geo
+from kmedssl.data.phantom import geometry as geo
 
 _VERTEBRAE = 13  # T1..T12, L1
 _WIDTH = (0.52, 0.68, 0.8, 0.88, 0.94, 0.98, 1.0, 1.0, 0.98, 0.95, 0.9, 0.85)  # cage half-width per rib

@@ -3,7 +3,7 @@
 Patient coordinates in cm: x towards the patient's left, y anterior, z superior (origin near the carina).
 The anatomy (``ChestAnatomy``) belongs to a subject; the findings (``ChestFindings``) belong to a study, so
 follow-up studies share anatomy and may change pathology. ``chest_static_layers`` (subject and pose) and
-``chest_study_layers`` (subject and study) give the layer trees of ``phantom_scene.build_scene``; the two
+``chest_study_layers`` (subject and study) give the layer trees of ``scene.build_scene``; the two
 scenes together are the volume.
 """
 
@@ -11,10 +11,10 @@ import dataclasses
 
 import numpy as np
 
-from kmedssl.data import phantom_geometry as geo
-from kmedssl.data.phantom_chest_bones import chest_bones
-from kmedssl.data.phantom_imaging import projection_geometry
-from kmedssl.data.phantom_shapes import frame, tree_segments
+from kmedssl.data.phantom import geometry as geo
+from kmedssl.data.phantom.chest_bones import chest_bones
+from kmedssl.data.phantom.imaging import projection_geometry
+from kmedssl.data.phantom.shapes import frame, tree_segments
 
 CHEST_LABELS = ("cardiomegaly", "effusion", "nodule", "pneumothorax", "consolidation", "atelectasis")
 SIDES = (-1, 1)  # -1: patient's right, +1: patient's left

@@ -2,7 +2,7 @@
 
 ``ChestCohort`` yields chest radiograph studies in the shape of MIMIC-CXR (paper 000 §2): subjects with
 1-3 studies, each with frontal (PA/AP) and/or lateral (LATERAL/LL) views and study-level multi-hot labels.
-Every subject is a random 3-D anatomical phantom (``phantom_chest``) whose size, fat, heart and bone
+Every subject is a random 3-D anatomical phantom (``chest``) whose size, fat, heart and bone
 density follow sex and age; pathologies are 3-D changes of it; radiographs are Beer–Lambert projections
 of the same volume along two axes, so the frontal and lateral views of a study are two views of one
 anatomy. ``MultiModalCohort`` yields CT/MR/US slices and radiographs of chest, abdomen, knee and brain
@@ -23,10 +23,10 @@ import dataclasses
 
 import numpy as np
 
-from kmedssl.data import phantom_chest as chest
-from kmedssl.data import phantom_scene as scene_lib
-from kmedssl.data.phantom_imaging import radiograph
-from kmedssl.data.phantom_modalities import ANATOMIES, COMBINATIONS, MODALITIES, render_multimodal, sample_case
+from kmedssl.data.phantom import chest
+from kmedssl.data.phantom import scene as scene_lib
+from kmedssl.data.phantom.imaging import radiograph
+from kmedssl.data.phantom.modalities import ANATOMIES, COMBINATIONS, MODALITIES, render_multimodal, sample_case
 from kmedssl.data.records import ImageRecord
 
 CHEST_LABELS = chest.CHEST_LABELS

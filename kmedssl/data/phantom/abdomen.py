@@ -7,9 +7,9 @@ are carved from each other, so the layer tree stays exact (siblings disjoint).
 
 import numpy as np
 
-from kmedssl.data import phantom_geometry as geo
-from kmedssl.data.phantom_chest_bones import rib_cage
-from kmedssl.data.phantom_shapes import tree_segments
+from kmedssl.data.phantom import geometry as geo
+from kmedssl.data.phantom.chest_bones import rib_cage
+from kmedssl.data.phantom.shapes import tree_segments
 
 VISCERAL = {"fat": 0.55, "bowel": 0.45}
 
