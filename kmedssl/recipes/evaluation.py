@@ -126,7 +126,7 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
     if baseline not in (None, "random"):
         raise ValueError(f"Expected baseline None or 'random'. Received: baseline={baseline!r}")
     model, run_dir, recipe = load_encoder(encoder)
-    chest_run = recipe.get("method") not in ("simclr", "mulsupcon")
+    chest_run = recipe.get("data_kind", "chest") == "chest"  # reuse its cohort and split: no test subject seen
     source = open_source(
         data, kind="chest", size=recipe.get("data_size", 500) if chest_run else 500,
         seed=recipe.get("data_seed", 0) if chest_run else 0,

@@ -46,10 +46,7 @@ class MVMAERecipe(MultiViewRecipe):
     def build_model(self, encoder, total_steps, seed, num_labels):
         from kmedssl.backbones import mae_decoder
 
-        decoder = mae_decoder(
-            self.decoder_size, num_patches=encoder.num_patches,
-            patch_dim=encoder.patch_size * encoder.patch_size * encoder.channels, encoder_dim=encoder.dim,
-        )
+        decoder = mae_decoder(self.decoder_size, encoder.num_patches, encoder.patch_dim, encoder.dim)
         return MVMAE(
             encoder, decoder, mask_ratio=self.mask_ratio, beta=self.beta, beta_schedule=self.beta_schedule,
             total_steps=total_steps, alignment=self.alignment, norm_pix=self.norm_pix, seed=seed,

@@ -58,7 +58,8 @@ def toml_value(value):
 
 def write_recipe(path, recipe, seed):
     """Write the resolved recipe as TOML (fields that are None are left out: TOML has no null)."""
-    lines = [f"# kmedssl resolved recipe", f'method = "{recipe.method}"', f"seed = {int(seed)}", ""]
+    lines = ["# kmedssl resolved recipe", f'method = "{recipe.method}"', f'data_kind = "{recipe.data_kind}"',
+             f"seed = {int(seed)}", ""]
     lines += [f"{key} = {toml_value(value)}" for key, value in dataclasses.asdict(recipe).items() if value is not None]
     (pathlib.Path(path) / RECIPE_FILE).write_text("\n".join(lines) + "\n")
 
