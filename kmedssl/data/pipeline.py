@@ -8,6 +8,8 @@ augmentations are reproducible from one seed whatever the number of workers.
 import keras
 import numpy as np
 
+from kmedssl.data.errors import DataError
+
 
 class ViewDataset(keras.utils.PyDataset):
     """Batches of ``{name: array}`` dicts built from a list of samples.
@@ -23,11 +25,13 @@ class ViewDataset(keras.utils.PyDataset):
         seed: seed of the data order and of the views.
         shuffle: reshuffle the samples every epoch.
         cache: keep ``load`` results in memory (for small generated data sets).
+        on_error: ``"raise"``: a ``DataError`` from ``load`` stops training; ``"skip"``: the sample is
+            replaced by the next loadable one (in data order) and listed in ``skipped``.
         **kwargs: ``workers``, ``use_multiprocessing``, ``max_queue_size`` of ``keras.utils.PyDataset``.
     """
 
     def __init__(self, samples, load, views=None, batch_size=32, target=None, seed=0, shuffle=True,
-                 cache=False, **kwargs):
+                 cache=False, on_error="raise", **kwargs):
         super().__init__(**kwargs)
         self.samples = list(samples)
         if batch_size < 1 or batch_size > len(self.samples):
@@ -42,6 +46,11 @@ class ViewDataset(keras.utils.PyDataset):
         self.seed = int(seed)
         self.shuffle = shuffle
         self.cache = {} if cache else None
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"Expected on_error in ('raise', 'skip'). Received: on_error={on_error!r}")
+        self.on_error = on_error
+        self.skipped = []
+        self.bad = set()
         self.epoch = 0
 
     def __len__(self):
@@ -54,6 +63,22 @@ class ViewDataset(keras.utils.PyDataset):
         return np.random.default_rng([self.seed, epoch]).permutation(len(self.samples))
 
     def load_sample(self, index):
+        """``load`` of sample ``index``; under ``on_error="skip"`` the next loadable sample replaces a bad one."""
+        for offset in range(len(self.samples)):
+            candidate = (index + offset) % len(self.samples)
+            if candidate in self.bad:
+                continue
+            try:
+                return self.load_cached(candidate)
+            except DataError as error:
+                if self.on_error == "raise":
+                    raise
+                self.bad.add(candidate)
+                sample = self.samples[candidate]
+                self.skipped.append((getattr(sample, "path", None) or repr(sample), str(error)))
+        raise DataError("no sample of the data set could be loaded (see the skipped list)")
+
+    def load_cached(self, index):
         if self.cache is None:
             return self.load(self.samples[index])
         if index not in self.cache:

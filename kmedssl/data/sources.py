@@ -1,19 +1,23 @@
-"""Opening a data source by name: the embedded phantom cohorts now, on-disk formats later (SPEC §4).
+"""Opening a data source: the embedded phantom, or a path in one of the on-disk formats (SPEC §4).
 
-A source has ``records`` (list of ``ImageRecord``), ``label_names`` and ``load_image(record, image_size)``
-returning a (image_size, image_size) float32 image in [0, 1].
+A source has ``records`` (list of ``ImageRecord``), ``label_names``, ``splits`` (official subject
+splits or None), ``skipped`` (items left out by ``on_error="skip"``), ``metadata`` (the modality ⊕
+anatomy encoder of paper 001) and ``load_image(record, image_size)`` returning a preprocessed
+(image_size, image_size) float32 image in [0, 1].
 """
 
-import dataclasses
+import pathlib
 
 from kmedssl.data import phantom
+from kmedssl.data.images import preprocess, read_image
+from kmedssl.data.metadata import MetadataEncoder
+from kmedssl.data.splits import subject_split
 
 SOURCE_KINDS = ("chest", "multimodal")
 
 
-@dataclasses.dataclass
 class PhantomSource:
-    """The embedded phantom data (``kmedssl.data.phantom``) behind the common source interface.
+    """The embedded phantom data (``kmedssl.data.phantom``).
 
     Args:
         kind: ``"chest"`` (frontal/lateral radiograph studies with pathology labels) or ``"multimodal"``
@@ -22,34 +26,58 @@ class PhantomSource:
         seed: seed of the phantom cohort.
     """
 
-    kind: str = "chest"
-    size: int = 500
-    seed: int = 0
+    splits = None
+    skipped = ()
 
-    def __post_init__(self):
-        if self.kind not in SOURCE_KINDS:
-            raise ValueError(f"Expected kind in {SOURCE_KINDS}. Received: kind={self.kind!r}")
-        if self.kind == "chest":
-            self.cohort = phantom.ChestCohort(num_subjects=self.size, seed=self.seed)
+    def __init__(self, kind="chest", size=500, seed=0):
+        if kind not in SOURCE_KINDS:
+            raise ValueError(f"Expected kind in {SOURCE_KINDS}. Received: kind={kind!r}")
+        if kind == "chest":
+            self.cohort = phantom.ChestCohort(num_subjects=size, seed=seed)
         else:
-            self.cohort = phantom.MultiModalCohort(num_images=self.size, seed=self.seed)
+            self.cohort = phantom.MultiModalCohort(num_images=size, seed=seed)
         self.records = list(self.cohort.records)
-        self.label_names = tuple(getattr(self.cohort, "label_names", ()))
+        self.label_names = tuple(self.cohort.label_names)
+        self.metadata = MetadataEncoder(phantom.MODALITIES, phantom.ANATOMIES)
 
     def load_image(self, record, image_size):
         return self.cohort.render(record, image_size=image_size)
 
 
-def open_source(data="phantom", kind="chest", size=500, seed=0):
-    """Open ``data`` ("phantom") as a source of the given kind.
+class FileSource:
+    """A data set read from disk by ``kmedssl.data.formats.read_dataset``."""
 
-    Raises:
-        ValueError: for anything but ``"phantom"``: on-disk formats (MIMIC-CXR-JPG, CheXpert, ...) are not
-            readable by this version.
-    """
-    if data != "phantom":
-        raise ValueError(
-            f"Expected data='phantom' (the embedded data set); reading data from a path is not supported "
-            f"by this version. Received: data={data!r}"
-        )
-    return PhantomSource(kind=kind, size=size, seed=seed)
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.records = list(dataset.records)
+        if not self.records:
+            raise ValueError(f"Expected images in {dataset.root} ({dataset.format} format). Received: none readable")
+        self.label_names = tuple(dataset.label_names)
+        self.splits = dataset.splits
+        self.skipped = list(dataset.skipped)
+        self.metadata = MetadataEncoder.from_records(self.records)
+
+    def load_image(self, record, image_size):
+        image = self.dataset.loader(record) if self.dataset.loader else read_image(record.path)
+        return preprocess(image, image_size)
+
+
+def open_source(data="phantom", kind="chest", size=500, seed=0, format=None, on_error="raise"):
+    """``"phantom"`` (of ``kind``, ``size`` and ``seed``) or a path read in ``format`` (inferred if None)."""
+    if data == "phantom":
+        return PhantomSource(kind=kind, size=size, seed=seed)
+    from kmedssl.data.formats import read_dataset
+
+    if not pathlib.Path(data).exists():
+        raise FileNotFoundError(f"{data}: no such file or directory (expected 'phantom' or a data path)")
+    return FileSource(read_dataset(data, format=format, on_error=on_error))
+
+
+def split_records(source, seed=0):
+    """``{"train", "val", "test"}`` records: the source's official subject split, else 80/10/10 by subject."""
+    if source.splits is None:
+        return subject_split(source.records, seed=seed)
+    splits = {"train": [], "val": [], "test": []}
+    for record in source.records:
+        splits[source.splits.get(record.subject_id, "train")].append(record)
+    return splits

@@ -13,6 +13,7 @@ import typing
 import keras
 
 from kmedssl.data.pipeline import ViewDataset
+from kmedssl.data.sources import PhantomSource
 
 OPTIMIZERS = ("adamw", "sgd", "adam")
 
@@ -114,7 +115,7 @@ class Recipe(abc.ABC):
 
     target = None
 
-    def training_data(self, source, records, seed):
+    def training_data(self, source, records, seed, on_error="raise"):
         samples = self.training_samples(records)
         if len(samples) < self.batch_size:
             raise ValueError(
@@ -123,5 +124,6 @@ class Recipe(abc.ABC):
             )
         return ViewDataset(
             samples, load=lambda sample: self.load_sample(source, sample), views=self.views(),
-            batch_size=self.batch_size, target=self.target, seed=seed, cache=True, workers=self.workers,
+            batch_size=self.batch_size, target=self.target, seed=seed, cache=isinstance(source, PhantomSource),
+            on_error=on_error, workers=self.workers,
         )

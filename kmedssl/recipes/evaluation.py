@@ -7,8 +7,7 @@ import pathlib
 import keras
 import numpy as np
 
-from kmedssl.data.sources import open_source
-from kmedssl.data.splits import subject_split
+from kmedssl.data.sources import open_source, split_records
 from kmedssl.eval import extract_features, fit_linear_probe, macro_auroc, per_label_auroc, random_init_copy
 from kmedssl.recipes import runs
 
@@ -61,6 +60,9 @@ def view_records(records, view):
 def probe_view(encoder, source, train, test, view, image_size, seed):
     """Fit a probe on ``view`` images of ``train``; per-image test probabilities keyed by record."""
     train_records, test_records = view_records(train, view), view_records(test, view)
+    if not train_records or not test_records:
+        raise ValueError(f"Expected {view} images in the training and test splits. Received: "
+                         f"{len(train_records)} and {len(test_records)}; choose other --views")
     images = lambda rs: np.stack([source.load_image(r, image_size)[..., None] for r in rs])  # noqa: E731
     labels = lambda rs: np.asarray([r.labels for r in rs], dtype="float32")  # noqa: E731
     predict = fit_linear_probe(extract_features(encoder, images(train_records)), labels(train_records), seed=seed)
@@ -99,13 +101,14 @@ def linear_probe_report(encoder, source, train, test, views, image_size, seed):
 
 
 def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEWS, seed=0, baseline=None,
-             output_dir=None):
+             output_dir=None, format=None):
     """Linear-probe ``encoder`` on the phantom chest pathology labels, per view and ensembled.
 
     Args:
         encoder: a Keras encoder, an ``ENCODER.keras`` file, or a run directory.
-        data: ``"phantom"``. When ``encoder`` is a chest run, its cohort and subject split are reused so
-            that test subjects were never seen in pretraining.
+        data: ``"phantom"`` or a chest radiograph data path (``format`` inferred when None). On the phantom,
+            when ``encoder`` is a chest run, its cohort and subject split are reused so that test subjects
+            were never seen in pretraining; on a path, the official split is used when the data has one.
         protocol: ``"linear"`` (frozen features, one logistic regression per label).
         labels: label budget: None (all training studies), a count of studies, or a fraction.
         views: any of ``("frontal", "lateral", "ensemble")``.
@@ -126,12 +129,14 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
     if baseline not in (None, "random"):
         raise ValueError(f"Expected baseline None or 'random'. Received: baseline={baseline!r}")
     model, run_dir, recipe = load_encoder(encoder)
-    chest_run = recipe.get("data_kind", "chest") == "chest"  # reuse its cohort and split: no test subject seen
+    same_data = recipe.get("data_kind", "chest") == "chest" and data == "phantom"  # reuse its cohort and split
     source = open_source(
-        data, kind="chest", size=recipe.get("data_size", 500) if chest_run else 500,
-        seed=recipe.get("data_seed", 0) if chest_run else 0,
+        data, kind="chest", size=recipe.get("data_size", 500) if same_data else 500,
+        seed=recipe.get("data_seed", 0) if same_data else 0, format=format,
     )
-    splits = subject_split(source.records, seed=recipe.get("split_seed", 0) if chest_run else 0)
+    splits = split_records(source, seed=recipe.get("split_seed", 0) if same_data else 0)
+    if not source.label_names:
+        raise ValueError(f"Expected labelled data for a linear probe. Received: {data!r} has no labels")
     train = label_budget(splits["train"], labels, seed)
     image_size = recipe.get("image_size", getattr(model, "image_size", 64))
 

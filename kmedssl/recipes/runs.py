@@ -1,5 +1,6 @@
 """Run directories (SPEC §8): resolved recipe (TOML), environment (JSON), training log, final encoder."""
 
+import csv
 import dataclasses
 import datetime
 import json
@@ -18,6 +19,7 @@ ENVIRONMENT_FILE = "environment.json"
 LOG_FILE = "training_log.csv"
 ENCODER_FILE = "encoder.keras"
 REPORTS_DIR = "reports"
+SKIPPED_FILE = "data_skipped.csv"
 
 
 def default_run_dir(method):
@@ -73,7 +75,16 @@ def read_recipe(run_dir):
         return tomllib.load(f)
 
 
-def write_environment(path, seed, command=None):
+def write_skipped(path, skipped):
+    """List every skipped data item (file, problem) in ``data_skipped.csv``; nothing is written when none."""
+    if skipped:
+        with open(pathlib.Path(path) / SKIPPED_FILE, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file", "problem"])
+            writer.writerows(skipped)
+
+
+def write_environment(path, seed, command=None, **extra):
     from kmedssl import __version__
     from kmedssl.ops.runtime import device_description
 
@@ -88,5 +99,6 @@ def write_environment(path, seed, command=None):
         "seed": int(seed),
         "command": command if command is not None else sys.argv,
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        **extra,
     }
     (pathlib.Path(path) / ENVIRONMENT_FILE).write_text(json.dumps(environment, indent=2) + "\n")

@@ -2,7 +2,6 @@
 
 import dataclasses
 
-from kmedssl.data.phantom import metadata_multi_hot
 from kmedssl.methods.simclr import SimCLR
 from kmedssl.recipes.base import Recipe
 
@@ -42,7 +41,7 @@ class SimCLRRecipe(Recipe):
     def load_sample(self, source, sample):
         return {
             "image": source.load_image(sample, self.image_size)[..., None],
-            "metadata": metadata_multi_hot([sample])[0],
+            "metadata": source.metadata(sample),
         }
 
     def build_model(self, encoder, total_steps, seed, num_labels):

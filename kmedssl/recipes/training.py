@@ -5,8 +5,7 @@ import pathlib
 
 import keras
 
-from kmedssl.data.sources import open_source
-from kmedssl.data.splits import subject_split
+from kmedssl.data.sources import open_source, split_records
 from kmedssl.ops.runtime import seed_everything
 from kmedssl.recipes import runs
 from kmedssl.recipes.callbacks import StopOnNonFiniteLoss
@@ -35,12 +34,12 @@ def check_backend(backend):
 
 def pretrain(name, data="phantom", size="phantom", epochs=None, steps_per_epoch=None, batch_size=None,
              image_size=None, seed=0, output_dir=None, resume=False, backend=None, overwrite=False,
-             verbose="auto", **overrides):
+             format=None, on_error="raise", verbose="auto", **overrides):
     """Pretrain method ``name`` and write its run directory.
 
     Args:
         name: one of ``kmedssl.recipes.list_methods()``.
-        data: ``"phantom"`` (the embedded data set).
+        data: ``"phantom"`` (the embedded data set) or a path in one of ``kmedssl.data.formats.FORMATS``.
         size: ``"phantom"`` (CPU-minutes) or ``"paper"`` (the papers' settings).
         epochs, steps_per_epoch, batch_size, image_size: shortcuts for the recipe fields of those names.
         seed: seeds weights, data order, masks, partitions and augmentations.
@@ -48,6 +47,9 @@ def pretrain(name, data="phantom", size="phantom", epochs=None, steps_per_epoch=
             ``overwrite=True``.
         resume: continuing a run is not supported by this version (must be False).
         backend: checked against the active Keras backend.
+        format: the on-disk format of ``data`` (inferred when None).
+        on_error: ``"raise"`` (a bad file or row raises ``DataError``) or ``"skip"`` (skipped and listed in
+            the run directory's ``data_skipped.csv``).
         **overrides: any recipe field, e.g. ``mask_ratio=0.5``.
 
     Returns:
@@ -61,9 +63,10 @@ def pretrain(name, data="phantom", size="phantom", epochs=None, steps_per_epoch=
     recipe = make_recipe(name, size, **overrides)
     seed_everything(seed)
 
-    source = open_source(data, kind=recipe.data_kind, size=recipe.data_size, seed=recipe.data_seed)
-    train_records = subject_split(source.records, seed=recipe.split_seed)["train"]
-    dataset = recipe.training_data(source, train_records, seed)
+    source = open_source(data, kind=recipe.data_kind, size=recipe.data_size, seed=recipe.data_seed,
+                         format=format, on_error=on_error)
+    train_records = split_records(source, seed=recipe.split_seed)["train"]
+    dataset = recipe.training_data(source, train_records, seed, on_error=on_error)
     steps = min(recipe.steps_per_epoch or len(dataset), len(dataset))
     total_steps = steps * recipe.epochs
 
@@ -73,9 +76,10 @@ def pretrain(name, data="phantom", size="phantom", epochs=None, steps_per_epoch=
 
     run_dir = runs.prepare_run_dir(output_dir or runs.default_run_dir(name), overwrite=overwrite)
     runs.write_recipe(run_dir, recipe, seed)
-    runs.write_environment(run_dir, seed)
+    runs.write_environment(run_dir, seed, data=str(data), format=format)
     callbacks = [StopOnNonFiniteLoss(), keras.callbacks.CSVLogger(str(run_dir / runs.LOG_FILE))]
     history = model.fit(dataset, epochs=recipe.epochs, steps_per_epoch=steps, callbacks=callbacks,
                         shuffle=False, verbose=verbose)
     keras.saving.save_model(encoder, run_dir / runs.ENCODER_FILE)
+    runs.write_skipped(run_dir, [*source.skipped, *dataset.skipped])
     return PretrainResult(model=model, encoder=encoder, history=history.history, run_dir=run_dir, recipe=recipe)

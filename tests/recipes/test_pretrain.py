@@ -55,7 +55,6 @@ def test_overrides_reach_the_model(tmp_path):
         (dict(name="spcl", kappa="abc"), "Expected kappa to be of type float"),
         (dict(name="spcl", image_size=60), "divisible by patch_size"),
         (dict(name="spcl", batch_size=100000), "Expected at least batch_size=100000"),
-        (dict(name="spcl", data="/no/such/path"), "Expected data='phantom'"),
         (dict(name="spcl", backend="not-the-active-one"), "Expected backend"),
     ],
 )
@@ -63,6 +62,11 @@ def test_user_mistakes_raise_value_error(kwargs, message, tmp_path):
     name = kwargs.pop("name")
     with pytest.raises(ValueError, match=message):
         recipes.pretrain(name, output_dir=tmp_path / "run", verbose=0, **kwargs)
+
+
+def test_missing_data_path_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="/no/such/path: no such file"):
+        recipes.pretrain("spcl", data="/no/such/path", output_dir=tmp_path / "run", verbose=0)
 
 
 def test_existing_run_directory_is_not_overwritten(tmp_path):
