@@ -5,8 +5,10 @@ import sys
 
 import click
 
+from kmedssl.data.formats import FORMATS  # keras-free: the backend is chosen later
+
 BACKENDS = ("torch", "tensorflow", "jax")
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, OSError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, OSError)  # DataError is a ValueError
 
 
 def use_backend(backend):
@@ -54,7 +56,10 @@ def main():
 
 @main.command()
 @click.argument("method")
-@click.option("--data", default="phantom", show_default=True, help="'phantom' (the embedded data set).")
+@click.option("--data", default="phantom", show_default=True, help="'phantom' (the embedded data set) or a data path.")
+@click.option("--format", "data_format", type=click.Choice(FORMATS), help="Format of --data PATH (inferred if omitted).")
+@click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
+              help="Bad files or rows: stop with an error, or skip them (listed in the run's data_skipped.csv).")
 @click.option("--size", type=click.Choice(["phantom", "paper"]), default="phantom", show_default=True,
               help="phantom: CPU-minutes settings; paper: the papers' settings.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any recipe field (repeatable).")
@@ -67,13 +72,14 @@ def main():
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, data order and views.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
-def pretrain(method, data, size, sets, epochs, steps_per_epoch, batch_size, image_size, backend, output, overwrite,
-             seed, debug):
+def pretrain(method, data, data_format, on_error, size, sets, epochs, steps_per_epoch, batch_size, image_size,
+             backend, output, overwrite, seed, debug):
     """Pretrain METHOD (ace, mulsupcon, mvcon, mvmae, simclr, spcl, supervised) and write a run directory.
 
     \b
-    Example:
+    Examples:
       kmedssl pretrain spcl --data phantom --size phantom --epochs 5 --set mask_ratio=0.5 --output runs/spcl
+      kmedssl pretrain mvmae --data /data/mimic-cxr-jpg --format mimic-cxr --size paper
     """
     use_backend(backend)
     overrides = parse_sets(sets)
@@ -82,7 +88,7 @@ def pretrain(method, data, size, sets, epochs, steps_per_epoch, batch_size, imag
     result = run_user_command(
         debug, recipes.pretrain, method, data=data, size=size, epochs=epochs, steps_per_epoch=steps_per_epoch,
         batch_size=batch_size, image_size=image_size, seed=seed, output_dir=output, overwrite=overwrite,
-        **overrides,
+        format=data_format, on_error=on_error, **overrides,
     )
     losses = {k: v[-1] for k, v in result.history.items() if k.endswith("loss")}
     click.echo(f"Run written to {result.run_dir} (final " + ", ".join(f"{k}={v:.4f}" for k, v in losses.items()) + ")")
@@ -90,7 +96,8 @@ def pretrain(method, data, size, sets, epochs, steps_per_epoch, batch_size, imag
 
 @main.command()
 @click.argument("source", metavar="RUN_DIR|ENCODER.keras")
-@click.option("--data", default="phantom", show_default=True, help="'phantom' (the embedded data set).")
+@click.option("--data", default="phantom", show_default=True, help="'phantom' or a labelled chest X-ray data path.")
+@click.option("--format", "data_format", type=click.Choice(FORMATS), help="Format of --data PATH (inferred if omitted).")
 @click.option("--protocol", type=click.Choice(["linear"]), default="linear", show_default=True)
 @click.option("--labels", help="Label budget: a number of studies (e.g. 200) or a fraction (e.g. 0.1).")
 @click.option("--views", default="frontal,lateral,ensemble", show_default=True, help="Comma-separated views.")
@@ -98,7 +105,7 @@ def pretrain(method, data, size, sets, epochs, steps_per_epoch, batch_size, imag
 @click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (default: $KERAS_BACKEND or torch).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
-def evaluate(source, data, protocol, labels, views, baseline, backend, seed, debug):
+def evaluate(source, data, data_format, protocol, labels, views, baseline, backend, seed, debug):
     """Linear-probe a pretrained encoder on the phantom pathology labels and print macro AUROCs.
 
     \b
@@ -113,10 +120,10 @@ def evaluate(source, data, protocol, labels, views, baseline, backend, seed, deb
         budget = float(labels) if "." in labels else int(labels)
     report = run_user_command(
         debug, recipes.evaluate, source, data=data, protocol=protocol, labels=budget,
-        views=[v.strip() for v in views.split(",") if v.strip()], seed=seed, baseline=baseline,
+        views=[v.strip() for v in views.split(",") if v.strip()], seed=seed, baseline=baseline, format=data_format,
     )
     header = f"{'view':<10} {'pretrained':>11}" + (f" {'random init':>12}" if baseline else "")
-    click.echo(f"Linear probe, macro AUROC over {len(report['per_label_auroc'])} phantom pathology labels")
+    click.echo(f"Linear probe, macro AUROC over {len(report['per_label_auroc'])} labels of {data}")
     click.echo(header)
     for view, entry in report["views"].items():
         line = f"{view:<10} {entry['macro_auroc']:>11.4f}"

@@ -1,0 +1,1 @@
+"""Sub-command groups of the ``kmedssl`` command (SPEC §7), registered on ``kmedssl.cli.main``."""

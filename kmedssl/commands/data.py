@@ -1,0 +1,99 @@
+"""``kmedssl data``: check the health of a data set on disk, or write the phantom in a real layout (SPEC §7).
+
+Keras-free: nothing here imports Keras, so the commands start fast and need no backend.
+"""
+
+import pathlib
+import sys
+
+import click
+
+LAYOUTS = ("mimic-cxr", "radimagenet")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def data():
+    """Data sets on disk: health checks, and the phantom written in a real layout.
+
+    \b
+    Example:
+      kmedssl data phantom --out phantom-mimic --layout mimic-cxr --subjects 50
+      kmedssl data check phantom-mimic --format mimic-cxr --json health.json
+    """
+
+
+@data.command()
+@click.argument("path", type=click.Path())
+@click.option("--format", "format_", metavar="FORMAT",
+              help="mimic-cxr, chexpert, chestxray14, radimagenet, dicom, medmnist or folder "
+                   "(default: inferred from what PATH contains).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Also write the full report (every finding) to this JSON file.")
+@click.option("--min-side", type=int, default=28, show_default=True, help="Smallest accepted image side in pixels.")
+@click.option("--workers", type=int, default=4, show_default=True, help="Decoding threads.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+def check(path, format_, json_path, min_side, workers, debug):
+    """Check every image of the data set at PATH and print a health report.
+
+    Reports unreadable/corrupt/truncated files, rows naming missing files, label values and view codes
+    the reader rejects, wrong dimensions or bit depth, alpha/colour channels, duplicate images, the same
+    image under two subjects or a subject in two splits, and radiograph studies without a frontal or a
+    lateral view. Exit code 0 when the data set has no error (warnings allowed), 1 otherwise.
+
+    \b
+    Example:
+      kmedssl data check /data/mimic-cxr-jpg --format mimic-cxr --json health.json
+    """
+    from kmedssl.cli import run_user_command
+
+    report = run_user_command(debug, _check, path, format_, min_side, workers)
+    click.echo(report.to_text())
+    if json_path:
+        run_user_command(debug, pathlib.Path(json_path).write_text, report.to_json() + "\n")
+        click.echo(f"JSON report written to {json_path}")
+    if not report.ok:
+        sys.exit(1)
+
+
+def _check(path, format_, min_side, workers):
+    from kmedssl.data.formats import read_dataset
+    from kmedssl.data.health import health_report
+
+    dataset = read_dataset(path, format_, on_error="skip")
+    with click.progressbar(length=len(dataset.records), label="Checking images", file=sys.stderr) as bar:
+        return health_report(dataset, min_side=min_side, workers=workers, progress=bar.update)
+
+
+@data.command()
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--layout", type=click.Choice(LAYOUTS), default="mimic-cxr", show_default=True,
+              help="On-disk layout to write.")
+@click.option("--subjects", type=int, default=100, show_default=True,
+              help="Number of subjects (mimic-cxr) or of images (radimagenet).")
+@click.option("--image-size", type=int, default=256, show_default=True, help="Image side in pixels.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the phantom cohort.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+def phantom(out, layout, subjects, image_size, seed, debug):
+    """Write the phantom data set to --out in the MIMIC-CXR-JPG or RadImageNet layout.
+
+    The files are read back by the real readers (``--format mimic-cxr`` or ``--format radimagenet``).
+
+    \b
+    Example:
+      kmedssl data phantom --out phantom-rin --layout radimagenet --subjects 300 --image-size 128
+    """
+    from kmedssl.cli import run_user_command
+
+    run_user_command(debug, _write_phantom, out, layout, subjects, image_size, seed)
+    count = sum(1 for file in pathlib.Path(out).rglob("*") if file.is_file())
+    click.echo(f"Wrote the {layout} phantom ({count} files) to {out}")
+
+
+def _write_phantom(out, layout, subjects, image_size, seed):
+    if layout == "mimic-cxr":
+        from kmedssl.data.phantom.writer import write_mimic_cxr
+
+        return write_mimic_cxr(pathlib.Path(out), subjects, image_size, seed)
+    from kmedssl.data.phantom.radimagenet_writer import write_radimagenet
+
+    return write_radimagenet(pathlib.Path(out), subjects, image_size, seed)
