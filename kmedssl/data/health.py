@@ -7,23 +7,29 @@ messages name files and studies, never subjects (patients). A report is ``ok`` w
 error-level finding.
 
 Categories (level), in report order:
-    unreadable    (error)    the image does not decode: missing, empty, truncated or corrupt file.
+    unreadable    (error)    the image does not decode (missing, empty, truncated or corrupt file), or the
+                             reader left it out as unreadable.
     missing-file  (error)    reader skip: a table row names a file that does not exist.
-    label         (error)    reader skip: a label value outside the known set (1.0, 0.0, -1.0, blank).
+    label         (error)    reader skip: a label value outside the known set (1.0, 0.0, -1.0, blank) or a
+                             study without its labels row.
     view          (error)    reader skip: an unknown view code.
-    leakage       (error)    a subject in two splits of the provided split file (reader skip), or the same
-                             image content under two different subjects.
+    leakage       (error)    a subject in more than one split of the provided split file (reader skip), or
+                             the same image content under two different subjects.
+    split         (error)    reader skip: any other split-file problem (unknown split name, no split row).
     skipped       (error)    any other item the reader left out, with the reader's problem text.
     dimensions    (error)    shortest side < ``min_side`` px, or longest / shortest side > ``max_aspect``.
     bit-depth     (error)    a 1-bit image, or an image whose bit depth differs from the one most images have.
     channels      (error)    an alpha channel (``read_image`` drops it, so transparent pixels read as
                              whatever colour they store); (warning) colour or palette image (read as luma).
     duplicate     (warning)  the same image content as an earlier image of the same subject.
-    missing-view  (warning)  a radiograph study with no frontal (PA/AP) or no lateral (LATERAL/LL) image.
+    missing-view  (warning)  a radiograph study (views PA/AP/LATERAL/LL) with no frontal or no lateral
+                             image; one data-set-wide finding instead when no study has that view.
 
-Reader skips are classified by their problem text (lower-cased, first rule that matches): "split" ->
-leakage; "label" -> label; "view" -> view; "not found", "no such file", "does not exist" or "missing file"
--> missing-file; anything else -> skipped.
+Every reader skip is an error-level finding (an item of the data set was left out). Its category comes
+from its problem text: paths under the data set's root are removed, the rest is lower-cased, and the first
+rule of ``SKIP_RULES`` whose keyword it contains decides; no rule matches -> skipped. Subject (patient)
+ids quoted in a problem text ("subject 10000032", "Patient ID '7'") are replaced by ``<subject>``; file
+paths are reported as the reader gives them (MIMIC-CXR paths contain the subject folder).
 
 Content identity: for data sets of image files (``Dataset.loader`` is None) the SHA-256 of the file bytes;
 for sources decoded by a custom loader (MedMNIST arrays, DICOM) the SHA-256 of the decoded pixels and shape.
@@ -36,7 +42,9 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import json
+import os
 import pathlib
+import re
 
 import numpy as np
 from PIL import Image
@@ -46,19 +54,25 @@ from kmedssl.data.formats import read_dataset
 from kmedssl.data.images import read_image
 from kmedssl.data.records import FRONTAL_VIEWS, LATERAL_VIEWS
 
-CATEGORIES = ("unreadable", "missing-file", "label", "view", "leakage", "skipped", "dimensions", "bit-depth",
-              "channels", "duplicate", "missing-view")
+CATEGORIES = ("unreadable", "missing-file", "label", "view", "leakage", "split", "skipped", "dimensions",
+              "bit-depth", "channels", "duplicate", "missing-view")
 LEVELS = ("error", "warning")
 MIN_SIDE = 28  # the smallest published medical benchmark size (MedMNIST, 28 x 28)
 MAX_ASPECT = 4.0
 TEXT_FINDINGS_PER_CATEGORY = 20
 
+# (category, keywords) in the order they are tried on a reader skip's problem text.
 SKIP_RULES = (
-    ("leakage", ("split",)),
+    ("leakage", ("leakage", "more than one split")),
+    ("missing-file", ("not found", "no such file", "does not exist")),
+    ("unreadable", ("0 bytes", "empty", "unreadable", "corrupt", "truncated", "cannot be read", "no pixel data",
+                    "not a dicom file")),
+    ("split", ("split",)),
     ("label", ("label",)),
-    ("view", ("view",)),
-    ("missing-file", ("not found", "no such file", "does not exist", "missing file")),
+    ("view", ("view", "frontal/lateral", "ap/pa")),
 )
+# A subject (patient) id quoted in a reader's problem text: "subject 123", "subject_id '1x'", "Patient ID 7".
+SUBJECT_ID = re.compile(r"(?i)\b(subject(?:_id)?|patient id)\s+('[^']*'|\"[^\"]*\"|[^\s,;:()]+)")
 MODE_BITS = {"1": 1, "L": 8, "P": 8, "LA": 8, "PA": 8, "RGB": 8, "RGBA": 8, "CMYK": 8, "YCbCr": 8,
              "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}
 ALPHA_MODES = ("RGBA", "LA", "PA")
@@ -84,7 +98,7 @@ class HealthReport:
         root: the path that was checked.
         num_records: records the reader returned (each one decoded and checked).
         num_skipped: items the reader left out (each one is also a finding).
-        findings: every ``Finding``, in category order, then file order.
+        findings: every ``Finding``, sorted by category (``CATEGORIES`` order), then file.
     """
 
     format: str
@@ -143,7 +157,7 @@ class HealthReport:
             by_category[finding.category].append(finding)
         for category, findings in by_category.items():
             lines += ["", f"{category}:"]
-            lines += [f"  {finding.level:<7} {self._display(finding.file)}: {finding.message}"
+            lines += [f"  {finding.level:<7} {self._display(finding.file)}: {self._display(finding.message)}"
                       for finding in findings[:per_category]]
             if len(findings) > per_category:
                 lines.append(f"  ... and {len(findings) - per_category} more (write them all with --json)")
@@ -151,12 +165,9 @@ class HealthReport:
         lines += ["", f"Result: {verdict} ({self.num_errors} errors, {self.num_warnings} warnings)"]
         return "\n".join(lines)
 
-    def _display(self, file):
-        """``file`` relative to the checked root when it lies under it."""
-        try:
-            return str(pathlib.Path(file).relative_to(self.root))
-        except ValueError:
-            return file
+    def _display(self, text):
+        """``text`` with the paths under the checked root written relative to it."""
+        return text.replace(os.path.join(self.root, ""), "")
 
 
 def check_dataset(path, format=None, *, min_side=MIN_SIDE, max_aspect=MAX_ASPECT, workers=4, progress=None):
@@ -194,7 +205,7 @@ def health_report(dataset, *, min_side=MIN_SIDE, max_aspect=MAX_ASPECT, workers=
                 progress(1)
     readable = [(record, found) for record, found in zip(records, inspections) if found.shape is not None]
     findings = (
-        [_skip_finding(file, problem) for file, problem in dataset.skipped]
+        [_skip_finding(file, problem, dataset.root) for file, problem in dataset.skipped]
         + [Finding(found.file, "unreadable", "error", found.error) for found in inspections if found.error]
         + _dimension_findings(readable, min_side, max_aspect)
         + _mode_findings(readable)
@@ -202,7 +213,7 @@ def health_report(dataset, *, min_side=MIN_SIDE, max_aspect=MAX_ASPECT, workers=
         + _view_findings(records, dataset.root)
     )
     order = {category: rank for rank, category in enumerate(CATEGORIES)}
-    findings.sort(key=lambda finding: order[finding.category])
+    findings.sort(key=lambda finding: (order[finding.category], finding.file))
     return HealthReport(format=dataset.format, root=str(dataset.root), num_records=len(records),
                         num_skipped=len(dataset.skipped), findings=findings)
 
@@ -245,12 +256,14 @@ def _strip_file(message, file):
 
 # === Checks over the whole data set ===
 
-def _skip_finding(file, problem):
-    text = problem.lower()
+def _skip_finding(file, problem, root):
+    """A reader skip as a finding, its category from the problem text without the paths under ``root``."""
+    text = re.sub(re.escape(str(root)) + r"\S*", "", problem).lower()
+    message = SUBJECT_ID.sub(r"\1 <subject>", problem)
     for category, keywords in SKIP_RULES:
         if any(keyword in text for keyword in keywords):
-            return Finding(str(file), category, "error", problem)
-    return Finding(str(file), "skipped", "error", problem)
+            return Finding(str(file), category, "error", message)
+    return Finding(str(file), "skipped", "error", message)
 
 
 def _dimension_findings(readable, min_side, max_aspect):

@@ -57,6 +57,16 @@ def collapse_label(value, file, row, policy, column=None):
     return None
 
 
+def collapse_row(row, file, line, policy):
+    """The 14 collapsed labels of a row (``{name: value}``) as a tuple, or None at its first bad value."""
+    labels = []
+    for name in CHEXPERT_LABELS:
+        labels.append(collapse_label(row[name], file, line, policy, column=name))
+        if labels[-1] is None:
+            return None
+    return tuple(labels)
+
+
 # === Tables ===
 
 
@@ -169,12 +179,11 @@ def official_splits(records, assignments, file, policy):
         found = assignments.get(subject, {})
         if len(found) > 1:
             places = ", ".join(f"{split} at {where}" for split, where in sorted(found.items()))
-            policy.problem(file, f"subject {subject} is in more than one split ({places}): split leakage; "
-                                 f"its {counts[subject]} images are left out")
+            policy.problem(file, f"subject {subject} is in more than one split ({places}): split leakage")
             rejected.add(subject)
         elif not found:
-            policy.problem(file, f"subject {subject} has {counts[subject]} images but no split row; "
-                                 f"they are left out")
+            images = f"{counts[subject]} image" + ("s" if counts[subject] > 1 else "")
+            policy.problem(file, f"subject {subject} has {images} but no split row")
             rejected.add(subject)
     kept = [record for record in records if record.subject_id not in rejected]
     splits = {subject: next(iter(assignments[subject])) for subject in counts if subject not in rejected}

@@ -62,9 +62,10 @@ def looks_like(path):
             return header is not None and "path" in header
         if not path.is_dir():
             return False
-        entries = _visible(path)
-        return any(e.is_file() and is_image_name(e.name) for e in entries) or any(
-            e.is_file() and is_image_name(e.name) for d in entries if d.is_dir() for e in _visible(d.path))
+        top = visible_entries(path)
+        below = (e for d in top if d.is_dir() for e in visible_entries(d.path))
+        return any(e.is_file() and is_image_name(e.name) for e in top) or any(
+            e.is_file() and is_image_name(e.name) for e in below)
     except (DataError, OSError):
         return False
 
@@ -100,6 +101,19 @@ def modality_code(text):
     return MODALITY_ALIASES.get(code, code)
 
 
+def visible_entries(directory):
+    """The ``os.DirEntry`` items of ``directory`` whose names do not start with ".", sorted by name.
+
+    Raises:
+        DataError: the folder cannot be listed.
+    """
+    try:
+        with os.scandir(directory) as entries:
+            return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as error:
+        raise DataError(f"{directory}: cannot list the folder ({error.strerror or error})") from None
+
+
 def walk_images(root):
     """Yield ``(parts, path)`` for every visible image file below ``root``, in sorted order, where
     ``parts`` are the path components relative to ``root`` (the last one is the file name).
@@ -108,7 +122,7 @@ def walk_images(root):
         DataError: a folder cannot be listed.
     """
     def walk(directory, parts):
-        for entry in _visible(directory):
+        for entry in visible_entries(directory):
             if entry.is_dir():
                 yield from walk(entry.path, parts + (entry.name,))
             elif is_image_name(entry.name):
@@ -124,14 +138,6 @@ def file_problem(path):
     except OSError as error:
         return f"image file cannot be read ({error.strerror or error})"
     return "empty image file (0 bytes)" if size == 0 else None
-
-
-def _visible(directory):
-    try:
-        with os.scandir(directory) as entries:
-            return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
-    except OSError as error:
-        raise DataError(f"{directory}: cannot list the folder ({error.strerror or error})") from None
 
 
 # === CSV layout ===
@@ -162,8 +168,11 @@ def _read_table(root, table, policy):
     optional = tuple(name for name in OPTIONAL_COLUMNS if name in header)
     records, seen, assignments = [], {}, {}
     for line, row in read_csv(table, ("path",), policy, optional=optional + label_columns):
+        labels = _labels(table, line, row, label_columns, policy)
+        if labels is None:
+            continue
         try:
-            record, split = _row_record(table, row, label_columns, seen, line)
+            record, split = _row_record(table, row, labels, seen)
         except _RowProblem as problem:
             policy.problem(table, f"line {line}: {problem}")
             continue
@@ -179,12 +188,23 @@ def _read_table(root, table, policy):
                    skipped=policy.skipped)
 
 
+def _labels(table, line, row, label_columns, policy):
+    """The row's collapsed labels, or None after reporting its first bad value (one problem per row)."""
+    labels = []
+    for name in label_columns:
+        value = collapse_label(row[name], table, line, policy, column=name)
+        if value is None:
+            return None
+        labels.append(value)
+    return tuple(labels)
+
+
 class _RowProblem(Exception):
     """A CSV row that cannot become a record (the message says why)."""
 
 
-def _row_record(table, row, label_columns, seen, line):
-    """One CSV row -> ``(ImageRecord, split or None)``; raises ``_RowProblem``."""
+def _row_record(table, row, labels, seen):
+    """One CSV row (its labels already collapsed) -> ``(ImageRecord, split or None)``; raises ``_RowProblem``."""
     written = row["path"]
     if not written:
         raise _RowProblem("blank path")
@@ -199,25 +219,14 @@ def _row_record(table, row, label_columns, seen, line):
         raise _RowProblem(f"unknown view {row['view']!r} (known: {', '.join(KNOWN_VIEWS)} or blank)")
     study = _id_cell(row, "study", default=written)
     subject = _id_cell(row, "subject", default=study)
-    labels = []
-    for column in label_columns:
-        value = collapse_label(row[column], table, line, _RaisingPolicy(), column=column)
-        labels.append(value)
     sex = row.get("sex", "").upper()
     if sex not in SEXES:
         raise _RowProblem(f"sex {row['sex']!r} is not F, M, female, male or blank")
     record = ImageRecord(image_id=written, subject_id=subject, study_id=study, view=view,
                          modality=modality_code(row.get("modality", "")),
-                         anatomy=row.get("anatomy", "").lower(), labels=tuple(labels), sex=SEXES[sex],
+                         anatomy=row.get("anatomy", "").lower(), labels=labels, sex=SEXES[sex],
                          age=_age(row.get("age", "")), path=str(image))
     return record, _split(row)
-
-
-class _RaisingPolicy:
-    """Turns ``collapse_label``'s problem into a ``_RowProblem`` so the row is reported once, by line."""
-
-    def problem(self, file, message):
-        raise _RowProblem(message.split(": ", 1)[-1])
 
 
 def _id_cell(row, column, default):
@@ -262,6 +271,7 @@ def _read_tree(root, policy):
                         f"DIR/*.png (no labels) or DIR/CLASS/*.png (one class per sub-folder). Write a "
                         f"labels.csv with a path column for any other layout")
     classes = tuple(sorted({parts[0] for parts, _ in found})) if depths == [2] else ()
+    one_hot = {name: tuple(float(name == other) for other in classes) for name in classes}
     records = []
     for parts, path in found:
         problem = file_problem(path)
@@ -269,7 +279,6 @@ def _read_tree(root, policy):
             policy.problem(path, problem)
             continue
         image_id = "/".join(parts)
-        labels = tuple(float(parts[0] == name) for name in classes)
         records.append(ImageRecord(image_id=image_id, subject_id=image_id, study_id=image_id, view="",
-                                   modality="", anatomy="", labels=labels, path=path))
+                                   modality="", anatomy="", labels=one_hot.get(parts[0], ()), path=path))
     return Dataset(format=FORMAT, root=root, records=records, label_names=classes, skipped=policy.skipped)

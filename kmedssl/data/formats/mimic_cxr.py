@@ -15,8 +15,9 @@ Each metadata row is one image (``ImageRecord``: image_id = dicom_id, modality "
 
 Problems (``ErrorPolicy``: raise ``DataError`` naming file and line, or skip and count): a metadata row
 whose image file is missing, whose ids are malformed or repeated, or whose ViewPosition is not a known
-MIMIC code (``VIEW_POSITIONS``); a study without a labels row; a label value other than 1.0/0.0/-1.0/blank;
-a split value other than train/validate/test; a subject in several splits or without a split row.
+MIMIC code (``VIEW_POSITIONS``); a study without a labels row; a repeated labels row or a label value
+other than 1.0/0.0/-1.0/blank (one problem; the study's images are left out with it); a split value other
+than train/validate/test; a subject in several splits or without a split row.
 Images with a known view other than frontal/lateral (e.g. "AP AXIAL", blank) are kept; pairing ignores them.
 """
 
@@ -24,7 +25,7 @@ import os
 import pathlib
 
 from kmedssl.data.errors import DataError
-from kmedssl.data.formats.chexpert_labels import (CHEXPERT_LABELS, collapse_label, find_table, official_splits,
+from kmedssl.data.formats.chexpert_labels import (CHEXPERT_LABELS, collapse_row, find_table, official_splits,
                                                   read_csv)
 from kmedssl.data.formats.common import Dataset, ErrorPolicy
 from kmedssl.data.records import ImageRecord
@@ -109,11 +110,11 @@ def _read_labels(path, policy):
             rejected.add(key)
             continue
         seen[key] = line
-        values = [collapse_label(row[name], path, line, policy, column=name) for name in CHEXPERT_LABELS]
-        if None in values:
+        values = collapse_row(row, path, line, policy)
+        if values is None:
             rejected.add(key)
             continue
-        labels[key] = tuple(values)
+        labels[key] = values
     for key in rejected:
         labels.pop(key, None)
     return labels, rejected
@@ -138,10 +139,11 @@ def _read_metadata(path, files, labels, rejected_studies, chexpert, policy):
                                  f"{', '.join(v for v in VIEW_POSITIONS if v)} or blank)")
             continue
         key = (subject_id, study_id)
+        if key in rejected_studies:
+            continue  # its labels row is the problem already reported (and counted)
         if key not in labels:
-            reason = "was rejected" if key in rejected_studies else "is missing"
-            policy.problem(path, f"line {line}: the labels row of study {study_id} (subject {subject_id}) "
-                                 f"{reason} in {chexpert}")
+            policy.problem(path, f"line {line}: study {study_id} (subject {subject_id}) has no labels row in "
+                                 f"{chexpert}")
             continue
         image = image_path(files, subject_id, study_id, dicom_id)
         if not os.path.isfile(image):

@@ -117,7 +117,7 @@ def _chexpert_rows(cohort):
             elif name == "No Finding":
                 cells.append("")
             else:
-                cells.append(("-1.0", "0.0", "", "")[int(rng.integers(4))])
+                cells.append(("-1.0", "0.0", "0.0", "", "", "")[int(rng.integers(6))])
         rows.append(key + tuple(cells))
     return rows
 
