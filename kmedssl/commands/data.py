@@ -8,6 +8,11 @@ import sys
 
 import click
 
+from kmedssl.data.formats import FORMATS, read_dataset
+from kmedssl.data.health import MIN_SIDE, health_report
+from kmedssl.data.phantom.radimagenet_writer import write_radimagenet
+from kmedssl.data.phantom.writer import write_mimic_cxr
+
 LAYOUTS = ("mimic-cxr", "radimagenet")
 
 
@@ -25,11 +30,10 @@ def data():
 @data.command()
 @click.argument("path", type=click.Path())
 @click.option("--format", "format_", metavar="FORMAT",
-              help="mimic-cxr, chexpert, chestxray14, radimagenet, dicom, medmnist or folder "
-                   "(default: inferred from what PATH contains).")
+              help=f"One of {', '.join(FORMATS)} (default: inferred from what PATH contains).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write the full report (every finding) to this JSON file.")
-@click.option("--min-side", type=int, default=28, show_default=True, help="Smallest accepted image side in pixels.")
+@click.option("--min-side", type=int, default=MIN_SIDE, show_default=True, help="Smallest accepted image side in pixels.")
 @click.option("--workers", type=int, default=4, show_default=True, help="Decoding threads.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def check(path, format_, json_path, min_side, workers, debug):
@@ -44,7 +48,7 @@ def check(path, format_, json_path, min_side, workers, debug):
     Example:
       kmedssl data check /data/mimic-cxr-jpg --format mimic-cxr --json health.json
     """
-    from kmedssl.cli import run_user_command
+    from kmedssl.cli import run_user_command  # here: kmedssl.cli imports this module
 
     report = run_user_command(debug, _check, path, format_, min_side, workers)
     click.echo(report.to_text())
@@ -56,9 +60,7 @@ def check(path, format_, json_path, min_side, workers, debug):
 
 
 def _check(path, format_, min_side, workers):
-    from kmedssl.data.formats import read_dataset
-    from kmedssl.data.health import health_report
-
+    """Read PATH (skipping bad items, which become findings) and check it, with a progress bar on stderr."""
     dataset = read_dataset(path, format_, on_error="skip")
     with click.progressbar(length=len(dataset.records), label="Checking images", file=sys.stderr) as bar:
         return health_report(dataset, min_side=min_side, workers=workers, progress=bar.update)
@@ -68,9 +70,9 @@ def _check(path, format_, min_side, workers):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @click.option("--layout", type=click.Choice(LAYOUTS), default="mimic-cxr", show_default=True,
               help="On-disk layout to write.")
-@click.option("--subjects", type=int, default=100, show_default=True,
-              help="Number of subjects (mimic-cxr) or of images (radimagenet).")
-@click.option("--image-size", type=int, default=256, show_default=True, help="Image side in pixels.")
+@click.option("--subjects", type=int,
+              help="Number of subjects (mimic-cxr, default 50) or of images (radimagenet, default 200).")
+@click.option("--image-size", type=int, help="Image side in pixels (default 256 for mimic-cxr, 64 for radimagenet).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the phantom cohort.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def phantom(out, layout, subjects, image_size, seed, debug):
@@ -82,18 +84,18 @@ def phantom(out, layout, subjects, image_size, seed, debug):
     Example:
       kmedssl data phantom --out phantom-rin --layout radimagenet --subjects 300 --image-size 128
     """
-    from kmedssl.cli import run_user_command
+    from kmedssl.cli import run_user_command  # here: kmedssl.cli imports this module
 
     run_user_command(debug, _write_phantom, out, layout, subjects, image_size, seed)
     count = sum(1 for file in pathlib.Path(out).rglob("*") if file.is_file())
-    click.echo(f"Wrote the {layout} phantom ({count} files) to {out}")
+    click.echo(f"Wrote the {layout} phantom ({count} files) to {out}; check it with: kmedssl data check {out}")
 
 
 def _write_phantom(out, layout, subjects, image_size, seed):
+    """Call the layout's writer with the options given (the writer's defaults for the others)."""
+    options = {"image_size": image_size, "seed": seed}
     if layout == "mimic-cxr":
-        from kmedssl.data.phantom.writer import write_mimic_cxr
-
-        return write_mimic_cxr(pathlib.Path(out), subjects, image_size, seed)
-    from kmedssl.data.phantom.radimagenet_writer import write_radimagenet
-
-    return write_radimagenet(pathlib.Path(out), subjects, image_size, seed)
+        options["num_subjects"] = subjects
+        return write_mimic_cxr(pathlib.Path(out), **{k: v for k, v in options.items() if v is not None})
+    options["num_images"] = subjects
+    return write_radimagenet(pathlib.Path(out), **{k: v for k, v in options.items() if v is not None})

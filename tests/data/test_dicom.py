@@ -15,7 +15,8 @@ import pytest
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
-from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, RLELossless, generate_uid
+from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGLSLossless,
+                         RLELossless, generate_uid)
 
 from kmedssl.data import DataError, ImageRecord
 from kmedssl.data.formats import dicom, infer_format
@@ -284,6 +285,19 @@ def test_rle_compressed_matches_uncompressed(tmp_path, stored):
     assert dicom.read(tmp_path / "rle.dcm").records
     np.testing.assert_array_equal(dicom.read_dicom_pixels(tmp_path / "rle.dcm"),
                                   dicom.read_dicom_pixels(tmp_path / "plain.dcm"))
+
+
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian])
+def test_other_uncompressed_transfer_syntaxes(tmp_path, stored, syntax):
+    ds = write_dicom(tmp_path / "x.dcm", stored, bits_stored=12, WindowCenter="2000", WindowWidth="3000")
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.save_as(tmp_path / "x.dcm")
+    assert len(dicom.read(tmp_path / "x.dcm").records) == 1
+    check(dicom.read_dicom_pixels(tmp_path / "x.dcm"), linear_window(stored, 2000.0, 3000.0))
+    if syntax == ImplicitVRLittleEndian:  # 8-byte element header before the pixel data
+        (tmp_path / "cut.dcm").write_bytes((tmp_path / "x.dcm").read_bytes()[:-1])
+        with pytest.raises(DataError, match="truncated pixel data"):
+            dicom.read(tmp_path / "cut.dcm")
 
 
 def test_loader_accepts_a_record(tmp_path, stored):

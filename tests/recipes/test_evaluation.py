@@ -1,0 +1,52 @@
+"""Evaluation pieces: label budgets, late fusion per study, AUROC bookkeeping."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from kmedssl.data.records import ImageRecord
+from kmedssl.eval import macro_auroc, per_label_auroc
+from kmedssl.recipes.evaluation import label_budget, study_scores
+
+pytestmark = pytest.mark.backend_free
+
+
+def records(num_studies=20):
+    return [ImageRecord(f"{s}-{v}", f"p{s // 2}", f"s{s}", v, "XR", "chest", (float(s % 2),))
+            for s in range(num_studies) for v in ("PA", "LATERAL")]
+
+
+def studies(rs):
+    return {(r.subject_id, r.study_id) for r in rs}
+
+
+def test_label_budgets_are_nested_seeded_and_whole_studies():
+    rs = records()
+    small, large = label_budget(rs, 5, seed=1), label_budget(rs, 12, seed=1)
+    assert len(studies(small)) == 5 and len(studies(large)) == 12
+    assert studies(small) <= studies(large)
+    assert len(small) == 10  # both images of every chosen study
+    assert studies(label_budget(rs, 0.25, seed=1)) == studies(small)  # fraction of 20 studies = 5
+    assert studies(label_budget(rs, 5, seed=2)) != studies(small)
+    assert label_budget(rs, None) == rs
+    with pytest.raises(ValueError, match="label budget"):
+        label_budget(rs, 21)
+
+
+def test_late_fusion_is_the_mean_per_study():
+    rs = [ImageRecord("a", "p", "s1", "PA", "XR", "chest"), ImageRecord("b", "p", "s1", "AP", "XR", "chest"),
+          ImageRecord("c", "p", "s2", "PA", "XR", "chest")]
+    scores = np.asarray([[0.2], [0.6], [0.9]])
+    fused = study_scores(rs, scores)
+    np.testing.assert_allclose(fused[("p", "s1")], [0.4])
+    np.testing.assert_allclose(fused[("p", "s2")], [0.9])
+
+
+def test_per_label_auroc_matches_sklearn_and_skips_single_class_labels():
+    rng = np.random.default_rng(0)
+    labels = np.stack([rng.integers(0, 2, 50), np.zeros(50)], axis=1).astype("float32")
+    scores = rng.random((50, 2))
+    per_label = per_label_auroc(labels, scores, ("a", "constant"))
+    assert per_label["a"] == pytest.approx(roc_auc_score(labels[:, 0], scores[:, 0]))
+    assert per_label["constant"] is None
+    assert macro_auroc(per_label) == pytest.approx(per_label["a"])
