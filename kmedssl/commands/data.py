@@ -33,16 +33,18 @@ def data():
               help=f"One of {', '.join(FORMATS)} (default: inferred from what PATH contains).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write the full report (every finding) to this JSON file.")
-@click.option("--min-side", type=int, default=MIN_SIDE, show_default=True, help="Smallest accepted image side in pixels.")
+@click.option("--min-side", type=int, default=MIN_SIDE, show_default=True,
+              help="Smallest accepted image side in pixels.")
 @click.option("--workers", type=int, default=4, show_default=True, help="Decoding threads.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def check(path, format_, json_path, min_side, workers, debug):
-    """Check every image of the data set at PATH and print a health report.
+    """Check the data set at PATH and print a health report.
 
-    Reports unreadable/corrupt/truncated files, rows naming missing files, label values and view codes
-    the reader rejects, wrong dimensions or bit depth, alpha/colour channels, duplicate images, the same
-    image under two subjects or a subject in two splits, and radiograph studies without a frontal or a
-    lateral view. Exit code 0 when the data set has no error (warnings allowed), 1 otherwise.
+    Decodes every image and reports unreadable/corrupt/truncated files, rows naming missing files,
+    label values and view codes the reader rejects, wrong dimensions or bit depth, alpha/colour
+    channels, duplicate images, the same image under two subjects or a subject in two splits, and
+    radiograph studies without a frontal or a lateral view. Exit code 0 when the data set has no error
+    (warnings allowed), 1 otherwise. See docs/data-health.md.
 
     \b
     Example:
@@ -76,7 +78,7 @@ def _check(path, format_, min_side, workers):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the phantom cohort.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def phantom(out, layout, subjects, image_size, seed, debug):
-    """Write the phantom data set to --out in the MIMIC-CXR-JPG or RadImageNet layout.
+    """Write the phantom in the MIMIC-CXR-JPG or RadImageNet layout.
 
     The files are read back by the real readers (``--format mimic-cxr`` or ``--format radimagenet``).
 

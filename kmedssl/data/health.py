@@ -56,7 +56,6 @@ from kmedssl.data.records import FRONTAL_VIEWS, LATERAL_VIEWS
 
 CATEGORIES = ("unreadable", "missing-file", "label", "view", "leakage", "split", "skipped", "dimensions",
               "bit-depth", "channels", "duplicate", "missing-view")
-LEVELS = ("error", "warning")
 MIN_SIDE = 28  # the smallest published medical benchmark size (MedMNIST, 28 x 28)
 MAX_ASPECT = 4.0
 TEXT_FINDINGS_PER_CATEGORY = 20
@@ -167,7 +166,8 @@ class HealthReport:
 
     def _display(self, text):
         """``text`` with the paths under the checked root written relative to it."""
-        return text.replace(os.path.join(self.root, ""), "")
+        prefix = re.escape(os.path.join(self.root, ""))
+        return re.sub(rf"(?<![^\s'\"(]){prefix}", "", text)  # only where a path starts
 
 
 def check_dataset(path, format=None, *, min_side=MIN_SIDE, max_aspect=MAX_ASPECT, workers=4, progress=None):
@@ -187,7 +187,8 @@ def health_report(dataset, *, min_side=MIN_SIDE, max_aspect=MAX_ASPECT, workers=
         dataset: the records, reader skips and loader of one data source.
         min_side: smallest accepted image side in pixels.
         max_aspect: largest accepted ratio of the longest to the shortest image side.
-        workers: decoding threads (PIL and hashlib release the GIL).
+        workers: decoding threads for image files (PIL and hashlib release the GIL); a custom
+            ``Dataset.loader`` is called from one thread.
         progress: optional ``progress(n)`` called with the number of records just checked.
     """
     if isinstance(min_side, bool) or not isinstance(min_side, int) or min_side < 1:
@@ -197,9 +198,13 @@ def health_report(dataset, *, min_side=MIN_SIDE, max_aspect=MAX_ASPECT, workers=
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"Expected workers to be a positive integer. Received: workers={workers!r}")
     records = list(dataset.records)
+    uses = collections.Counter(record.path for record in records)
+    files = [_record_file(record, uses) for record in records]
+    # A custom loader may cache state that is not thread-safe (MedMNIST loads a split on first use): one thread.
+    threads = workers if dataset.loader is None else 1
     inspections = []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        for inspection in pool.map(lambda record: _inspect(record, dataset.loader), records):
+    with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
+        for inspection in pool.map(lambda job: _inspect(*job, dataset.loader), zip(records, files)):
             inspections.append(inspection)
             if progress is not None:
                 progress(1)
@@ -210,7 +215,7 @@ def health_report(dataset, *, min_side=MIN_SIDE, max_aspect=MAX_ASPECT, workers=
         + _dimension_findings(readable, min_side, max_aspect)
         + _mode_findings(readable)
         + _content_findings(readable)
-        + _view_findings(records, dataset.root)
+        + _view_findings(records, files, dataset.root)
     )
     order = {category: rank for rank, category in enumerate(CATEGORIES)}
     findings.sort(key=lambda finding: (order[finding.category], finding.file))
@@ -229,9 +234,15 @@ class _Inspection:
     digest: str = ""
 
 
-def _inspect(record, loader):
-    """Decode one record; its shape, PIL mode and content hash, or the decoding error."""
-    file = str(record.path) if record.path is not None else record.image_id
+def _record_file(record, uses):
+    """How findings name a record: its file, or "FILE[IMAGE_ID]" when the file holds several images (an .npz)."""
+    if record.path is not None and uses[record.path] == 1:
+        return str(record.path)
+    return f"{record.path or ''}[{record.image_id}]"
+
+
+def _inspect(record, file, loader):
+    """Decode one record (named ``file`` in findings): its shape, PIL mode and content hash, or the error."""
     try:
         if loader is not None:
             image = np.ascontiguousarray(loader(record))
@@ -245,7 +256,7 @@ def _inspect(record, loader):
         digest = hashlib.sha256(pathlib.Path(record.path).read_bytes()).hexdigest()
         return _Inspection(file, shape=tuple(image.shape[:2]), mode=mode, digest=digest)
     except (DataError, OSError) as error:
-        return _Inspection(file, error=_strip_file(str(error), file))
+        return _Inspection(file, error=_strip_file(str(error), str(record.path)))
 
 
 def _strip_file(message, file):
@@ -322,15 +333,15 @@ def _content_findings(readable):
     return findings
 
 
-def _view_findings(records, root):
+def _view_findings(records, files, root):
     """Radiograph studies without a frontal or a lateral image (one summary when a view is absent everywhere)."""
     studies = collections.defaultdict(list)
-    for record in records:
+    for record, file in zip(records, files):
         if record.view in FRONTAL_VIEWS + LATERAL_VIEWS:
-            studies[(record.subject_id, record.study_id)].append(record)
+            studies[(record.subject_id, record.study_id)].append((record, file))
     if not studies:
         return []
-    counts = {key: (sum(r.is_frontal for r in group), sum(r.is_lateral for r in group))
+    counts = {key: (sum(r.is_frontal for r, _ in group), sum(r.is_lateral for r, _ in group))
               for key, group in studies.items()}
     findings = []
     for index, name, codes in ((0, "frontal", FRONTAL_VIEWS), (1, "lateral", LATERAL_VIEWS)):
@@ -342,7 +353,7 @@ def _view_findings(records, root):
             continue
         for key in lacking:
             group = studies[key]
-            findings.append(Finding(str(group[0].path or group[0].image_id), "missing-view", "warning",
+            findings.append(Finding(group[0][1], "missing-view", "warning",
                                     f"study {key[1]} has no {name} ({'/'.join(codes)}) image "
                                     f"({len(group)} image(s) in the study)"))
     return findings

@@ -15,8 +15,8 @@ import pytest
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
-from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGLSLossless,
-                         RLELossless, generate_uid)
+from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
+                         JPEGLSLossless, RLELossless, generate_uid)
 
 from kmedssl.data import DataError, ImageRecord
 from kmedssl.data.formats import dicom, infer_format

@@ -289,12 +289,32 @@ def test_custom_loader_sources_hash_decoded_pixels(tmp_path):
                for i, s in (("a", "p1"), ("b", "p2"), ("c", "p3"), ("d", "p4"), ("bad", "p5"))]
     dataset = Dataset("medmnist", tmp_path, records, loader=loader)
     report = health_report(dataset, workers=2)
-    found = sorted((f.category, f.message) for f in report.findings)
-    assert found == [
-        ("dimensions", "30x12 px: a side is shorter than 28 px"),
-        ("leakage", f"same image content as {shared} under a different subject"),
-        ("unreadable", "corrupt array"),
+    assert [(f.category, f.file, f.message) for f in report.findings] == [
+        ("unreadable", f"{shared}[bad]", "corrupt array"),
+        ("leakage", f"{shared}[b]", f"same image content as {shared}[a] under a different subject"),
+        ("dimensions", f"{shared}[d]", "30x12 px: a side is shorter than 28 px"),
     ]
+
+
+def test_medmnist_npz(tmp_path):
+    rng = np.random.default_rng(5)
+    images = {split: rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) for split, n in
+              (("train", 6), ("val", 2), ("test", 2))}
+    images["test"][1] = images["train"][4]  # the same image in train and test
+    labels = {split: np.zeros((len(images[split]), 1), np.int64) for split in images}
+    labels["train"][:, 0] = [0, 1, 0, 1, -1, 1]  # row 4: a negative class
+    arrays = {f"{split}_{kind}": table[split] for kind, table in (("images", images), ("labels", labels))
+              for split in images}
+    np.savez(tmp_path / "pathmnist.npz", **arrays)
+    report = check_dataset(tmp_path / "pathmnist.npz")
+    file = str(tmp_path / "pathmnist.npz")
+    assert report.format == "medmnist" and report.num_records == 9
+    assert [(f.category, f.file) for f in report.findings] == [("label", file)]  # train/4 was left out
+    labels["train"][4, 0] = 0
+    np.savez(tmp_path / "pathmnist.npz", **arrays)
+    report = check_dataset(tmp_path / "pathmnist.npz")
+    assert [(f.category, f.file) for f in report.findings] == [("leakage", f"{file}[test/1]")]
+    assert report.findings[0].message == f"same image content as {file}[train/4] under a different subject"
 
 
 def test_progress_is_called_once_per_record(clean_mimic):

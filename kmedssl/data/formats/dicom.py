@@ -126,7 +126,10 @@ def read_dicom_pixels(record_or_path):
             syntax whose decoder needs packages that are not installed, an unsupported photometric
             interpretation or VOI function (the message names the file, never a DICOM value).
     """
-    path = pathlib.Path(record_or_path.path if isinstance(record_or_path, ImageRecord) else record_or_path)
+    path = record_or_path.path if isinstance(record_or_path, ImageRecord) else record_or_path
+    if path is None:
+        raise ValueError(f"Expected a file path or an ImageRecord with a path. Received: {record_or_path!r}")
+    path = pathlib.Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     with _quiet():
@@ -314,18 +317,20 @@ def _first_frame(dataset, path):
     try:
         return pixel_array(dataset, index=0)
     except Exception as error:  # any pydicom failure: its message may quote element values
-        if syntax is not None and syntax.is_compressed and not _decodable(syntax):
+        missing = _missing_decoder(syntax) if syntax is not None and syntax.is_compressed else None
+        if missing is not None:
             raise DataError(f"{path}: pixel data compressed as {syntax.name!r} needs a decoder that is not "
-                            f"installed (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg, or "
-                            f"python-gdcm)") from None
+                            f"installed; install one of: {missing}") from None
         raise DataError(f"{path}: corrupt or truncated pixel data ({type(error).__name__})") from None
 
 
-def _decodable(syntax):
+def _missing_decoder(syntax):
+    """None when pydicom can decode ``syntax``, else the packages that would let it."""
     try:
-        return get_decoder(syntax).is_available
+        decoder = get_decoder(syntax)
     except NotImplementedError:
-        return False
+        return "no pydicom decoder exists for this transfer syntax"
+    return None if decoder.is_available else "; ".join(decoder.missing_dependencies)
 
 
 def _luma(frame, dataset):
