@@ -147,5 +147,9 @@ def info(backend):
     click.echo("kernels: keras.ops reference implementations (no Triton kernels in this version)")
 
 
+from kmedssl.commands.data import data  # noqa: E402  (the `kmedssl data` group; keras-free)
+
+main.add_command(data)
+
 if __name__ == "__main__":
     main()
