@@ -49,3 +49,17 @@ def test_pretrain_then_evaluate_against_random_init(tmp_path):
     assert 0.0 <= report["macro_auroc"] <= 1.0
     assert float(rows["ensemble"][0]) == pytest.approx(report["macro_auroc"], abs=1e-4)
     assert (run / "reports" / "linear_probe.md").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, layout, count", [("mvmae", "mimic-cxr", "24"), ("mulsupcon", "radimagenet", "48")])
+def test_pretrain_on_a_phantom_written_in_a_real_layout(method, layout, count, tmp_path):
+    data = tmp_path / "data"
+    result = invoke("data", "phantom", "--out", str(data), "--layout", layout, "--subjects", count, "--image-size", "64")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    result = invoke("pretrain", method, "--data", str(data), "--format", layout, "--epochs", "1",
+                    "--steps-per-epoch", "2", "--batch-size", "8", "--output", str(run))
+    assert result.exit_code == 0, result.output
+    assert (run / "encoder.keras").is_file()
+    assert '"format": "' + layout + '"' in (run / "environment.json").read_text()
