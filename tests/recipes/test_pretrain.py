@@ -1,6 +1,7 @@
 """``kmedssl.recipes.pretrain`` end to end on the phantom data, for every method (SPEC §9)."""
 
 import math
+import pathlib
 
 import keras
 import numpy as np
@@ -83,3 +84,24 @@ def test_non_finite_loss_stops_training_with_a_clear_message():
     x, y = np.ones((8, 2), "float32"), np.ones((8, 1), "float32")
     with pytest.raises(NonFiniteLossError, match=r"Non-finite loss at epoch 1, step 1: loss=nan"):
         model.fit(x, y, batch_size=4, epochs=2, callbacks=[StopOnNonFiniteLoss()], verbose=0)
+
+
+def test_skipped_data_items_are_listed_in_the_run_directory(tmp_path):
+    from kmedssl.data.formats import read_dataset
+    from kmedssl.data.phantom.writer import write_mimic_cxr
+
+    data = write_mimic_cxr(tmp_path / "data", num_subjects=16, image_size=64, seed=0)
+    records = read_dataset(data, "mimic-cxr").records
+    missing, truncated = records[0].path, records[1].path
+    pathlib.Path(missing).unlink()
+    content = pathlib.Path(truncated).read_bytes()
+    pathlib.Path(truncated).write_bytes(content[: len(content) // 3])
+
+    with pytest.raises(ValueError, match="no such file|missing|not found"):
+        recipes.pretrain("spcl", data=str(data), format="mimic-cxr", epochs=1, batch_size=8,
+                         output_dir=tmp_path / "strict", verbose=0)
+    result = recipes.pretrain("spcl", data=str(data), format="mimic-cxr", epochs=1, batch_size=8, on_error="skip",
+                              output_dir=tmp_path / "run", verbose=0)
+    listed = (result.run_dir / runs.SKIPPED_FILE).read_text()
+    assert pathlib.Path(missing).name in listed  # skipped by the reader
+    assert pathlib.Path(truncated).name in listed and "truncated" in listed  # skipped by the pipeline
