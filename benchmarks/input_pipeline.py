@@ -3,10 +3,11 @@
 Run:  KERAS_BACKEND=torch python benchmarks/input_pipeline.py [--images 512] [--workers 0,1,2]
 
 Writes phantom radiographs as 512-px JPEG files, then measures images/second for
-- baseline: a plain PIL + NumPy loop (decode, centre crop, resize to 224, random crop + flip);
-- kmedssl: ``ViewDataset`` (decode + preprocess in ``keras.utils.PyDataset`` workers, as processes)
-  feeding ``model.predict`` of a model that is only the two-crop augmentation of paper 001 (keras.ops),
-  so the figure is decode + augment, end to end, as training sees it.
+- baseline: a plain PIL + NumPy loop (decode, centre crop, resize to 224, then two views, each a random
+  crop + resize + flip);
+- kmedssl: ``ViewDataset`` (decode + preprocess in ``keras.utils.PyDataset`` workers) feeding
+  ``model.predict`` of a model that is either the identity (decode only) or the two-crop augmentation of
+  paper 001 written with keras.ops (decode + augment, end to end, as training sees it).
 """
 
 import argparse
@@ -46,20 +47,22 @@ def baseline(paths, rng):
             grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
         side = min(grey.shape)
         square = Image.fromarray(grey[:side, :side]).resize((SIZE, SIZE), Image.Resampling.BILINEAR)
-        crop = int(SIZE * np.sqrt(rng.uniform(0.2, 1.0)))
-        top, left = rng.integers(0, SIZE - crop + 1, size=2)
-        view = np.asarray(square)[top:top + crop, left:left + crop]
-        view = np.asarray(Image.fromarray(view).resize((SIZE, SIZE), Image.Resampling.BILINEAR))
-        if rng.random() < 0.5:
-            view = view[:, ::-1]
+        for _ in range(2):
+            crop = int(SIZE * np.sqrt(rng.uniform(0.2, 1.0)))
+            top, left = rng.integers(0, SIZE - crop + 1, size=2)
+            view = np.asarray(square)[top:top + crop, left:left + crop]
+            view = np.asarray(Image.fromarray(view).resize((SIZE, SIZE), Image.Resampling.BILINEAR))
+            if rng.random() < 0.5:
+                view = view[:, ::-1]
 
 
-def kmedssl_pipeline(paths, workers, batch_size):
+def kmedssl_pipeline(paths, workers, batch_size, augment):
     load = lambda path: {"image": preprocess(read_image(path), SIZE)[..., None]}  # noqa: E731
     dataset = ViewDataset(paths, load, batch_size=batch_size, shuffle=False, workers=max(workers, 1),
                           use_multiprocessing=workers > 0)
     inputs = {"image": keras.Input((SIZE, SIZE, 1), name="image")}
-    model = keras.Model(inputs, TwoCropAugmentation(SIZE, seed=0)(inputs["image"], training=True))
+    outputs = TwoCropAugmentation(SIZE, seed=0)(inputs["image"], training=True) if augment else inputs["image"]
+    model = keras.Model(inputs, outputs)
     model.predict(dataset, verbose=0, steps=1)  # warm-up: build and compile
     start = time.perf_counter()
     model.predict(dataset, verbose=0)
@@ -78,12 +81,14 @@ def main():
         baseline(paths, np.random.default_rng(0))
         base_rate = len(paths) / (time.perf_counter() - start)
         print(f"backend={keras.backend.backend()} images={len(paths)} size={SIZE} cpus={os.cpu_count()}")
-        print(f"{'pipeline':<34} {'images/s':>9} {'vs baseline':>12}")
-        print(f"{'PIL + NumPy loop (baseline)':<34} {base_rate:>9.1f} {1.0:>11.2f}x")
-        for workers in (int(w) for w in args.workers.split(",")):
-            seconds, count = kmedssl_pipeline(paths, workers, args.batch_size)
-            label = f"kmedssl, {workers} worker process(es)" if workers else "kmedssl, 1 worker thread"
-            print(f"{label:<34} {count / seconds:>9.1f} {count / seconds / base_rate:>11.2f}x", flush=True)
+        print(f"{'pipeline':<44} {'images/s':>9} {'vs baseline':>12}")
+        print(f"{'PIL + NumPy loop, 2 views (baseline)':<44} {base_rate:>9.1f} {1.0:>11.2f}x")
+        for augment in (False, True):
+            for workers in (int(w) for w in args.workers.split(",")):
+                seconds, count = kmedssl_pipeline(paths, workers, args.batch_size, augment)
+                where = f"{workers} worker processes" if workers else "1 worker thread"
+                label = f"kmedssl {'decode + 2 views' if augment else 'decode only'}, {where}"
+                print(f"{label:<44} {count / seconds:>9.1f} {count / seconds / base_rate:>11.2f}x", flush=True)
 
 
 if __name__ == "__main__":
