@@ -98,7 +98,8 @@ def pretrain(method, data, data_format, on_error, size, sets, epochs, steps_per_
 @click.argument("source", metavar="RUN_DIR|ENCODER.keras")
 @click.option("--data", default="phantom", show_default=True, help="'phantom' or a labelled chest X-ray data path.")
 @click.option("--format", "data_format", type=click.Choice(FORMATS), help="Format of --data PATH (inferred if omitted).")
-@click.option("--protocol", type=click.Choice(["linear"]), default="linear", show_default=True)
+@click.option("--protocol", type=click.Choice(["linear", "finetune"]), default="linear", show_default=True,
+              help="linear: frozen features + logistic regression; finetune: paper 001 Table 3 fine-tuning.")
 @click.option("--labels", help="Label budget: a number of studies (e.g. 200) or a fraction (e.g. 0.1).")
 @click.option("--views", default="frontal,lateral,ensemble", show_default=True, help="Comma-separated views.")
 @click.option("--baseline", type=click.Choice(["random"]), help="Also probe a randomly initialised copy.")
@@ -106,7 +107,7 @@ def pretrain(method, data, data_format, on_error, size, sets, epochs, steps_per_
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def evaluate(source, data, data_format, protocol, labels, views, baseline, backend, seed, debug):
-    """Linear-probe a pretrained encoder on the phantom pathology labels and print macro AUROCs.
+    """Linear-probe (or fine-tune) a pretrained encoder on chest pathology labels and print macro AUROCs.
 
     \b
     Example:
@@ -123,7 +124,7 @@ def evaluate(source, data, data_format, protocol, labels, views, baseline, backe
         views=[v.strip() for v in views.split(",") if v.strip()], seed=seed, baseline=baseline, format=data_format,
     )
     header = f"{'view':<10} {'pretrained':>11}" + (f" {'random init':>12}" if baseline else "")
-    click.echo(f"Linear probe, macro AUROC over {len(report['per_label_auroc'])} labels of {data}")
+    click.echo(f"{'Linear probe' if protocol == 'linear' else 'Fine-tuning'}, macro AUROC over {len(report['per_label_auroc'])} labels of {data}")
     click.echo(header)
     for view, entry in report["views"].items():
         line = f"{view:<10} {entry['macro_auroc']:>11.4f}"

@@ -1,5 +1,17 @@
-"""Evaluation: frozen features, linear probes and metrics (SPEC §5)."""
+"""Evaluation (SPEC §5): frozen features, linear probes, fine-tuning, metrics, statistics, subgroups,
+ACE property probes, online monitoring and figures."""
 
+from kmedssl.eval.ace_probes import (
+    compositionality,
+    decompositionality,
+    patch_to_image_retrieval,
+    plot_similarity_distribution,
+)
 from kmedssl.eval.features import extract_features, random_init_copy
+from kmedssl.eval.finetune import FineTuneClassifier, copy_encoder, fit_finetune, step_lr_schedule
 from kmedssl.eval.linear_probe import fit_linear_probe
 from kmedssl.eval.metrics import macro_auroc, per_label_auroc
+from kmedssl.eval.monitor import ProbeMonitor, knn_scores
+from kmedssl.eval.plots import plot_auroc_vs_budget, plot_embedding, plot_roc_curves
+from kmedssl.eval.statistics import compare_methods, repeated_kfold_indices, summarize_repeats
+from kmedssl.eval.subgroups import subgroup_auroc

@@ -8,7 +8,7 @@ from kmedssl.data.records import ImageRecord
 from kmedssl.eval import macro_auroc, per_label_auroc
 from kmedssl.recipes.evaluation import label_budget, study_scores
 
-pytestmark = pytest.mark.backend_free
+
 
 
 def records(num_studies=20):
@@ -20,6 +20,7 @@ def studies(rs):
     return {(r.subject_id, r.study_id) for r in rs}
 
 
+@pytest.mark.backend_free
 def test_label_budgets_are_nested_seeded_and_whole_studies():
     rs = records()
     small, large = label_budget(rs, 5, seed=1), label_budget(rs, 12, seed=1)
@@ -33,6 +34,7 @@ def test_label_budgets_are_nested_seeded_and_whole_studies():
         label_budget(rs, 21)
 
 
+@pytest.mark.backend_free
 def test_late_fusion_is_the_mean_per_study():
     rs = [ImageRecord("a", "p", "s1", "PA", "XR", "chest"), ImageRecord("b", "p", "s1", "AP", "XR", "chest"),
           ImageRecord("c", "p", "s2", "PA", "XR", "chest")]
@@ -42,6 +44,7 @@ def test_late_fusion_is_the_mean_per_study():
     np.testing.assert_allclose(fused[("p", "s2")], [0.9])
 
 
+@pytest.mark.backend_free
 def test_per_label_auroc_matches_sklearn_and_skips_single_class_labels():
     rng = np.random.default_rng(0)
     labels = np.stack([rng.integers(0, 2, 50), np.zeros(50)], axis=1).astype("float32")
@@ -50,3 +53,19 @@ def test_per_label_auroc_matches_sklearn_and_skips_single_class_labels():
     assert per_label["a"] == pytest.approx(roc_auc_score(labels[:, 0], scores[:, 0]))
     assert per_label["constant"] is None
     assert macro_auroc(per_label) == pytest.approx(per_label["a"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["linear", "finetune"])
+def test_evaluate_writes_reports_and_figures(protocol, tmp_path):
+    from kmedssl import recipes
+
+    result = recipes.pretrain("spcl", epochs=1, steps_per_epoch=1, batch_size=8, output_dir=tmp_path / "run",
+                              verbose=0)
+    report = recipes.evaluate(result.run_dir, protocol=protocol, labels=40, views=("frontal",))
+    assert 0.0 <= report["macro_auroc"] <= 1.0
+    assert set(report["views"]["frontal"]["subgroups"]) == {"sex", "age", "largest_gap"}
+    reports = result.run_dir / "reports"
+    stem = "linear_probe" if protocol == "linear" else "finetune"
+    for name in (f"{stem}.json", f"{stem}.md", f"roc_{stem}_frontal.png", "embedding_frontal.png"):
+        assert (reports / name).stat().st_size > 0, name
