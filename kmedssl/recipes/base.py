@@ -28,6 +28,8 @@ class Recipe(abc.ABC):
     then cosine decay to 0), ``weight_decay``, ``momentum`` (SGD), ``warmup_epochs``, ``gradient_clip``
     (global norm, 0 = off). Data: ``data_size`` (phantom subjects or images), ``data_seed`` (phantom
     cohort), ``split_seed`` (subject split; pretraining uses the train split only), ``workers``.
+    Monitoring: ``probe_every`` (log a kNN probe AUROC of the encoder on up to 256 labelled validation
+    images every N epochs as ``probe_auroc``; 0 = off).
     """
 
     method: typing.ClassVar[str] = ""
@@ -54,6 +56,8 @@ class Recipe(abc.ABC):
     data_seed: int = 0
     split_seed: int = 0
     workers: int = 1
+    # === Monitoring ===
+    probe_every: int = 0
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:

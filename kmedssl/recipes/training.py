@@ -4,8 +4,10 @@ import dataclasses
 import pathlib
 
 import keras
+import numpy as np
 
 from kmedssl.data.sources import open_source, split_records
+from kmedssl.eval.monitor import ProbeMonitor
 from kmedssl.ops.runtime import seed_everything
 from kmedssl.recipes import runs
 from kmedssl.recipes.callbacks import StopOnNonFiniteLoss
@@ -65,8 +67,8 @@ def pretrain(name, data="phantom", size="phantom", epochs=None, steps_per_epoch=
 
     source = open_source(data, kind=recipe.data_kind, size=recipe.data_size, seed=recipe.data_seed,
                          format=format, on_error=on_error)
-    train_records = split_records(source, seed=recipe.split_seed)["train"]
-    dataset = recipe.training_data(source, train_records, seed, on_error=on_error)
+    splits = split_records(source, seed=recipe.split_seed)
+    dataset = recipe.training_data(source, splits["train"], seed, on_error=on_error)
     steps = min(recipe.steps_per_epoch or len(dataset), len(dataset))
     total_steps = steps * recipe.epochs
 
@@ -77,9 +79,23 @@ def pretrain(name, data="phantom", size="phantom", epochs=None, steps_per_epoch=
     run_dir = runs.prepare_run_dir(output_dir or runs.default_run_dir(name), overwrite=overwrite)
     runs.write_recipe(run_dir, recipe, seed)
     runs.write_environment(run_dir, seed, data=str(data), format=format)
-    callbacks = [StopOnNonFiniteLoss(), keras.callbacks.CSVLogger(str(run_dir / runs.LOG_FILE))]
+    callbacks = [StopOnNonFiniteLoss(), *probe_monitor(recipe, source, splits["val"], seed),
+                 keras.callbacks.CSVLogger(str(run_dir / runs.LOG_FILE))]
     history = model.fit(dataset, epochs=recipe.epochs, steps_per_epoch=steps, callbacks=callbacks,
                         shuffle=False, verbose=verbose)
     keras.saving.save_model(encoder, run_dir / runs.ENCODER_FILE)
     runs.write_skipped(run_dir, [*source.skipped, *dataset.skipped])
     return PretrainResult(model=model, encoder=encoder, history=history.history, run_dir=run_dir, recipe=recipe)
+
+
+def probe_monitor(recipe, source, records, seed, max_images=256):
+    """``[ProbeMonitor]`` on up to ``max_images`` labelled validation images when ``recipe.probe_every`` > 0."""
+    if not recipe.probe_every:
+        return []
+    if not source.label_names or not records:
+        raise ValueError(f"Expected labelled validation images for probe_every={recipe.probe_every}. "
+                         f"Received: {len(records)} validation images, labels {source.label_names}")
+    chosen = [records[i] for i in np.random.default_rng(seed).permutation(len(records))[:max_images]]
+    images = np.stack([source.load_image(r, recipe.image_size)[..., None] for r in chosen])
+    labels = np.asarray([r.labels for r in chosen], dtype="float32")
+    return [ProbeMonitor(images, labels, every_n_epochs=recipe.probe_every, seed=seed)]

@@ -105,3 +105,11 @@ def test_skipped_data_items_are_listed_in_the_run_directory(tmp_path):
     listed = (result.run_dir / runs.SKIPPED_FILE).read_text()
     assert pathlib.Path(missing).name in listed  # skipped by the reader
     assert pathlib.Path(truncated).name in listed and "truncated" in listed  # skipped by the pipeline
+
+
+def test_probe_monitor_logs_probe_auroc(tmp_path):
+    result = recipes.pretrain("spcl", epochs=2, steps_per_epoch=1, batch_size=8, probe_every=2,
+                              output_dir=tmp_path / "run", verbose=0)
+    values = result.history["probe_auroc"]
+    assert len(values) == 2 and math.isnan(values[0]) and 0.0 <= values[1] <= 1.0
+    assert "probe_auroc" in (result.run_dir / runs.LOG_FILE).read_text().splitlines()[0]
