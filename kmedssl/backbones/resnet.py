@@ -109,19 +109,26 @@ class ResNet18(keras.Model):
         channels: input channels (1 for grey-scale).
         stem: ``"cifar"`` or ``"imagenet"``.
         width: channels of the first stage (64 in ResNet-18); the embedding has ``8 * width``.
+        input_mean, input_std: inputs are images in [0, 1]; the model first computes
+            ``(x - input_mean) / input_std`` (the normalisation step of paper 000 §2).
     """
 
-    def __init__(self, channels=1, stem="cifar", width=64, **kwargs):
+    def __init__(self, channels=1, stem="cifar", width=64, input_mean=0.5, input_std=0.25, **kwargs):
         if stem not in STEMS:
             raise ValueError(f"Expected stem in {STEMS}. Received: stem={stem!r}")
-        if channels < 1 or width < 1:
-            raise ValueError(f"Expected channels >= 1 and width >= 1. Received: channels={channels}, width={width}")
+        if channels < 1 or width < 1 or not input_std > 0:
+            raise ValueError(
+                f"Expected channels >= 1, width >= 1 and input_std > 0. Received: channels={channels}, "
+                f"width={width}, input_std={input_std}"
+            )
         super().__init__(**kwargs)
 
         # === Config ===
         self.channels = channels
         self.stem = stem
         self.width = width
+        self.input_mean = float(input_mean)
+        self.input_std = float(input_std)
         self.dim = 8 * width
 
         # === Layers ===
@@ -167,7 +174,7 @@ class ResNet18(keras.Model):
             raise ValueError(
                 f"Expected images of shape (batch, height, width, {self.channels}). Received: images.shape={shape}"
             )
-        x = images
+        x = (ops.cast(images, self.compute_dtype) - self.input_mean) / self.input_std
         for layer in self.stem_layers + self.blocks:
             x = layer(x, training=training)
         return ops.mean(x, axis=(1, 2))
@@ -177,4 +184,5 @@ class ResNet18(keras.Model):
         return self(images, training=training)
 
     def get_config(self):
-        return {**super().get_config(), "channels": self.channels, "stem": self.stem, "width": self.width}
+        return {**super().get_config(), "channels": self.channels, "stem": self.stem, "width": self.width,
+                "input_mean": self.input_mean, "input_std": self.input_std}

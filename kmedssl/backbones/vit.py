@@ -41,6 +41,8 @@ class VisionTransformer(keras.Model):
         mlp_ratio: MLP hidden width relative to ``dim``.
         drop_path_rate: stochastic-depth rate of the last block (linear rule from 0).
         layer_norm_epsilon: epsilon of every LayerNorm.
+        input_mean, input_std: inputs are images in [0, 1]; patches are first normalised as
+            ``(x - input_mean) / input_std`` (the normalisation step of paper 000 §2).
         seed: base seed of the drop-path generators (block ``l`` uses ``seed + l``); None draws from the
             global seed.
     """
@@ -56,6 +58,8 @@ class VisionTransformer(keras.Model):
         mlp_ratio=4.0,
         drop_path_rate=0.0,
         layer_norm_epsilon=1e-6,
+        input_mean=0.5,
+        input_std=0.25,
         seed=None,
         **kwargs,
     ):
@@ -68,6 +72,8 @@ class VisionTransformer(keras.Model):
             raise ValueError(
                 f"Expected dim divisible by num_heads and by 4. Received: dim={dim}, num_heads={num_heads}"
             )
+        if not input_std > 0:
+            raise ValueError(f"Expected input_std > 0. Received: input_std={input_std}")
         if depth < 0 or not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(
                 f"Expected depth >= 0 and 0 <= drop_path_rate < 1. Received: depth={depth}, "
@@ -85,6 +91,8 @@ class VisionTransformer(keras.Model):
         self.mlp_ratio = mlp_ratio
         self.drop_path_rate = drop_path_rate
         self.layer_norm_epsilon = layer_norm_epsilon
+        self.input_mean = float(input_mean)
+        self.input_std = float(input_std)
         self.seed = seed
         self.grid_size = image_size // patch_size
         self.num_patches = self.grid_size**2
@@ -138,6 +146,7 @@ class VisionTransformer(keras.Model):
             ``token_indices[:, j]``.
         """
         patches = patchify(self._standardize_images(images), self.patch_size)  # (B, N, P)
+        patches = (patches - self.input_mean) / self.input_std
         positions = ops.expand_dims(self.position_embedding, 0)  # (1, N, dim)
         if token_indices is not None:
             if len(token_indices.shape) != 2:
@@ -197,6 +206,8 @@ class VisionTransformer(keras.Model):
             "mlp_ratio": self.mlp_ratio,
             "drop_path_rate": self.drop_path_rate,
             "layer_norm_epsilon": self.layer_norm_epsilon,
+            "input_mean": self.input_mean,
+            "input_std": self.input_std,
             "seed": self.seed,
         }
 

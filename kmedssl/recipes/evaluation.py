@@ -1,6 +1,8 @@
-"""``evaluate``: linear-probe a pretrained encoder on the phantom pathology labels (SPEC §5, §9)."""
+"""``evaluate``: linear-probe a pretrained encoder on the phantom pathology labels (SPEC §5, §9), across
+sources (paper 002 §6), with repeated k-fold and Wilcoxon tests (paper 001 §4.2) and label-budget curves."""
 
 import collections
+import dataclasses
 import json
 import pathlib
 
@@ -9,15 +11,19 @@ import numpy as np
 
 from kmedssl.data.sources import open_source, split_records
 from kmedssl.eval import (
+    compare_methods,
     extract_features,
     fit_finetune,
     fit_linear_probe,
     macro_auroc,
     per_label_auroc,
+    plot_auroc_vs_budget,
     plot_embedding,
     plot_roc_curves,
     random_init_copy,
+    repeated_kfold_indices,
     subgroup_auroc,
+    summarize_repeats,
 )
 from kmedssl.recipes import runs
 
@@ -75,15 +81,27 @@ def fit_predict(protocol, encoder, train_images, train_labels, test_images, seed
     return fit_finetune(encoder, train_images, train_labels, seed=seed)(test_images)
 
 
-def probe_view(encoder, source, train, test, view, image_size, protocol, seed):
-    """Fit on the ``view`` images of ``train``; the ``view`` test records and their probabilities."""
+def load_images(source, records, image_size):
+    """(N, S, S, 1) float32 images of ``records``."""
+    return np.stack([source.load_image(r, image_size)[..., None] for r in records])
+
+
+def label_matrix(records):
+    return np.asarray([r.labels for r in records], dtype="float32")  # (N, K)
+
+
+def probe_view(encoder, sources, train, test, view, image_size, protocol, seed):
+    """Fit on the ``view`` images of ``train``; the ``view`` test records and their probabilities.
+
+    ``sources`` is ``(train_source, test_source)``: the images of ``train`` and ``test`` come from each.
+    """
     train_records, test_records = view_records(train, view), view_records(test, view)
     if not train_records or not test_records:
         raise ValueError(f"Expected {view} images in the training and test splits. Received: "
                          f"{len(train_records)} and {len(test_records)}; choose other --views")
-    images = lambda rs: np.stack([source.load_image(r, image_size)[..., None] for r in rs])  # noqa: E731
-    labels = np.asarray([r.labels for r in train_records], dtype="float32")
-    return test_records, fit_predict(protocol, encoder, images(train_records), labels, images(test_records), seed)
+    train_images = load_images(sources[0], train_records, image_size)
+    test_images = load_images(sources[1], test_records, image_size)
+    return test_records, fit_predict(protocol, encoder, train_images, label_matrix(train_records), test_images, seed)
 
 
 def study_scores(records, scores):
@@ -99,32 +117,158 @@ def view_report(labels, scores, label_names):
     return {"macro_auroc": macro_auroc(per_label), "per_label_auroc": per_label, "n_test": int(len(labels))}
 
 
-def probe_report(encoder, source, train, test, views, image_size, protocol, seed):
+def probe_report(encoder, sources, train, test, views, image_size, protocol, seed, label_names):
     """Per-view AUROC reports (+ sex/age subgroups per image view); ``ensemble`` fuses the frontal and
     lateral study probabilities (mean). Also returns ``{view: (labels, scores)}`` for the ROC figures."""
-    names = source.label_names
     study_labels = {(r.subject_id, r.study_id): np.asarray(r.labels, "float32") for r in test}
     per_view_scores, report, curves = {}, {}, {}
     for view in ("frontal", "lateral"):
         if view in views or "ensemble" in views:
-            records, scores = probe_view(encoder, source, train, test, view, image_size, protocol, seed)
+            records, scores = probe_view(encoder, sources, train, test, view, image_size, protocol, seed)
             per_view_scores[view] = study_scores(records, scores)
             if view in views:
-                labels = np.asarray([r.labels for r in records], "float32")
-                report[view] = dict(view_report(labels, scores, names),
-                                    subgroups=subgroup_auroc(records, scores, names))
+                labels = label_matrix(records)
+                report[view] = dict(view_report(labels, scores, label_names),
+                                    subgroups=subgroup_auroc(records, scores, label_names))
                 curves[view] = (labels, scores)
     if "ensemble" in views:
         both = sorted(set(per_view_scores["frontal"]) & set(per_view_scores["lateral"]))
         fused = np.stack([(per_view_scores["frontal"][k] + per_view_scores["lateral"][k]) / 2 for k in both])
         labels = np.stack([study_labels[k] for k in both])
-        report["ensemble"] = view_report(labels, fused, names)
+        report["ensemble"] = view_report(labels, fused, label_names)
         curves["ensemble"] = (labels, fused)
     return report, curves
 
 
+def match_labels(train_names, test_names):
+    """The label names both sources are scored on: all of them when equal, the smaller list when one is a
+    subset of the other (mapped by name, in the training source's order); a ValueError otherwise."""
+    train_names, test_names = tuple(train_names), tuple(test_names)
+    if train_names == test_names:
+        return train_names
+    if set(test_names) <= set(train_names) or set(train_names) <= set(test_names):
+        return tuple(n for n in train_names if n in test_names)
+    raise ValueError(f"Expected the test data's label names to match the training data's (or one list to be a "
+                     f"subset of the other). Received: training labels {list(train_names)}, test labels "
+                     f"{list(test_names)}")
+
+
+def select_labels(records, names, chosen):
+    """``records`` with their labels restricted to (and ordered as) ``chosen`` of ``names``."""
+    if tuple(names) == tuple(chosen):
+        return list(records)
+    columns = [list(names).index(n) for n in chosen]
+    return [dataclasses.replace(r, labels=tuple(r.labels[c] for c in columns)) for r in records]
+
+
+def open_test_source(test_data, test_format):
+    """The cross-source test data and its records: the official test split, or every record without one."""
+    source = open_source(test_data, kind="chest", format=test_format)
+    if not source.label_names:
+        raise ValueError(f"Expected labelled test data. Received: {test_data!r} has no labels")
+    return source, split_records(source)["test"] if source.splits is not None else list(source.records)
+
+
+def parse_cv(folds, repeats, compare, labels, test_data):
+    """Validated ``(folds, repeats)``: None when no cross-validation was asked for; ``repeats`` defaults to 10."""
+    if folds is None:
+        if repeats is not None or compare is not None:
+            raise ValueError(f"Expected folds with repeats or compare. Received: folds=None, repeats={repeats!r}, "
+                             f"compare={compare!r}")
+        return None
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
+        raise ValueError(f"Expected folds to be an integer >= 2. Received: folds={folds!r}")
+    repeats = 10 if repeats is None else repeats
+    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
+        raise ValueError(f"Expected repeats to be an integer >= 1. Received: repeats={repeats!r}")
+    if isinstance(labels, (list, tuple)) or test_data is not None:
+        raise ValueError(f"Expected one label budget and no test_data with folds (cross-validation runs on the "
+                         f"training split). Received: labels={labels!r}, test_data={test_data!r}")
+    return int(folds), int(repeats)
+
+
+def cv_view(views):
+    """The view scored in cross-validation: frontal, or the first requested per-image view."""
+    image_views = [v for v in views if v != "ensemble"]
+    return "frontal" if "frontal" in views or not image_views else image_views[0]
+
+
+def cv_scores(encoder, source, records, folds, seeds, image_size, protocol, label_names):
+    """Macro AUROC of every (repeat, fold): the probe is fitted on k-1 folds with the repeat's seed and scored
+    on the held-out fold. Also the per-label AUROC averaged over every fold and repeat (None where undefined).
+
+    Returns:
+        ``(scores (n_repeats, n_splits), per_label {name: float | None})``.
+    """
+    images, labels = load_images(source, records, image_size), label_matrix(records)  # (N, S, S, 1), (N, K)
+    features = extract_features(encoder, images) if protocol == "linear" else None
+    scores, per_label = np.empty((len(seeds), len(folds))), collections.defaultdict(list)
+    for r, seed in enumerate(seeds):
+        for k, (train_idx, test_idx) in enumerate(folds):
+            if protocol == "linear":
+                predicted = fit_linear_probe(features[train_idx], labels[train_idx], seed=seed)(features[test_idx])
+            else:
+                predicted = fit_finetune(encoder, images[train_idx], labels[train_idx], seed=seed)(images[test_idx])
+            fold_auroc = per_label_auroc(labels[test_idx], predicted, label_names)
+            scores[r, k] = macro_auroc(fold_auroc)
+            for name, value in fold_auroc.items():
+                per_label[name] += [] if value is None else [value]
+    return scores, {n: float(np.mean(per_label[n])) if per_label[n] else None for n in label_names}
+
+
+def cv_entry(scores, per_label, name):
+    means = summarize_repeats(scores)  # (n_repeats,)
+    return {"name": name, "fold_auroc": scores.tolist(), "repeat_means": means.tolist(),
+            "mean": float(means.mean()), "std": float(means.std(ddof=1)) if len(means) > 1 else 0.0,
+            "per_label_auroc": per_label}
+
+
+def cross_validate(candidates, source, train, views, protocol, cv, seed, label_names):
+    """Repeated k-fold on the training split (paper 001 §4.2): fixed folds by subject, one probe seed per
+    repeat; with two candidates, both use the same folds and seeds and are compared by a paired two-sided
+    Wilcoxon signed-rank test on their per-repeat means.
+
+    Args:
+        candidates: ``[(name, encoder, image_size)]``, the evaluated encoder first.
+        cv: ``(n_splits, n_repeats)``.
+    """
+    view = cv_view(views)
+    records = view_records(train, view)
+    if not records:
+        raise ValueError(f"Expected {view} images in the training split for cross-validation. Received: none")
+    folds, seeds = repeated_kfold_indices([r.subject_id for r in records], n_splits=cv[0], n_repeats=cv[1], seed=seed)
+    entries = [cv_entry(*cv_scores(model, source, records, folds, seeds, size, protocol, label_names), name)
+               for name, model, size in candidates]
+    result = {"folds": cv[0], "repeats": cv[1], "view": view, "n_images": len(records), "seeds": seeds,
+              "methods": entries}
+    if len(entries) == 2:
+        result["wilcoxon"] = compare_methods(entries[0]["repeat_means"], entries[1]["repeat_means"])
+    return result
+
+
+def load_compare(compare, model, seed, image_size):
+    """``(name, encoder, image_size)`` of the compared method: ``"random"`` (a randomly initialised copy of
+    the evaluated encoder), or another encoder, ``.keras`` file or run directory."""
+    if isinstance(compare, str) and compare == "random":
+        return "random-init", random_init_copy(model, seed), image_size
+    other, other_dir, recipe = load_encoder(compare)
+    name = other_dir.name if other_dir else (pathlib.Path(compare).stem if isinstance(compare, (str, pathlib.Path))
+                                             else other.name)
+    return name, other, recipe.get("image_size", getattr(other, "image_size", image_size))
+
+
+def budget_axis(budgets, train):
+    """Numeric x positions of the budgets: fractions when every budget is one (None = 1.0), else counts of
+    training studies (None = all of them)."""
+    total = len({(r.subject_id, r.study_id) for r in train})
+    if all(b is None or (isinstance(b, float) and b <= 1) for b in budgets):
+        return [1.0 if b is None else float(b) for b in budgets]
+    return [float(len({(r.subject_id, r.study_id) for r in label_budget(train, b)})) if b is not None else float(total)
+            for b in budgets]
+
+
 def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEWS, seed=0, baseline=None,
-             output_dir=None, format=None):
+             output_dir=None, format=None, test_data=None, test_format=None, folds=None, repeats=None, compare=None):
     """Linear-probe or fine-tune ``encoder`` on chest pathology labels, per view and ensembled (SPEC §5).
 
     Args:
@@ -135,15 +279,32 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
         protocol: ``"linear"`` (frozen features, one logistic regression per label) or ``"finetune"``
             (a copy of the encoder and a linear head trained end to end: paper 001 Table 3, 10 epochs,
             batch 32, Adam 1e-4, StepLR(5, 0.1)).
-        labels: label budget: None (all training studies), a count of studies, or a fraction.
+        labels: label budget: None (all training studies), a count of studies, or a fraction; a list or
+            tuple of budgets evaluates once per budget and draws macro AUROC against the budget.
         views: any of ``("frontal", "lateral", "ensemble")``.
-        seed: seed of the label budget and the probes.
+        seed: seed of the label budget and the probes (and of the folds with ``folds``).
         baseline: ``"random"`` also probes a randomly initialised copy of the encoder.
         output_dir: where to write ``reports/`` (default: the run directory, if any).
+        format: format of a ``data`` path.
+        test_data: cross-source evaluation (paper 002 §6): the probe is fitted on the training split of
+            ``data`` and scored on the test split of ``test_data`` ("phantom" or a path; every record when
+            it has no official split). Label names must be equal, or one list a subset of the other (then
+            the shared labels are scored, matched by name).
+        test_format: format of a ``test_data`` path (inferred when None).
+        folds: repeated k-fold instead of the test split (paper 001 §4.2): the training split's ``views``
+            images (frontal, or the first requested per-image view) are split into ``folds`` fixed folds by
+            subject; the probe is fitted on k-1 folds and scored on the held-out one.
+        repeats: repeats of the k-fold procedure (default 10), each with its own probe seed.
+        compare: with ``folds``, another encoder, ``.keras`` file or run directory (or ``"random"``) evaluated
+            on the same folds and seeds; a paired two-sided Wilcoxon signed-rank test on the per-repeat
+            means gives the p-value (paper 001 Tables 4-5).
 
     Returns:
         dict with ``macro_auroc`` and ``per_label_auroc`` (of the ensemble when evaluated, else of the first
-        view), ``views`` (every view's report) and, with a baseline, ``baseline`` (the same for it).
+        view), ``views`` (every view's report) and, with a baseline, ``baseline`` (the same for it). With a
+        list of budgets, ``budgets`` (one entry per budget) and the headline of the last budget. With
+        ``folds``, ``cv`` (fold AUROCs, per-repeat means, mean, std per method and ``wilcoxon``) and the
+        headline ``macro_auroc`` / ``per_label_auroc`` are the cross-validated means.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"Expected protocol in {PROTOCOLS}. Received: protocol={protocol!r}")
@@ -153,6 +314,10 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
         raise ValueError(f"Expected views from {VIEWS}. Received: {views}")
     if baseline not in (None, "random"):
         raise ValueError(f"Expected baseline None or 'random'. Received: baseline={baseline!r}")
+    budgets = list(labels) if isinstance(labels, (list, tuple)) else None
+    if budgets is not None and not budgets:
+        raise ValueError(f"Expected at least one label budget in the list. Received: labels={labels!r}")
+    cv = parse_cv(folds, repeats, compare, labels, test_data)
     model, run_dir, recipe = load_encoder(encoder)
     same_data = recipe.get("data_kind", "chest") == "chest" and data == "phantom"  # reuse its cohort and split
     source = open_source(
@@ -162,56 +327,136 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
     splits = split_records(source, seed=recipe.get("split_seed", 0) if same_data else 0)
     if not source.label_names:
         raise ValueError(f"Expected labelled data for a linear probe. Received: {data!r} has no labels")
-    train = label_budget(splits["train"], labels, seed)
     image_size = recipe.get("image_size", getattr(model, "image_size", 64))
+    out = pathlib.Path(output_dir) if output_dir else (run_dir / runs.REPORTS_DIR if run_dir else None)
 
+    if cv is not None:
+        candidates = [("encoder", model, image_size)] + ([load_compare(compare, model, seed, image_size)]
+                                                         if compare is not None else [])
+        train = label_budget(splits["train"], labels, seed)
+        result = {"protocol": protocol, "labels": labels, "image_size": image_size,
+                  "cv": cross_validate(candidates, source, train, views, protocol, cv, seed, source.label_names)}
+        result.update(macro_auroc=result["cv"]["methods"][0]["mean"],
+                      per_label_auroc=result["cv"]["methods"][0]["per_label_auroc"])
+        if out is not None:
+            write_cv_reports(out, result)
+        return result
+
+    test_source, test = source, splits["test"]
+    names = tuple(source.label_names)
+    train_all = splits["train"]
+    if test_data is not None:
+        test_source, test = open_test_source(test_data, test_format)
+        names = match_labels(source.label_names, test_source.label_names)
+        train_all = select_labels(train_all, source.label_names, names)
+        test = select_labels(test, test_source.label_names, names)
     encoders = {"encoder": model}
     if baseline == "random":
         encoders["baseline"] = random_init_copy(model, seed)
-    result = {"protocol": protocol, "labels": labels, "views": {}, "image_size": image_size}
-    figures = {}
-    for role, candidate in encoders.items():
-        report, curves = probe_report(candidate, source, train, splits["test"], views, image_size, protocol, seed)
-        figures[role] = curves
-        headline = report["ensemble"] if "ensemble" in report else report[views[0]]
-        entry = {"macro_auroc": headline["macro_auroc"], "per_label_auroc": headline["per_label_auroc"],
-                 "views": report}
-        if role == "encoder":
-            result.update(entry)
-        else:
-            result["baseline"] = dict(entry, name="random-init")
-    out = pathlib.Path(output_dir) if output_dir else (run_dir / runs.REPORTS_DIR if run_dir else None)
+
+    def one_budget(budget):
+        train = label_budget(train_all, budget, seed)
+        result = {"protocol": protocol, "labels": budget, "views": {}, "image_size": image_size}
+        figures = {}
+        for role, candidate in encoders.items():
+            report, curves = probe_report(candidate, (source, test_source), train, test, views, image_size, protocol,
+                                          seed, names)
+            figures[role] = curves
+            headline = report["ensemble"] if "ensemble" in report else report[views[0]]
+            entry = {"macro_auroc": headline["macro_auroc"], "per_label_auroc": headline["per_label_auroc"],
+                     "views": report}
+            if role == "encoder":
+                result.update(entry)
+            else:
+                result["baseline"] = dict(entry, name="random-init")
+        return result, figures
+
+    if budgets is None:
+        result, figures = one_budget(labels)
+    else:
+        entries = [one_budget(b) for b in budgets]
+        result, figures = dict(entries[-1][0]), entries[-1][1]
+        axis = budget_axis(budgets, train_all)
+        result.update(labels=budgets, budgets=[
+            dict(labels=b, x=x, macro_auroc=e["macro_auroc"], views={v: r["macro_auroc"] for v, r in e["views"].items()},
+                 **({"baseline_macro_auroc": e["baseline"]["macro_auroc"]} if "baseline" in e else {}))
+            for b, x, (e, _) in zip(budgets, axis, entries)])
+    if test_data is not None:
+        result["test_data"] = {"data": str(test_data), "label_names": list(names), "n_test_images": len(test)}
     if out is not None:
-        write_reports(out, result, figures, label_names=source.label_names)
+        write_reports(out, result, figures, label_names=names)
         if "frontal" in views:
-            plot_frontal_embedding(out, model, source, splits["test"], image_size, seed)
+            plot_frontal_embedding(out, model, test_source, test, image_size, seed, names)
     return result
 
 
 def write_reports(directory, result, figures, label_names):
-    """``<protocol>.json`` (every number), ``<protocol>.md`` (summary table) and ``roc_<protocol>_<view>.png``."""
+    """``<protocol>.json`` (every number), ``<protocol>.md`` (summary table) and ``roc_<protocol>_<view>.png``;
+    with a list of budgets also ``auroc_vs_budget.png`` and a budget table."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     stem = "linear_probe" if result["protocol"] == "linear" else "finetune"
     (directory / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     views = list(result["views"])
-    lines = [f"# {stem.replace('_', ' ').capitalize()} (macro AUROC)", "", "| encoder | " + " | ".join(views) + " |",
-             "|---|" + "---|" * len(views)]
+    shift = f" on {result['test_data']['data']}" if "test_data" in result else ""
+    lines = [f"# {stem.replace('_', ' ').capitalize()} (macro AUROC{shift})", "",
+             "| encoder | " + " | ".join(views) + " |", "|---|" + "---|" * len(views)]
     rows = [("pretrained", result)] + ([("random init", result["baseline"])] if "baseline" in result else [])
     for name, entry in rows:
         lines.append(f"| {name} | " + " | ".join(f"{entry['views'][v]['macro_auroc']:.4f}" for v in views) + " |")
+    if "budgets" in result:
+        lines += budget_table(result["budgets"], views)
+        write_budget_figure(directory / "auroc_vs_budget.png", result["budgets"], stem)
     (directory / f"{stem}.md").write_text("\n".join(lines) + "\n")
     for view, (labels, scores) in figures["encoder"].items():
         plot_roc_curves(labels, scores, label_names, directory / f"roc_{stem}_{view}.png",
                         title=f"{stem.replace('_', ' ')}, {view}: ROC per label")
 
 
-def plot_frontal_embedding(directory, encoder, source, test, image_size, seed):
+def budget_table(budgets, views):
+    """Markdown lines: macro AUROC per view (and of the random-init baseline) for every label budget."""
+    baseline = "baseline_macro_auroc" in budgets[0]
+    lines = ["", "## Macro AUROC by label budget", "",
+             "| label budget | " + " | ".join(views) + (" | random init |" if baseline else " |"),
+             "|---|" + "---|" * (len(views) + baseline)]
+    for entry in budgets:
+        cells = [f"{entry['views'][v]:.4f}" for v in views]
+        cells += [f"{entry['baseline_macro_auroc']:.4f}"] if baseline else []
+        budget = "all" if entry["labels"] is None else f"{entry['labels']:g}"
+        lines.append(f"| {budget} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_budget_figure(path, budgets, stem):
+    """Headline macro AUROC against the label budget, pretrained (and random init) (paper 000 Fig. 3)."""
+    curves = {"pretrained": {b["x"]: b["macro_auroc"] for b in budgets}}
+    if "baseline_macro_auroc" in budgets[0]:
+        curves["random init"] = {b["x"]: b["baseline_macro_auroc"] for b in budgets}
+    plot_auroc_vs_budget(curves, path, title=f"{stem.replace('_', ' ').capitalize()}: macro AUROC vs label budget")
+
+
+def write_cv_reports(directory, result):
+    """``cv_<protocol>.json`` (every fold's AUROC) and ``cv_<protocol>.md``: mean ± std of the per-repeat
+    means per method and the Wilcoxon p-value (paper 001 Tables 4-5)."""
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = "cv_linear_probe" if result["protocol"] == "linear" else "cv_finetune"
+    (directory / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    cv = result["cv"]
+    wilcoxon = cv.get("wilcoxon")
+    lines = [f"# {cv['repeats']} x {cv['folds']}-fold cross-validation, {cv['view']} images (macro AUROC)", "",
+             "| method | mean AUROC | std | p-value (Wilcoxon vs encoder) |", "|---|---|---|---|"]
+    for i, entry in enumerate(cv["methods"]):
+        p_value = "" if i == 0 or wilcoxon is None else f"{wilcoxon['p_value']:.4g}"
+        lines.append(f"| {entry['name']} | {entry['mean']:.4f} | {entry['std']:.4f} | {p_value} |")
+    (directory / f"{stem}.md").write_text("\n".join(lines) + "\n")
+
+
+def plot_frontal_embedding(directory, encoder, source, test, image_size, seed, label_names):
     """t-SNE of the frozen features of the frontal test images, coloured by their finding."""
     records = view_records(test, "frontal")
-    images = np.stack([source.load_image(r, image_size)[..., None] for r in records])
-    names = source.label_names
-    colours = [" + ".join(n for n, v in zip(names, r.labels) if v) or "no finding" for r in records]
+    images = load_images(source, records, image_size)
+    colours = [" + ".join(n for n, v in zip(label_names, r.labels) if v) or "no finding" for r in records]
     colours = [c if c.count("+") == 0 else "several findings" for c in colours]
     plot_embedding(extract_features(encoder, images), colours, pathlib.Path(directory) / "embedding_frontal.png",
                    title="Frontal test images: t-SNE of encoder features", seed=seed)

@@ -134,3 +134,15 @@ def test_invalid_arguments_and_inputs(rng):
         model(_images(rng, channels=3))
     with pytest.raises(ValueError, match="token_indices"):
         model(_images(rng), token_indices=np.arange(4))
+
+
+def test_input_normalisation_is_applied_first():
+    """``(x - input_mean) / input_std`` before the patch embedding (paper 000 §2): a model with (0.5, 0.25) on
+    x equals the same weights with (0, 1) on the normalised x."""
+    normalised = VisionTransformer(image_size=16, patch_size=8, dim=16, depth=1, num_heads=2)
+    raw = VisionTransformer(image_size=16, patch_size=8, dim=16, depth=1, num_heads=2, input_mean=0.0, input_std=1.0)
+    raw.set_weights(normalised.get_weights())
+    x = np.random.default_rng(0).random((2, 16, 16, 1)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(normalised(x)),
+                               keras.ops.convert_to_numpy(raw((x - 0.5) / 0.25)), rtol=1e-5, atol=1e-5)
+    assert normalised.get_config()["input_std"] == 0.25

@@ -69,3 +69,67 @@ def test_evaluate_writes_reports_and_figures(protocol, tmp_path):
     stem = "linear_probe" if protocol == "linear" else "finetune"
     for name in (f"{stem}.json", f"{stem}.md", f"roc_{stem}_frontal.png", "embedding_frontal.png"):
         assert (reports / name).stat().st_size > 0, name
+
+
+@pytest.mark.backend_free
+def test_label_names_must_match_or_one_list_be_a_subset():
+    from kmedssl.recipes.evaluation import match_labels, select_labels
+
+    assert match_labels(("a", "b", "c"), ("a", "b", "c")) == ("a", "b", "c")
+    assert match_labels(("a", "b", "c"), ("c", "a")) == ("a", "c")
+    assert match_labels(("c", "a"), ("a", "b", "c")) == ("c", "a")
+    with pytest.raises(ValueError, match=r"\['a', 'b'\].*\['x', 'y'\]"):
+        match_labels(("a", "b"), ("x", "y"))
+    record = ImageRecord("i", "p", "s", "PA", "XR", "chest", (1.0, 0.0, 1.0))
+    assert select_labels([record], ("a", "b", "c"), ("c", "b"))[0].labels == (1.0, 0.0)
+
+
+@pytest.mark.backend_free
+def test_budget_axis_uses_fractions_or_counts_of_studies():
+    from kmedssl.recipes.evaluation import budget_axis
+
+    rs = records()
+    assert budget_axis([0.1, 0.5, None], rs) == [0.1, 0.5, 1.0]
+    assert budget_axis([5, 0.5, None], rs) == [5.0, 10.0, 20.0]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from kmedssl import recipes
+
+    result = recipes.pretrain("spcl", epochs=1, steps_per_epoch=1, batch_size=8, data_size=40,
+                              output_dir=tmp_path_factory.mktemp("eval") / "run", verbose=0)
+    return result.run_dir
+
+
+@pytest.mark.slow
+def test_label_budget_list_writes_the_auroc_vs_budget_figure(tiny_run, tmp_path):
+    from kmedssl import recipes
+
+    report = recipes.evaluate(tiny_run, labels=[5, 10], views=("frontal",), baseline="random", output_dir=tmp_path)
+    single = recipes.evaluate(tiny_run, labels=10, views=("frontal",))
+    assert [b["labels"] for b in report["budgets"]] == [5, 10] and [b["x"] for b in report["budgets"]] == [5.0, 10.0]
+    assert report["budgets"][-1]["macro_auroc"] == pytest.approx(single["macro_auroc"])
+    assert report["macro_auroc"] == pytest.approx(single["macro_auroc"])  # headline: the last budget
+    assert all(0.0 <= b["baseline_macro_auroc"] <= 1.0 for b in report["budgets"])
+    assert (tmp_path / "auroc_vs_budget.png").stat().st_size > 0
+    assert "| 5 |" in (tmp_path / "linear_probe.md").read_text()
+
+
+@pytest.mark.slow
+def test_cross_source_fits_on_one_source_and_scores_the_other(tiny_run, tmp_path):
+    from kmedssl import recipes
+    from kmedssl.data.formats import read_dataset
+    from kmedssl.data.phantom.writer import write_mimic_cxr
+
+    train_dir = write_mimic_cxr(tmp_path / "a", num_subjects=24, image_size=32, seed=1)
+    test_dir = write_mimic_cxr(tmp_path / "b", num_subjects=24, image_size=32, seed=2)
+    report = recipes.evaluate(tiny_run, data=str(train_dir), test_data=str(test_dir), views=("frontal",),
+                              output_dir=tmp_path / "reports")
+    target = read_dataset(str(test_dir))
+    test_records = [r for r in target.records if target.splits is None or target.splits.get(r.subject_id) == "test"]
+    assert report["views"]["frontal"]["n_test"] == sum(r.is_frontal for r in test_records)
+    assert report["test_data"]["label_names"] == list(target.label_names)
+    assert "on " + str(test_dir) in (tmp_path / "reports" / "linear_probe.md").read_text()
+    with pytest.raises(ValueError, match="cardiomegaly.*Cardiomegaly"):
+        recipes.evaluate(tiny_run, test_data=str(test_dir), views=("frontal",))

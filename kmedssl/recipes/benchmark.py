@@ -1,0 +1,281 @@
+"""The phantom benchmark: every SSL method against scratch and the supervised baseline (paper 000 Table 1).
+
+Each SSL method is pretrained on the phantom at its phantom recipe with the **same wall-clock budget of
+optimisation**: a few ``train_on_batch`` steps on one real batch are timed after warm-up (data loading and
+compilation excluded), and the budget becomes ``total_steps = max(1, floor(budget / step_time))``, run as
+``steps_per_epoch = min(total_steps, one pass)`` and ``epochs = max(1, round(total_steps / steps_per_epoch))``.
+So a costly method (ACE: student + EMA teacher on two crops) sees fewer images than a cheap one (MVMAE
+encodes 25 % of the tokens) for the same CPU time. The wall time each pretraining really took (rendering
+of the phantom images in the first epoch included) is recorded beside the budget.
+
+Baselines: ``supervised`` (the same budget, trained on the pathology labels) and ``scratch`` (a randomly
+initialised encoder), one scratch row per distinct encoder (ViT phantom/8 at 64 px; ViT phantom/4 at
+64 px for S-PCL; ResNet-18 at 32 px for SimCLR and ModAn-MulSupCon), each evaluated at its image size.
+
+Every encoder is evaluated with ``kmedssl.recipes.evaluate`` per protocol (linear probe, fine-tuning) and
+label budget, on the frontal, lateral and ensemble views of one chest cohort: chest methods are
+pretrained on the training subjects of that cohort (``data_size`` set to it), and the multi-modal
+methods on their own multi-modal phantom. Written to ``output_dir``: ``phantom_benchmark.{md,json,csv}``
+(rows = encoders, columns = view x protocol x budget) and ``auroc_vs_budget_<protocol>_<view>.png``
+(paper 000 Fig. 3), with every evaluation's reports under ``evaluations/``.
+"""
+
+import csv
+import json
+import math
+import pathlib
+import statistics
+import time
+
+import keras
+
+from kmedssl.data.sources import open_source, split_records
+from kmedssl.eval import plot_auroc_vs_budget
+from kmedssl.ops.runtime import device_description, seed_everything
+from kmedssl.recipes import runs
+from kmedssl.recipes.evaluation import PROTOCOLS, VIEWS, evaluate
+from kmedssl.recipes.registry import make_recipe
+from kmedssl.recipes.training import pretrain
+
+SSL_METHODS = ("ace", "mulsupcon", "mvcon", "mvmae", "simclr", "spcl")
+EVAL_SUBJECTS = 500  # the chest cohort ``evaluate`` uses for runs pretrained on other data
+QUICK = dict(methods=("mvcon", "mvmae"), epochs=1, steps_per_epoch=2, batch_size=8, subjects=100,
+             label_budgets=(0.5,))
+DEFAULT_LABEL_BUDGETS = (0.1, 1.0)
+TIMED_STEPS, WARMUP_STEPS = 3, 2
+
+
+def budget_schedule(step_seconds, budget_seconds, steps_per_pass):
+    """``(epochs, steps_per_epoch)`` spending ``budget_seconds`` of steps that each take ``step_seconds``.
+
+    ``total = max(1, floor(budget / step))``; ``steps_per_epoch = min(total, steps_per_pass)``;
+    ``epochs = max(1, round(total / steps_per_epoch))``.
+    """
+    if step_seconds <= 0 or budget_seconds <= 0 or steps_per_pass < 1:
+        raise ValueError(f"Expected step_seconds > 0, budget_seconds > 0 and steps_per_pass >= 1. Received: "
+                         f"{step_seconds}, {budget_seconds}, {steps_per_pass}")
+    total = max(1, math.floor(budget_seconds / step_seconds))
+    steps_per_epoch = min(total, steps_per_pass)
+    return max(1, round(total / steps_per_epoch)), steps_per_epoch
+
+
+def time_step(recipe, seed):
+    """Median seconds of one ``train_on_batch`` on a real batch (after warm-up), and the steps of one pass."""
+    seed_everything(seed)
+    source = open_source("phantom", kind=recipe.data_kind, size=recipe.data_size, seed=recipe.data_seed)
+    dataset = recipe.training_data(source, split_records(source, seed=recipe.split_seed)["train"], seed)
+    batch = dataset[0]
+    x, y = batch if isinstance(batch, tuple) else (batch, None)
+    model = recipe.build_model(recipe.build_encoder(), total_steps=1000, seed=seed,
+                               num_labels=len(source.label_names))
+    model.compile(optimizer=recipe.build_optimizer(1000, 100))
+    for _ in range(WARMUP_STEPS):
+        model.train_on_batch(x, y)
+    times = []
+    for _ in range(TIMED_STEPS):
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), len(dataset)
+
+
+def encoder_name(recipe):
+    """A short name of the recipe's encoder, e.g. ``"ViT phantom/8, 64 px"`` or ``"ResNet-18 w16, 32 px"``."""
+    if hasattr(recipe, "resnet_width"):
+        return f"ResNet-18 w{recipe.resnet_width}, {recipe.image_size} px"
+    return f"ViT {recipe.encoder_size}/{recipe.patch_size}, {recipe.image_size} px"
+
+
+def method_overrides(name, quick, subjects):
+    """Recipe overrides: chest methods pretrain on the evaluation cohort; quick runs are tiny."""
+    overrides = {}
+    if make_recipe(name).data_kind == "chest":
+        overrides.update(data_size=subjects, data_seed=0, split_seed=0)
+    if quick:
+        overrides.update(epochs=QUICK["epochs"], steps_per_epoch=QUICK["steps_per_epoch"],
+                         batch_size=QUICK["batch_size"])
+    return overrides
+
+
+def pretrain_row(name, budget_seconds, quick, subjects, seed, directory, log):
+    """Pretrain ``name`` within the budget; its run directory and what was spent."""
+    overrides = method_overrides(name, quick, subjects)
+    entry = {"method": name, "kind": "supervised" if name == "supervised" else "ssl"}
+    if not quick:
+        start = time.perf_counter()
+        step, per_pass = time_step(make_recipe(name, **overrides), seed)
+        epochs, steps_per_epoch = budget_schedule(step, budget_seconds, per_pass)
+        overrides.update(epochs=epochs, steps_per_epoch=steps_per_epoch)
+        entry.update(step_seconds=step, timing_seconds=time.perf_counter() - start)
+    log(f"[{name}] pretraining {overrides['epochs']} epoch(s) x {overrides['steps_per_epoch']} steps"
+        + (f" (step {entry['step_seconds'] * 1000:.0f} ms)" if not quick else ""))
+    start = time.perf_counter()
+    result = pretrain(name, seed=seed, output_dir=directory / name, overwrite=True,
+                      verbose=0 if quick else 2, **overrides)
+    entry.update(run_dir=str(result.run_dir), encoder=encoder_name(result.recipe), epochs=result.recipe.epochs,
+                 steps_per_epoch=overrides["steps_per_epoch"], batch_size=result.recipe.batch_size,
+                 steps=overrides["steps_per_epoch"] * result.recipe.epochs,
+                 images_seen=overrides["steps_per_epoch"] * result.recipe.epochs * result.recipe.batch_size,
+                 pretrain_seconds=time.perf_counter() - start)
+    return entry, result.recipe
+
+
+def scratch_row(recipe, seed, directory):
+    """A run directory holding a randomly initialised encoder of ``recipe`` (evaluated like a pretrained one)."""
+    name = f"scratch ({encoder_name(recipe)})"
+    run_dir = runs.prepare_run_dir(directory / ("scratch-" + encoder_name(recipe).replace(", ", "-")
+                                                .replace(" ", "-").replace("/", "-")), overwrite=True)
+    seed_everything(seed)
+    runs.write_recipe(run_dir, recipe, seed)
+    keras.saving.save_model(recipe.build_encoder(), run_dir / runs.ENCODER_FILE)
+    return {"method": name, "kind": "scratch", "run_dir": str(run_dir), "encoder": encoder_name(recipe)}
+
+
+def budget_label(budget):
+    return f"{100 * budget:g}%" if isinstance(budget, float) and budget <= 1 else f"{budget}"
+
+
+def column_name(view, protocol, budget):
+    return f"{view} {protocol} {budget_label(budget)}"
+
+
+def evaluate_row(entry, protocols, label_budgets, seed, directory, log):
+    """``entry["auroc"][view][protocol][budget label]`` = macro AUROC, and the test sizes and seconds."""
+    entry.update(auroc={view: {p: {} for p in protocols} for view in VIEWS}, n_test={}, evaluate_seconds=0.0)
+    slug = pathlib.Path(entry["run_dir"]).name
+    for protocol in protocols:
+        for budget in label_budgets:
+            start = time.perf_counter()
+            report = evaluate(entry["run_dir"], protocol=protocol, labels=budget, views=VIEWS, seed=seed,
+                              output_dir=directory / slug / f"{protocol}-{budget_label(budget)}")
+            entry["evaluate_seconds"] += time.perf_counter() - start
+            for view in VIEWS:
+                entry["auroc"][view][protocol][budget_label(budget)] = report["views"][view]["macro_auroc"]
+                entry["n_test"][view] = report["views"][view]["n_test"]
+    log(f"[{entry['method']}] evaluated in {entry['evaluate_seconds']:.0f} s")
+
+
+def beats_scratch(entry, scratch):
+    """``"yes"`` when every linear-probe cell beats the scratch row of the same encoder, else ``"no (k/n)"``."""
+    if entry["kind"] == "scratch" or "linear" not in next(iter(entry["auroc"].values())):
+        return ""
+    pairs = [(entry["auroc"][v]["linear"][b], scratch["auroc"][v]["linear"][b])
+             for v in VIEWS for b in entry["auroc"][v]["linear"]]
+    wins = sum(a > s for a, s in pairs)
+    return "yes" if wins == len(pairs) else f"no ({wins}/{len(pairs)})"
+
+
+def write_table(directory, rows, columns, cells, summary):
+    """``phantom_benchmark.md`` / ``.csv`` / ``.json``; returns the Markdown text."""
+    header = ["method", "encoder", *columns, "beats scratch (linear)"]
+    table = [[row["method"], row["encoder"], *(f"{cells[i][c]:.4f}" for c in columns), row["beats_scratch"]]
+             for i, row in enumerate(rows)]
+    lines = ["# Phantom benchmark: macro AUROC (rows: encoders; columns: view, protocol, label budget)", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+             *("| " + " | ".join(line) + " |" for line in table), "", summary]
+    markdown = "\n".join(lines) + "\n"
+    (directory / "phantom_benchmark.md").write_text(markdown)
+    with open(directory / "phantom_benchmark.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(table)
+    return markdown
+
+
+def plot_figures(directory, rows, protocols, label_budgets):
+    """``auroc_vs_budget_<protocol>_<view>.png``: macro AUROC vs label budget, one line per encoder."""
+    paths = []
+    for protocol in protocols:
+        for view in VIEWS:
+            results = {row["method"]: {b: row["auroc"][view][protocol][budget_label(b)] for b in label_budgets}
+                       for row in rows}
+            path = directory / f"auroc_vs_budget_{protocol}_{view}.png"
+            paths.append(str(plot_auroc_vs_budget(results, path, title=f"Phantom: {protocol}, {view} view")))
+    return paths
+
+
+def check_arguments(methods, budget_minutes, label_budgets, protocols):
+    bad = [m for m in methods if m not in SSL_METHODS]
+    if bad or not methods:
+        raise ValueError(f"Expected methods from {SSL_METHODS}. Received: {methods}")
+    if budget_minutes <= 0:
+        raise ValueError(f"Expected budget_minutes > 0. Received: {budget_minutes}")
+    if not label_budgets or any(b <= 0 for b in label_budgets):
+        raise ValueError(f"Expected positive label budgets (counts or fractions). Received: {label_budgets}")
+    if not protocols or any(p not in PROTOCOLS for p in protocols):
+        raise ValueError(f"Expected protocols from {PROTOCOLS}. Received: {protocols}")
+
+
+def phantom_benchmark(methods=None, budget_minutes=2.0, label_budgets=DEFAULT_LABEL_BUDGETS,
+                      protocols=("linear", "finetune"), output_dir=None, seed=0, quick=False, overwrite=False, log=print):
+    """Pretrain every SSL method with the same CPU budget, evaluate it against scratch and supervised.
+
+    Args:
+        methods: SSL methods (default: all of ``SSL_METHODS``; ``quick``: ``("mvcon", "mvmae")``).
+        budget_minutes: wall-clock minutes of optimisation steps per method (supervised included),
+            converted to epochs and steps per epoch by timing steps first (see the module docstring).
+        label_budgets: label budgets of the evaluations (fractions or counts of training studies).
+        protocols: any of ``("linear", "finetune")``.
+        output_dir: where runs, reports, table and figures go (default ``runs/phantom-benchmark-<time>``).
+        seed: seed of pretraining, scratch weights, label budgets and probes.
+        quick: a tiny run (the methods above, 1 epoch of 2 steps of batch 8, a 100-subject chest cohort,
+            label budget 50 % unless others are given; no step timing) to check the whole pipeline.
+        overwrite: replace a non-empty ``output_dir``.
+        log: called with each progress line and the final table.
+
+    Returns:
+        The dict written to ``phantom_benchmark.json``: ``config``, ``columns``, ``rows`` (per encoder: its
+        AUROCs by view, protocol and budget, its pretraining schedule and seconds) and ``timings``.
+    """
+    start = time.perf_counter()
+    methods = tuple(methods or (QUICK["methods"] if quick else SSL_METHODS))
+    label_budgets = tuple(QUICK["label_budgets"] if quick and tuple(label_budgets) == DEFAULT_LABEL_BUDGETS
+                          else label_budgets)
+    protocols = tuple(protocols)
+    check_arguments(methods, budget_minutes, label_budgets, protocols)
+    subjects = QUICK["subjects"] if quick else EVAL_SUBJECTS
+    directory = runs.prepare_run_dir(output_dir or runs.default_run_dir("phantom-benchmark"), overwrite=overwrite)
+    budget_seconds = 60.0 * budget_minutes
+    log(f"Phantom benchmark on {keras.backend.backend()} ({device_description()}): "
+        + ("quick run" if quick else f"{budget_minutes:g} min of optimisation steps per method")
+        + f"; methods {', '.join(methods)} + supervised + scratch; output {directory}")
+
+    rows, scratch_recipes = [], {}
+    for name in (*methods, "supervised"):
+        entry, recipe = pretrain_row(name, budget_seconds, quick, subjects, seed, directory / "pretrain", log)
+        rows.append(entry)
+        scratch_recipes.setdefault(entry["encoder"], recipe)
+    scratch = {key: scratch_row(recipe, seed, directory / "pretrain") for key, recipe in scratch_recipes.items()}
+    rows = [*scratch.values(), rows[-1], *rows[:-1]]  # scratch, supervised, then the SSL methods
+    for entry in rows:
+        evaluate_row(entry, protocols, label_budgets, seed, directory / "evaluations", log)
+    for entry in rows:
+        entry["beats_scratch"] = beats_scratch(entry, scratch[entry["encoder"]])
+
+    columns = [column_name(v, p, b) for v in VIEWS for p in protocols for b in label_budgets]
+    cells = [{column_name(v, p, b): row["auroc"][v][p][budget_label(b)] for v in VIEWS for p in protocols
+              for b in label_budgets} for row in rows]
+    figures = plot_figures(directory, rows, protocols, label_budgets)
+    total = time.perf_counter() - start
+    schedule = ", ".join(f"{r['method']} {r['epochs']}x{r['steps_per_epoch']} steps of {r['batch_size']} "
+                         f"({r['pretrain_seconds']:.0f} s)" for r in rows if r["kind"] != "scratch")
+    summary = (f"Backend {keras.backend.backend()}, {device_description()}; budget "
+               + ("quick (1 epoch of 2 steps)" if quick else f"{budget_minutes:g} min of optimisation steps per "
+                  f"method") + f"; pretraining (epochs x steps per epoch): {schedule}. Test studies per view: "
+               + ", ".join(f"{v} {rows[0]['n_test'][v]}" for v in VIEWS) + f". Total {total / 60:.1f} min.")
+    markdown = write_table(directory, rows, columns, cells, summary)
+    result = {
+        "config": {"methods": list(methods), "budget_minutes": budget_minutes, "label_budgets": list(label_budgets),
+                   "protocols": list(protocols), "views": list(VIEWS), "seed": seed, "quick": quick,
+                   "backend": keras.backend.backend(), "device": device_description(), "eval_subjects": subjects},
+        "columns": columns,
+        "rows": rows,
+        "figures": figures,
+        "timings": {"total_seconds": total,
+                    "pretrain_seconds": {r["method"]: r.get("pretrain_seconds", 0.0) for r in rows},
+                    "timing_seconds": {r["method"]: r.get("timing_seconds", 0.0) for r in rows},
+                    "evaluate_seconds": {r["method"]: r["evaluate_seconds"] for r in rows}},
+    }
+    (directory / "phantom_benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
+    log(markdown)
+    return result
