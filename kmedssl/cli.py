@@ -160,7 +160,8 @@ def evaluate(source, data, data_format, protocol, labels, views, baseline, test_
     if "budgets" in report:
         click.echo(f"{'labels':<10} {'pretrained':>11}" + (f" {'random init':>12}" if baseline else ""))
         for entry in report["budgets"]:
-            line = f"{'all' if entry['labels'] is None else format(entry['labels'], 'g'):<10} {entry['macro_auroc']:>11.4f}"
+            budget = "all" if entry["labels"] is None else format(entry["labels"], "g")
+            line = f"{budget:<10} {entry['macro_auroc']:>11.4f}"
             if baseline:
                 line += f" {entry['baseline_macro_auroc']:>12.4f}"
             click.echo(line)
@@ -189,8 +190,10 @@ def info(backend):
     click.echo("kernels: keras.ops reference implementations (no Triton kernels in this version)")
 
 
+from kmedssl.commands.bench import bench  # noqa: E402  (`kmedssl bench`; keras imported only when run)
 from kmedssl.commands.data import data  # noqa: E402  (the `kmedssl data` group; keras-free)
 
+main.add_command(bench)
 main.add_command(data)
 
 if __name__ == "__main__":

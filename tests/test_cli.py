@@ -39,7 +39,7 @@ def test_user_mistakes_are_one_line_without_traceback(args, message):
 def test_pretrain_then_evaluate_against_random_init(tmp_path):
     run = tmp_path / "run"
     result = invoke("pretrain", "spcl", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "16",
-                    "--output", str(run))
+                    "--set", "data_size=150", "--output", str(run))
     assert result.exit_code == 0 and f"Run written to {run}" in result.output
     result = invoke("evaluate", str(run), "--baseline", "random", "--views", "frontal,ensemble")
     assert result.exit_code == 0, result.output

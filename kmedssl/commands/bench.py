@@ -40,7 +40,8 @@ def bench():
 @click.option("--labels", default="0.1,1.0", show_default=True,
               help="Label budgets: fractions (with a dot) or counts of training studies, comma-separated.")
 @click.option("--protocols", default="linear,finetune", show_default=True, help="Comma-separated protocols.")
-@click.option("--output", type=click.Path(file_okay=False), help="Output directory (default runs/phantom-benchmark-TIME).")
+@click.option("--output", type=click.Path(file_okay=False),
+              help="Output directory (default runs/phantom-benchmark-TIME).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quick", is_flag=True, help="A tiny run (2 methods, 1 epoch of 2 steps) to check the pipeline.")
@@ -67,7 +68,7 @@ def phantom(methods, budget_minutes, labels, protocols, output, overwrite, seed,
     run_user_command(
         debug, phantom_benchmark, methods=split_names(methods), budget_minutes=budget_minutes,
         label_budgets=budgets or DEFAULT_LABEL_BUDGETS, protocols=split_names(protocols) or (), output_dir=output,
-        seed=seed, quick=quick, overwrite=overwrite, log=lambda line: click.echo(line),
+        seed=seed, quick=quick, overwrite=overwrite, log=click.echo,
     )
 
 

@@ -24,6 +24,7 @@ import csv
 import json
 import math
 import pathlib
+import re
 import statistics
 import time
 
@@ -40,7 +41,7 @@ from kmedssl.recipes.training import pretrain
 SSL_METHODS = ("ace", "mulsupcon", "mvcon", "mvmae", "simclr", "spcl")
 EVAL_SUBJECTS = 500  # the chest cohort ``evaluate`` uses for runs pretrained on other data
 QUICK = dict(methods=("mvcon", "mvmae"), epochs=1, steps_per_epoch=2, batch_size=8, subjects=100,
-             label_budgets=(0.5,))
+             label_budgets=(0.2,))
 DEFAULT_LABEL_BUDGETS = (0.1, 1.0)
 TIMED_STEPS, WARMUP_STEPS = 3, 2
 
@@ -123,8 +124,8 @@ def pretrain_row(name, budget_seconds, quick, subjects, seed, directory, log):
 def scratch_row(recipe, seed, directory):
     """A run directory holding a randomly initialised encoder of ``recipe`` (evaluated like a pretrained one)."""
     name = f"scratch ({encoder_name(recipe)})"
-    run_dir = runs.prepare_run_dir(directory / ("scratch-" + encoder_name(recipe).replace(", ", "-")
-                                                .replace(" ", "-").replace("/", "-")), overwrite=True)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", encoder_name(recipe)).strip("-")  # e.g. "ViT-phantom-8-64-px"
+    run_dir = runs.prepare_run_dir(directory / f"scratch-{slug}", overwrite=True)
     seed_everything(seed)
     runs.write_recipe(run_dir, recipe, seed)
     keras.saving.save_model(recipe.build_encoder(), run_dir / runs.ENCODER_FILE)
@@ -147,7 +148,7 @@ def evaluate_row(entry, protocols, label_budgets, seed, directory, log):
         for budget in label_budgets:
             start = time.perf_counter()
             report = evaluate(entry["run_dir"], protocol=protocol, labels=budget, views=VIEWS, seed=seed,
-                              output_dir=directory / slug / f"{protocol}-{budget_label(budget)}")
+                              output_dir=directory / slug / f"{protocol}-labels-{budget}")
             entry["evaluate_seconds"] += time.perf_counter() - start
             for view in VIEWS:
                 entry["auroc"][view][protocol][budget_label(budget)] = report["views"][view]["macro_auroc"]
@@ -207,7 +208,8 @@ def check_arguments(methods, budget_minutes, label_budgets, protocols):
 
 
 def phantom_benchmark(methods=None, budget_minutes=2.0, label_budgets=DEFAULT_LABEL_BUDGETS,
-                      protocols=("linear", "finetune"), output_dir=None, seed=0, quick=False, overwrite=False, log=print):
+                      protocols=("linear", "finetune"), output_dir=None, seed=0, quick=False, overwrite=False,
+                      log=print):
     """Pretrain every SSL method with the same CPU budget, evaluate it against scratch and supervised.
 
     Args:
@@ -219,7 +221,7 @@ def phantom_benchmark(methods=None, budget_minutes=2.0, label_budgets=DEFAULT_LA
         output_dir: where runs, reports, table and figures go (default ``runs/phantom-benchmark-<time>``).
         seed: seed of pretraining, scratch weights, label budgets and probes.
         quick: a tiny run (the methods above, 1 epoch of 2 steps of batch 8, a 100-subject chest cohort,
-            label budget 50 % unless others are given; no step timing) to check the whole pipeline.
+            label budget 20 % unless others are given; no step timing) to check the whole pipeline.
         overwrite: replace a non-empty ``output_dir``.
         log: called with each progress line and the final table.
 

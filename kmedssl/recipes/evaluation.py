@@ -267,6 +267,15 @@ def budget_axis(budgets, train):
             for b in budgets]
 
 
+def budget_summary(budget, x, result):
+    """One label budget's line of the budget curve: headline and per-view macro AUROC (and the baseline's)."""
+    summary = {"labels": budget, "x": x, "macro_auroc": result["macro_auroc"],
+               "views": {view: report["macro_auroc"] for view, report in result["views"].items()}}
+    if "baseline" in result:
+        summary["baseline_macro_auroc"] = result["baseline"]["macro_auroc"]
+    return summary
+
+
 def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEWS, seed=0, baseline=None,
              output_dir=None, format=None, test_data=None, test_format=None, folds=None, repeats=None, compare=None):
     """Linear-probe or fine-tune ``encoder`` on chest pathology labels, per view and ensembled (SPEC §5).
@@ -377,10 +386,7 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
         entries = [one_budget(b) for b in budgets]
         result, figures = dict(entries[-1][0]), entries[-1][1]
         axis = budget_axis(budgets, train_all)
-        result.update(labels=budgets, budgets=[
-            dict(labels=b, x=x, macro_auroc=e["macro_auroc"], views={v: r["macro_auroc"] for v, r in e["views"].items()},
-                 **({"baseline_macro_auroc": e["baseline"]["macro_auroc"]} if "baseline" in e else {}))
-            for b, x, (e, _) in zip(budgets, axis, entries)])
+        result.update(labels=budgets, budgets=[budget_summary(b, x, e) for b, x, (e, _) in zip(budgets, axis, entries)])
     if test_data is not None:
         result["test_data"] = {"data": str(test_data), "label_names": list(names), "n_test_images": len(test)}
     if out is not None:

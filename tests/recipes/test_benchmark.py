@@ -37,14 +37,14 @@ def test_quick_benchmark_writes_table_json_csv_and_figures(tmp_path):
     for row in result["rows"]:
         for view in ("frontal", "lateral", "ensemble"):
             for protocol in ("linear", "finetune"):
-                assert math.isfinite(row["auroc"][view][protocol]["50%"]), (row["method"], view, protocol)
-                assert 0.0 <= row["auroc"][view][protocol]["50%"] <= 1.0
+                assert math.isfinite(row["auroc"][view][protocol]["20%"]), (row["method"], view, protocol)
+                assert 0.0 <= row["auroc"][view][protocol]["20%"] <= 1.0
     written = json.loads((tmp_path / "phantom_benchmark.json").read_text())
     assert written["columns"] == result["columns"] and written["timings"]["total_seconds"] > 0
     markdown = (tmp_path / "phantom_benchmark.md").read_text()
     assert all(f"| {name} |" in markdown for name in names) and markdown in lines
     csv_lines = (tmp_path / "phantom_benchmark.csv").read_text().splitlines()
-    assert len(csv_lines) == 1 + len(names) and "ensemble finetune 50%" in csv_lines[0]
+    assert len(csv_lines) == 1 + len(names) and "ensemble finetune 20%" in csv_lines[0]
     for protocol in ("linear", "finetune"):
         for view in ("frontal", "lateral", "ensemble"):
             assert (tmp_path / f"auroc_vs_budget_{protocol}_{view}.png").stat().st_size > 0

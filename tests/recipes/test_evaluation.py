@@ -55,17 +55,24 @@ def test_per_label_auroc_matches_sklearn_and_skips_single_class_labels():
     assert macro_auroc(per_label) == pytest.approx(per_label["a"])
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("protocol", ["linear", "finetune"])
-def test_evaluate_writes_reports_and_figures(protocol, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
     from kmedssl import recipes
 
-    result = recipes.pretrain("spcl", epochs=1, steps_per_epoch=1, batch_size=8, output_dir=tmp_path / "run",
-                              verbose=0)
-    report = recipes.evaluate(result.run_dir, protocol=protocol, labels=40, views=("frontal",))
+    result = recipes.pretrain("spcl", epochs=1, steps_per_epoch=1, batch_size=8, data_size=40,
+                              output_dir=tmp_path_factory.mktemp("eval") / "run", verbose=0)
+    return result.run_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["linear", "finetune"])
+def test_evaluate_writes_reports_and_figures(protocol, tiny_run):
+    from kmedssl import recipes
+
+    report = recipes.evaluate(tiny_run, protocol=protocol, labels=20, views=("frontal",))
     assert 0.0 <= report["macro_auroc"] <= 1.0
     assert set(report["views"]["frontal"]["subgroups"]) == {"sex", "age", "largest_gap"}
-    reports = result.run_dir / "reports"
+    reports = tiny_run / "reports"
     stem = "linear_probe" if protocol == "linear" else "finetune"
     for name in (f"{stem}.json", f"{stem}.md", f"roc_{stem}_frontal.png", "embedding_frontal.png"):
         assert (reports / name).stat().st_size > 0, name
@@ -91,15 +98,6 @@ def test_budget_axis_uses_fractions_or_counts_of_studies():
     rs = records()
     assert budget_axis([0.1, 0.5, None], rs) == [0.1, 0.5, 1.0]
     assert budget_axis([5, 0.5, None], rs) == [5.0, 10.0, 20.0]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from kmedssl import recipes
-
-    result = recipes.pretrain("spcl", epochs=1, steps_per_epoch=1, batch_size=8, data_size=40,
-                              output_dir=tmp_path_factory.mktemp("eval") / "run", verbose=0)
-    return result.run_dir
 
 
 @pytest.mark.slow
@@ -133,3 +131,17 @@ def test_cross_source_fits_on_one_source_and_scores_the_other(tiny_run, tmp_path
     assert "on " + str(test_dir) in (tmp_path / "reports" / "linear_probe.md").read_text()
     with pytest.raises(ValueError, match="cardiomegaly.*Cardiomegaly"):
         recipes.evaluate(tiny_run, test_data=str(test_dir), views=("frontal",))
+
+
+@pytest.mark.slow
+def test_cli_takes_a_comma_list_of_label_budgets(tiny_run):
+    from click.testing import CliRunner
+
+    from kmedssl.cli import main
+
+    result = CliRunner().invoke(main, ["evaluate", str(tiny_run), "--labels", "5,all", "--views", "frontal"])
+    assert result.exit_code == 0, result.output
+    assert "\n5 " in result.output and "\nall " in result.output
+    assert (tiny_run / "reports" / "auroc_vs_budget.png").stat().st_size > 0
+    bad = CliRunner().invoke(main, ["evaluate", str(tiny_run), "--labels", "5,many"])
+    assert bad.exit_code != 0 and "--labels" in bad.output

@@ -83,3 +83,14 @@ def test_cli_cv_prints_means_and_the_p_value(run_dir):
     assert (run_dir / "reports" / "cv_linear_probe.md").is_file()
     bad = CliRunner().invoke(main, ["evaluate", str(run_dir), "--cv", "5by10"])
     assert bad.exit_code != 0 and "FOLDSxREPEATS" in bad.output
+
+
+@pytest.mark.slow
+def test_cv_fine_tunes_per_fold(run_dir, tmp_path):
+    from kmedssl import recipes
+
+    report = recipes.evaluate(run_dir, protocol="finetune", labels=12, folds=2, repeats=1, views=("frontal",),
+                              output_dir=tmp_path)
+    fold_auroc = np.asarray(report["cv"]["methods"][0]["fold_auroc"])
+    assert fold_auroc.shape == (1, 2) and np.all((fold_auroc >= 0) & (fold_auroc <= 1))
+    assert (tmp_path / "cv_finetune.md").is_file()

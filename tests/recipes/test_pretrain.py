@@ -54,7 +54,7 @@ def test_overrides_reach_the_model(tmp_path):
         (dict(name="spcl", size="huge"), "Expected size"),
         (dict(name="spcl", not_a_field=1), r"Unknown recipe field\(s\) \['not_a_field'\]"),
         (dict(name="spcl", kappa="abc"), "Expected kappa to be of type float"),
-        (dict(name="spcl", image_size=60), "divisible by patch_size"),
+        (dict(name="spcl", image_size=62), "divisible by patch_size"),
         (dict(name="spcl", batch_size=100000), "Expected at least batch_size=100000"),
         (dict(name="spcl", backend="not-the-active-one"), "Expected backend"),
     ],
