@@ -9,38 +9,22 @@ second count every input image of a sample (2 for a frontal/lateral pair).
 
 import argparse
 import os
-import statistics
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import keras  # noqa: E402
 
 from kmedssl import recipes  # noqa: E402
-from kmedssl.data.sources import open_source  # noqa: E402
-from kmedssl.data.splits import subject_split  # noqa: E402
-from kmedssl.ops.runtime import configure_threads, seed_everything  # noqa: E402
+from kmedssl.ops.runtime import configure_threads  # noqa: E402
+from kmedssl.recipes.benchmark import time_step  # noqa: E402
 
 IMAGES_PER_SAMPLE = {"mvmae": 2, "mvcon": 2}
 
 
 def time_method(name, steps, warmup):
+    """(median step seconds, images/second, batch size) of method ``name`` at its phantom size."""
     recipe = recipes.make_recipe(name, "phantom")
-    seed_everything(0)
-    source = open_source("phantom", kind=recipe.data_kind, size=recipe.data_size, seed=recipe.data_seed)
-    dataset = recipe.training_data(source, subject_split(source.records)["train"], seed=0)
-    batch = dataset[0]
-    x, y = batch if isinstance(batch, tuple) else (batch, None)
-    model = recipe.build_model(recipe.build_encoder(), total_steps=1000, seed=0, num_labels=len(source.label_names))
-    model.compile(optimizer=recipe.build_optimizer(1000, 100))
-    for _ in range(warmup):
-        model.train_on_batch(x, y)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        model.train_on_batch(x, y)
-        times.append(time.perf_counter() - start)
-    step = statistics.median(times)
+    step, _ = time_step(recipe, seed=0, warmup=warmup, steps=steps)
     return step, recipe.batch_size * IMAGES_PER_SAMPLE.get(name, 1) / step, recipe.batch_size
 
 

@@ -60,8 +60,9 @@ def budget_schedule(step_seconds, budget_seconds, steps_per_pass):
     return max(1, round(total / steps_per_epoch)), steps_per_epoch
 
 
-def time_step(recipe, seed):
-    """Median seconds of one ``train_on_batch`` on a real batch (after warm-up), and the steps of one pass."""
+def time_step(recipe, seed, warmup=WARMUP_STEPS, steps=TIMED_STEPS):
+    """Median seconds of one ``train_on_batch`` on a real batch (after ``warmup`` steps, over ``steps``
+    timed steps), and the steps of one pass over the training data."""
     seed_everything(seed)
     source = open_source("phantom", kind=recipe.data_kind, size=recipe.data_size, seed=recipe.data_seed)
     dataset = recipe.training_data(source, split_records(source, seed=recipe.split_seed)["train"], seed)
@@ -70,10 +71,10 @@ def time_step(recipe, seed):
     model = recipe.build_model(recipe.build_encoder(), total_steps=1000, seed=seed,
                                num_labels=len(source.label_names))
     model.compile(optimizer=recipe.build_optimizer(1000, 100))
-    for _ in range(WARMUP_STEPS):
+    for _ in range(warmup):
         model.train_on_batch(x, y)
     times = []
-    for _ in range(TIMED_STEPS):
+    for _ in range(steps):
         start = time.perf_counter()
         model.train_on_batch(x, y)
         times.append(time.perf_counter() - start)

@@ -21,12 +21,11 @@ an empty Finding Labels; a View Position other than PA/AP; a gender other than M
 non-negative number; a subject in both lists (leakage) or with images in neither.
 """
 
-import math
 import os
 import pathlib
 
 from kmedssl.data.errors import DataError
-from kmedssl.data.formats.chexpert_labels import find_table, official_splits, read_csv
+from kmedssl.data.formats.chexpert_labels import find_table, official_splits, parse_age, read_csv
 from kmedssl.data.formats.common import Dataset, ErrorPolicy
 from kmedssl.data.records import ImageRecord
 
@@ -119,7 +118,7 @@ def _record(table, line, row, images, policy):
     labels = _labels(table, line, row["Finding Labels"], policy)
     view = None if labels is None else _view(table, line, row["View Position"], policy)
     sex = None if view is None else _sex(table, line, row, policy)
-    age = None if sex is None else _age(table, line, row.get("Patient Age", ""), policy)
+    age = None if sex is None else parse_age(table, line, "Patient Age", row.get("Patient Age", ""), policy)
     if age is None:
         return None
     path = images.get(row["Image Index"])
@@ -158,19 +157,6 @@ def _sex(table, line, row, policy):
     if sex is None:
         policy.problem(table, f"line {line}: patient gender {text!r} is not M or F")
     return sex
-
-
-def _age(table, line, text, policy):
-    if not text:
-        return math.nan
-    try:
-        age = float(text)
-    except ValueError:
-        age = -1.0
-    if not 0.0 <= age < math.inf:
-        policy.problem(table, f"line {line}: Patient Age {text!r} is not a non-negative number")
-        return None
-    return age
 
 
 def _read_lists(lists, subjects):

@@ -20,14 +20,13 @@ AP/PA is AP or PA; an unknown Sex; an Age that is not a non-negative number; a l
 1.0/0.0/-1.0/blank; a subject in both CSVs.
 """
 
-import math
 import os
 import pathlib
 import re
 
 from kmedssl.data.errors import DataError
 from kmedssl.data.formats.chexpert_labels import (CHEXPERT_LABELS, collapse_row, csv_header, find_table,
-                                                  official_splits, read_csv)
+                                                  official_splits, parse_age, read_csv)
 from kmedssl.data.formats.common import Dataset, ErrorPolicy
 from kmedssl.data.records import ImageRecord
 
@@ -109,7 +108,7 @@ def _record(table, line, row, policy):
         return None
     view = _view(table, line, row, policy)
     sex = None if view is None else _sex(table, line, row, policy)
-    age = None if sex is None else _age(table, line, row, policy)
+    age = None if sex is None else parse_age(table, line, "Age", row.get("Age", ""), policy)
     if age is None:
         return None
     labels = collapse_row(row, table, line, policy)
@@ -150,17 +149,3 @@ def _sex(table, line, row, policy):
     if sex is None:
         policy.problem(table, f"line {line}: Sex {row['Sex']!r} is not Male, Female or Unknown")
     return sex
-
-
-def _age(table, line, row, policy):
-    text = row.get("Age", "")
-    if not text:
-        return math.nan
-    try:
-        age = float(text)
-    except ValueError:
-        age = -1.0
-    if not 0.0 <= age < math.inf:
-        policy.problem(table, f"line {line}: Age {text!r} is not a non-negative number")
-        return None
-    return age

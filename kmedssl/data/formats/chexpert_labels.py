@@ -15,6 +15,7 @@ drop a whole source); a malformed row is a problem of the policy (raise, or skip
 import csv
 import gzip
 import io
+import math
 import pathlib
 import zlib
 
@@ -188,3 +189,17 @@ def official_splits(records, assignments, file, policy):
     kept = [record for record in records if record.subject_id not in rejected]
     splits = {subject: next(iter(assignments[subject])) for subject in counts if subject not in rejected}
     return kept, splits
+
+
+def parse_age(table, line, column, text, policy):
+    """Age in years from a CSV cell: NaN when blank; a problem (None) when not a non-negative number."""
+    if not text:
+        return math.nan
+    try:
+        age = float(text)
+    except ValueError:
+        age = -1.0
+    if not 0.0 <= age < math.inf:
+        policy.problem(table, f"line {line}: {column} {text!r} is not a non-negative number")
+        return None
+    return age
