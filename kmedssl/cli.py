@@ -1,5 +1,7 @@
 """The ``kmedssl`` command (SPEC §7). Keras is imported only after ``--backend`` has been applied."""
 
+import importlib
+import importlib.util
 import os
 import sys
 
@@ -19,6 +21,8 @@ def use_backend(backend):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "keras" in sys.modules and sys.modules["keras"].backend.backend() != os.environ["KERAS_BACKEND"]:
         raise click.UsageError("--backend must be chosen before Keras is imported")
+    if os.environ["KERAS_BACKEND"] == "torch" and importlib.util.find_spec("triton") is not None:
+        importlib.import_module("triton")  # before anything imports TensorFlow (SPEC §10)
 
 
 def run_user_command(debug, function, *args, **kwargs):
@@ -187,7 +191,9 @@ def info(backend):
 
     click.echo(f"kmedssl {kmedssl.__version__}, keras {keras.__version__}, backend {keras.backend.backend()}")
     click.echo(f"device: {device_description()}")
-    click.echo("kernels: keras.ops reference implementations (no Triton kernels in this version)")
+    from kmedssl.ops.kernels import describe_kernel_path
+
+    click.echo(f"kernels: {describe_kernel_path()}")
 
 
 from kmedssl.commands.bench import bench  # noqa: E402  (`kmedssl bench`; keras imported only when run)

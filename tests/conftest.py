@@ -8,6 +8,9 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Triton kernels run on CPU through Triton's interpreter (SPEC §10); set TRITON_INTERPRET=0 on a GPU machine.
+# It must be set before Triton is imported. The library's auto mode still takes the keras.ops path on CPU.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 if "KERAS_BACKEND" not in os.environ:
     raise RuntimeError("Set KERAS_BACKEND=torch|tensorflow|jax explicitly (see the README's test command).")
 

@@ -1,18 +1,11 @@
 """Process-level runtime set-up that depends on the active backend (the only backend-aware code besides
 kernel dispatch lives in ``kmedssl/ops/``)."""
 
-import importlib.util
 import os
 import random
 
 import keras
 import numpy as np
-
-
-def import_triton_first():
-    """Import Triton before anything imports TensorFlow (SPEC §10: the reverse order aborts the process)."""
-    if keras.backend.backend() == "torch" and importlib.util.find_spec("triton") is not None:
-        importlib.import_module("triton")
 
 
 def seed_everything(seed):
