@@ -6,7 +6,10 @@ anatomy encoder of paper 001) and ``load_image(record, image_size)`` returning a
 (image_size, image_size) float32 image in [0, 1].
 """
 
+import collections
 import pathlib
+
+import numpy as np
 
 from kmedssl.data import phantom
 from kmedssl.data.images import preprocess, read_image
@@ -14,6 +17,32 @@ from kmedssl.data.metadata import MetadataEncoder
 from kmedssl.data.splits import subject_split
 
 SOURCE_KINDS = ("chest", "multimodal")
+RENDER_CACHE_BYTES = 1 << 30  # rendered phantom images kept per process (64 px: 16 KiB each)
+
+
+class _RenderCache:
+    """A process-wide LRU of rendered phantom images, bounded in bytes: rendering costs 3-25 ms per image,
+    and training epochs and evaluations of the same cohort ask for the same images again."""
+
+    def __init__(self, max_bytes):
+        self.max_bytes = max_bytes
+        self.images = collections.OrderedDict()
+        self.bytes = 0
+
+    def get(self, key, render):
+        """A copy of the cached image for ``key``, rendered with ``render()`` on a miss."""
+        if key in self.images:
+            self.images.move_to_end(key)
+            return self.images[key].copy()
+        image = render()
+        self.images[key] = image.copy()
+        self.bytes += image.nbytes
+        while self.bytes > self.max_bytes and self.images:
+            self.bytes -= self.images.popitem(last=False)[1].nbytes
+        return image
+
+
+_RENDERED = _RenderCache(RENDER_CACHE_BYTES)
 
 
 class PhantomSource:
@@ -36,12 +65,15 @@ class PhantomSource:
             self.cohort = phantom.ChestCohort(num_subjects=size, seed=seed)
         else:
             self.cohort = phantom.MultiModalCohort(num_images=size, seed=seed)
+        self.cohort_key = (kind, int(size), int(seed))
         self.records = list(self.cohort.records)
         self.label_names = tuple(self.cohort.label_names)
         self.metadata = MetadataEncoder(phantom.MODALITIES, phantom.ANATOMIES)
 
     def load_image(self, record, image_size):
-        return self.cohort.render(record, image_size=image_size)
+        """The rendered image (cached per process: the phantom is a deterministic function of its seed)."""
+        key = (*self.cohort_key, record.image_id, int(image_size))
+        return _RENDERED.get(key, lambda: np.asarray(self.cohort.render(record, image_size=image_size)))
 
 
 class FileSource:

@@ -12,14 +12,18 @@ import numpy as np
 from kmedssl.data.sources import open_source, split_records
 from kmedssl.eval import (
     compare_methods,
+    compositionality,
+    decompositionality,
     extract_features,
     fit_finetune,
     fit_linear_probe,
     macro_auroc,
+    patch_to_image_retrieval,
     per_label_auroc,
     plot_auroc_vs_budget,
     plot_embedding,
     plot_roc_curves,
+    plot_similarity_distribution,
     random_init_copy,
     repeated_kfold_indices,
     subgroup_auroc,
@@ -277,7 +281,8 @@ def budget_summary(budget, x, result):
 
 
 def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEWS, seed=0, baseline=None,
-             output_dir=None, format=None, test_data=None, test_format=None, folds=None, repeats=None, compare=None):
+             output_dir=None, format=None, test_data=None, test_format=None, folds=None, repeats=None, compare=None,
+             property_probes=False):
     """Linear-probe or fine-tune ``encoder`` on chest pathology labels, per view and ensembled (SPEC §5).
 
     Args:
@@ -307,13 +312,17 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
         compare: with ``folds``, another encoder, ``.keras`` file or run directory (or ``"random"``) evaluated
             on the same folds and seeds; a paired two-sided Wilcoxon signed-rank test on the per-repeat
             means gives the p-value (paper 001 Tables 4-5).
+        property_probes: also run ACE's property probes (paper 004 §5.1: compositionality, decompositionality,
+            patch-to-image retrieval) on the frontal test images, for the encoder and any baseline; written to
+            ``property_probes.{json,md}`` and ``compositionality.png``.
 
     Returns:
         dict with ``macro_auroc`` and ``per_label_auroc`` (of the ensemble when evaluated, else of the first
         view), ``views`` (every view's report) and, with a baseline, ``baseline`` (the same for it). With a
         list of budgets, ``budgets`` (one entry per budget) and the headline of the last budget. With
         ``folds``, ``cv`` (fold AUROCs, per-repeat means, mean, std per method and ``wilcoxon``) and the
-        headline ``macro_auroc`` / ``per_label_auroc`` are the cross-validated means.
+        headline ``macro_auroc`` / ``per_label_auroc`` are the cross-validated means. With ``property_probes``,
+        ``property_probes`` (per encoder role: the three probes' summary numbers).
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"Expected protocol in {PROTOCOLS}. Received: protocol={protocol!r}")
@@ -327,6 +336,9 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
     if budgets is not None and not budgets:
         raise ValueError(f"Expected at least one label budget in the list. Received: labels={labels!r}")
     cv = parse_cv(folds, repeats, compare, labels, test_data)
+    if cv is not None and property_probes:
+        raise ValueError("Expected property_probes=False with folds: the probes use the test split, which "
+                         "cross-validation does not touch. Run them in a separate evaluate call.")
     model, run_dir, recipe = load_encoder(encoder)
     same_data = recipe.get("data_kind", "chest") == "chest" and data == "phantom"  # reuse its cohort and split
     source = open_source(
@@ -389,11 +401,52 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
         result.update(labels=budgets, budgets=[budget_summary(b, x, e) for b, x, (e, _) in zip(budgets, axis, entries)])
     if test_data is not None:
         result["test_data"] = {"data": str(test_data), "label_names": list(names), "n_test_images": len(test)}
+    if property_probes:
+        result["property_probes"] = run_property_probes(encoders, test_source, test, image_size, seed, out)
     if out is not None:
         write_reports(out, result, figures, label_names=names)
         if "frontal" in views:
             plot_frontal_embedding(out, model, test_source, test, image_size, seed, names)
     return result
+
+
+def run_property_probes(encoders, source, test, image_size, seed, directory=None):
+    """ACE's property probes (paper 004 §5.1) of every encoder role on the frontal test images.
+
+    Compositionality uses ``image_size // 2``-pixel patches; decompositionality and retrieval use batches of
+    32 images as the paper (fewer when the test split is smaller: chance is then ``1 / batch_size``).
+    Writes ``property_probes.{json,md}`` and ``compositionality.png`` into ``directory`` when given.
+    """
+    images = load_images(source, view_records(test, "frontal"), image_size)
+    batch_size = min(32, len(images))
+    if batch_size < 2:
+        raise ValueError(f"Expected at least 2 frontal test images for the property probes. Received: {len(images)}")
+    names = {"encoder": "pretrained", "baseline": "random init"}
+    summary, distributions = {}, {}
+    for role, candidate in encoders.items():
+        composed = compositionality(candidate, images, patch_size_px=2 * (image_size // 4), seed=seed)
+        decomposed = decompositionality(candidate, images, batch_size=batch_size, seed=seed)
+        retrieved = patch_to_image_retrieval(candidate, images, batch_size=batch_size, seed=seed)
+        summary[role] = {"compositionality_mean_cosine": composed["mean"],
+                         "decompositionality_accuracy": decomposed["accuracy"],
+                         "decompositionality_mean_cosine": decomposed["mean_cosine"],
+                         "retrieval_accuracy": retrieved["accuracy"], "chance": 1.0 / batch_size,
+                         "n_images": len(images), "batch_size": batch_size}
+        distributions[f"{names[role]}, 4 sub-patches"] = composed["similarities"]["4"]
+    if directory is not None:
+        directory = pathlib.Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "property_probes.json").write_text(json.dumps(summary, indent=2) + "\n")
+        lines = ["# ACE property probes (paper 004 §5.1), frontal test images", "",
+                 "| encoder | compositionality (mean cos, 2 / 4 sub-patches) | decompositionality acc. | "
+                 "patch-to-image retrieval acc. | chance |", "|---|---|---|---|---|"]
+        for role, entry in summary.items():
+            c = entry["compositionality_mean_cosine"]
+            lines.append(f"| {names[role]} | {c['2']:.4f} / {c['4']:.4f} | {entry['decompositionality_accuracy']:.4f} | "
+                         f"{entry['retrieval_accuracy']:.4f} | {entry['chance']:.4f} |")
+        (directory / "property_probes.md").write_text("\n".join(lines) + "\n")
+        plot_similarity_distribution(distributions, directory / "compositionality.png")
+    return summary
 
 
 def write_reports(directory, result, figures, label_names):

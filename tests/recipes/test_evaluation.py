@@ -145,3 +145,21 @@ def test_cli_takes_a_comma_list_of_label_budgets(tiny_run):
     assert (tiny_run / "reports" / "auroc_vs_budget.png").stat().st_size > 0
     bad = CliRunner().invoke(main, ["evaluate", str(tiny_run), "--labels", "5,many"])
     assert bad.exit_code != 0 and "--labels" in bad.output
+
+
+@pytest.mark.slow
+def test_property_probes_are_reported_for_the_encoder_and_the_baseline(tiny_run, tmp_path):
+    from kmedssl import recipes
+
+    report = recipes.evaluate(tiny_run, views=("frontal",), baseline="random", property_probes=True,
+                              output_dir=tmp_path)
+    probes = report["property_probes"]
+    assert set(probes) == {"encoder", "baseline"}
+    for entry in probes.values():
+        assert 0.0 <= entry["decompositionality_accuracy"] <= 1.0 and 0.0 <= entry["retrieval_accuracy"] <= 1.0
+        assert -1.0 <= entry["compositionality_mean_cosine"]["4"] <= 1.0
+        assert entry["chance"] == pytest.approx(1.0 / entry["batch_size"])
+    assert "| random init |" in (tmp_path / "property_probes.md").read_text()
+    assert (tmp_path / "compositionality.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="property_probes=False with folds"):
+        recipes.evaluate(tiny_run, folds=2, repeats=1, property_probes=True)
