@@ -5,7 +5,14 @@ bfloat16, reduces in float32 and returns a scalar. Where a ``keras.losses.Loss``
 name in CamelCase wraps it.
 """
 
-from kmedssl.losses.ace import ace_global_loss, ace_matching_loss, ace_matching_targets
+from kmedssl.losses.ace import (
+    ace_global_loss,
+    ace_matching_loss,
+    ace_matching_loss_from_pairs,
+    ace_matching_pairs,
+    ace_matching_targets,
+    ace_matching_targets_from_pairs,
+)
 from kmedssl.losses.mulsupcon import JaccardSupCon, jaccard_supcon
 from kmedssl.losses.mvcon import MultiviewInfoNCE, multiview_infonce
 from kmedssl.losses.mvmae import latent_alignment, mae_reconstruction
@@ -19,7 +26,10 @@ __all__ = [
     "TSPInfoNCE",
     "ace_global_loss",
     "ace_matching_loss",
+    "ace_matching_loss_from_pairs",
+    "ace_matching_pairs",
     "ace_matching_targets",
+    "ace_matching_targets_from_pairs",
     "jaccard_supcon",
     "latent_alignment",
     "mae_reconstruction",

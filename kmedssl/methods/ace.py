@@ -2,9 +2,9 @@
 
 Stages: ``update_teacher`` (EMA, training only) -> student and teacher encoders on both crops ->
 global branch (overlap-pooled tokens -> DINO heads -> ``ace_global_loss``, Eq. 1) and local branch
-(``Composer`` / ``Decomposer`` on student tokens, matched to normalised teacher tokens ->
-``ace_matching_loss``, Eqs. 2-7) -> ``lambda_global L_global + lambda_comp L_comp + lambda_decomp L_decomp``
-(Eq. 8) -> centre update.
+(``Composer`` / ``Decomposer`` on student tokens, matched to normalised teacher tokens with Gaussian targets
+stamped from the views' pairs -> ``ace_matching_loss_from_pairs``, Eqs. 2-7) ->
+``lambda_global L_global + lambda_comp L_comp + lambda_decomp L_decomp`` (Eq. 8) -> centre update.
 """
 
 import math
@@ -13,7 +13,7 @@ import numbers
 import keras
 from keras import ops
 
-from kmedssl.losses.ace import ace_global_loss, ace_matching_loss
+from kmedssl.losses.ace import ace_global_loss, ace_matching_loss_from_pairs, validate_kernel
 from kmedssl.methods.base import PretrainingMethod
 
 
@@ -173,16 +173,21 @@ class ACE(PretrainingMethod):
     """ACE with a ViT student and its EMA teacher.
 
     Per sample (``kmedssl.views.ace.ACEViews``): crop C1 (2g x 2g cells) and crop C2 (g x g cells) of one
-    image, both g x g tokens, overlap masks and Gaussian matching targets.
+    image, both g x g tokens, overlap masks and the matching pairs (``ace_matching_pairs``).
 
     - Global (Eq. 1): tokens of each crop are mean-pooled over its overlap mask; DINO heads give
       ``(B, K)`` logits; ``ace_global_loss`` crosses teacher C2 with student C1 and teacher C1 with
       student C2, with the teacher centred by ``center``.
-    - Composition (Eqs. 2-5): ``comp_logits = exp(logit_scale) n(teacher(C1)) @ Composer(student(C2))^T``,
-      ``(B, g^2, g^2/4)``, against ``target_comp`` with ``alpha_comp``.
-    - Decomposition (Eqs. 6-7): ``decomp_logits = exp(logit_scale) n(teacher(C2)) @ Decomposer(student(C1))^T``,
-      ``(B, g^2, 4g^2)``, against ``target_decomp`` with ``alpha_decomp``.
+    - Composition (Eqs. 2-5): logits ``exp(logit_scale) n(teacher(C1)) @ Composer(student(C2))^T``,
+      ``(B, g^2, g^2/4)``, against the Gaussians (``comp_kernel``, ``sigma``) stamped from ``paired_comp`` on the
+      g/2 x g/2 grid, with ``alpha_comp``.
+    - Decomposition (Eqs. 6-7): logits ``exp(logit_scale) n(teacher(C2)) @ Decomposer(student(C1))^T``,
+      ``(B, g^2, 4g^2)``, against the Gaussians (``decomp_kernel``, ``sigma``) stamped from ``paired_decomp`` on
+      the 2g x 2g grid, with ``alpha_decomp``.
     - Total (Eq. 8): ``lambda_global L_global + lambda_comp L_comp + lambda_decomp L_decomp``.
+
+    Both matching terms go through ``ace_matching_loss_from_pairs``: the fused Triton kernel on torch + CUDA
+    (the logits and targets are never materialised), the ``keras.ops`` reference elsewhere.
 
     Teacher. ``teacher`` is a copy of ``encoder`` (built from its config, same initial weights) and
     ``teacher_head`` a copy of ``student_head``; both are non-trainable and their outputs are wrapped in
@@ -210,13 +215,18 @@ class ACE(PretrainingMethod):
         alpha_comp, alpha_decomp: positive weights of the matching losses (0.9, 0.99).
         lambda_global, lambda_comp, lambda_decomp: loss weights of Eq. 8 (0.1, 1, 1).
         logit_scale_init: initial value of the trainable log logit scale (log(1/0.07)).
+        comp_kernel, decomp_kernel: odd Gaussian window of the composition / decomposition targets (paper 3
+            and 3; the authors' code uses 5 for decomposition).
+        sigma: Gaussian width of the targets in grid cells (paper 1).
 
     Input: ``{"crop_1": (B, S, S, C), "crop_2": (B, S, S, C), "mask_1": (B, g^2), "mask_2": (B, g^2),
-    "target_comp": (B, g^2, g^2/4), "target_decomp": (B, g^2, 4g^2)}`` (targets are read by
-    ``compute_loss`` only).
+    "paired_comp": (B, g^2) int32, "paired_decomp": (B, g^2) int32}`` (pairs are read by ``compute_loss``
+    only).
     Output of ``call``: ``student_1``, ``student_2``, ``teacher_1``, ``teacher_2`` ``(B, K)`` (overlap-pooled
     head outputs), ``teacher_1_rest``, ``teacher_2_rest`` ``(B, K)`` (pooled over the rest of each crop),
-    ``comp_logits`` ``(B, g^2, g^2/4)`` and ``decomp_logits`` ``(B, g^2, 4g^2)``.
+    ``teacher_tokens_1``, ``teacher_tokens_2`` ``(B, g^2, C)`` (teacher patch tokens of C1 and C2, no
+    gradient), ``composed`` ``(B, g^2/4, C)`` and ``decomposed`` ``(B, 4g^2, C)`` (student tokens after the
+    composer / decomposer).
     """
 
     loss_terms = ("global", "composition", "decomposition")
@@ -239,6 +249,9 @@ class ACE(PretrainingMethod):
         lambda_comp=1.0,
         lambda_decomp=1.0,
         logit_scale_init=math.log(1 / 0.07),
+        comp_kernel=3,
+        decomp_kernel=3,
+        sigma=1.0,
         **kwargs,
     ):
         super().__init__(encoder, **kwargs)
@@ -248,6 +261,9 @@ class ACE(PretrainingMethod):
                        alpha_comp=alpha_comp, alpha_decomp=alpha_decomp)
         if encoder.grid_size % 2:
             raise ValueError(f"Expected an encoder with an even grid_size. Received: grid_size={encoder.grid_size}")
+        validate_kernel(comp_kernel=comp_kernel, decomp_kernel=decomp_kernel)
+        if not sigma > 0:
+            raise ValueError(f"Expected sigma > 0. Received: sigma={sigma}")
 
         # === Config ===
         self.total_steps = int(total_steps)
@@ -265,6 +281,9 @@ class ACE(PretrainingMethod):
         self.lambda_comp = float(lambda_comp)
         self.lambda_decomp = float(lambda_decomp)
         self.logit_scale_init = float(logit_scale_init)
+        self.comp_kernel = int(comp_kernel)
+        self.decomp_kernel = int(decomp_kernel)
+        self.sigma = float(sigma)
 
         # === Layers ===
         self.student_head = DINOHead(self.head_dim, self.head_hidden_dim, self.head_bottleneck_dim,
@@ -341,12 +360,7 @@ class ACE(PretrainingMethod):
         teachers = ops.stop_gradient(self.teacher_head(ops.concatenate(pooled_teacher, 0)))  # (4B, K)
         teacher_1, teacher_2, teacher_1_rest, teacher_2_rest = ops.split(teachers, 4, axis=0)
 
-        # Local branch: composed C2 <-> teacher C1, decomposed C1 <-> teacher C2.
-        scale = ops.exp(self.logit_scale)
-        composed = self.composer(s_2)  # (B, N/4, C)
-        decomposed = self.decomposer(s_1)  # (B, 4N, C)
-        comp_logits = _matching_logits(t_1, composed, scale)  # (B, N, N/4)
-        decomp_logits = _matching_logits(t_2, decomposed, scale)  # (B, N, 4N)
+        # Local branch: composed C2 <-> teacher C1, decomposed C1 <-> teacher C2 (matched in compute_loss).
         return {
             "student_1": student_1,
             "student_2": student_2,
@@ -354,8 +368,10 @@ class ACE(PretrainingMethod):
             "teacher_2": teacher_2,
             "teacher_1_rest": teacher_1_rest,
             "teacher_2_rest": teacher_2_rest,
-            "comp_logits": comp_logits,
-            "decomp_logits": decomp_logits,
+            "teacher_tokens_1": t_1,
+            "teacher_tokens_2": t_2,
+            "composed": self.composer(s_2),  # (B, N/4, C)
+            "decomposed": self.decomposer(s_1),  # (B, 4N, C)
         }
 
     # --- loss ---
@@ -365,8 +381,15 @@ class ACE(PretrainingMethod):
             y_pred["student_1"], y_pred["student_2"], y_pred["teacher_1"], y_pred["teacher_2"], self.center,
             student_temperature=self.student_temperature, teacher_temperature=self.teacher_temperature,
         )
-        comp_loss = ace_matching_loss(y_pred["comp_logits"], x["target_comp"], self.alpha_comp)
-        decomp_loss = ace_matching_loss(y_pred["decomp_logits"], x["target_decomp"], self.alpha_decomp)
+        grid = self.encoder.grid_size
+        comp_loss = ace_matching_loss_from_pairs(
+            y_pred["teacher_tokens_1"], y_pred["composed"], self.logit_scale, x["paired_comp"], grid=grid // 2,
+            kernel_size=self.comp_kernel, sigma=self.sigma, alpha=self.alpha_comp,
+        )  # (B, N, N/4) matching
+        decomp_loss = ace_matching_loss_from_pairs(
+            y_pred["teacher_tokens_2"], y_pred["decomposed"], self.logit_scale, x["paired_decomp"],
+            grid=2 * grid, kernel_size=self.decomp_kernel, sigma=self.sigma, alpha=self.alpha_decomp,
+        )  # (B, N, 4N) matching
         loss = self.lambda_global * global_loss + self.lambda_comp * comp_loss + self.lambda_decomp * decomp_loss
         self.track_loss_terms({"global": global_loss, "composition": comp_loss, "decomposition": decomp_loss})
         if training:
@@ -403,6 +426,9 @@ class ACE(PretrainingMethod):
             lambda_comp=self.lambda_comp,
             lambda_decomp=self.lambda_decomp,
             logit_scale_init=self.logit_scale_init,
+            comp_kernel=self.comp_kernel,
+            decomp_kernel=self.decomp_kernel,
+            sigma=self.sigma,
         )
         return config
 
@@ -417,10 +443,3 @@ def _masked_mean(tokens, mask):
     """``(B, N, C), (B, N) -> (B, C)``: mean of the tokens where ``mask`` is 1 (zeros when it is empty)."""
     mask = ops.cast(mask, tokens.dtype)[..., None]
     return ops.sum(tokens * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
-
-
-def _matching_logits(teacher_tokens, student_tokens, scale):
-    """``exp(logit_scale) n(teacher) @ student^T``: ``(B, N_t, C), (B, N_s, C) -> (B, N_t, N_s)``."""
-    teacher = _normalize(teacher_tokens, axis=-1)
-    logits = ops.matmul(teacher, ops.transpose(student_tokens, (0, 2, 1)))
-    return ops.cast(scale, logits.dtype) * logits

@@ -59,7 +59,7 @@ def _tensor_problem(tensors, mode):
     import torch
 
     tensors = [t for t in tensors if t is not None]
-    if any(not isinstance(t, torch.Tensor) for t in tensors):
+    if any(not isinstance(t, torch.Tensor) or t.is_meta for t in tensors):  # meta: Keras's symbolic build on torch
         return "symbolic"
     on_cpu_interpreted = mode == "triton" and interpreter_on()
     if not on_cpu_interpreted and any(t.device.type != "cuda" for t in tensors):

@@ -1,12 +1,17 @@
 """Token masking from per-token noise: MAE's random masking (SPEC §3.1) and S-PCL's partition (SPEC §3.4).
 
 Both take ``noise (B, N)`` (e.g. ``keras.random.uniform`` from a seed generator) and rank tokens by it, so
-every random choice comes from the caller's noise. Written with ``keras.ops``; N must be static.
+every random choice comes from the caller's noise. Written with ``keras.ops``; N must be static. On the torch
+backend with CUDA tensors (``kmedssl.ops.kernels.use_triton``) the fused kernels of
+``kmedssl_kernels.partition`` give the same integers without sorting (ties broken by index, as a stable
+argsort).
 """
 
 import numbers
 
 from keras import ops
+
+from kmedssl.ops.kernels import fused_op, use_triton
 
 
 def _validate(noise, mask_ratio):
@@ -45,6 +50,8 @@ def random_partition(noise, mask_ratio):
             "Expected at least 2 visible tokens so that both parts are non-empty. "
             f"Received: N={num_tokens}, mask_ratio={mask_ratio} (visible: {num_visible})"
         )
+    if use_triton(noise):
+        return fused_op("partition", "random_partition")(noise, mask_ratio)
     ids = ops.cast(ops.argsort(noise, axis=-1), "int32")  # (B, N)
     split = num_masked + num_visible // 2
     masked = ops.sort(ids[:, :num_masked], axis=-1)  # (B, n_mask)
@@ -75,6 +82,8 @@ def mae_masking(noise, mask_ratio):
         raise ValueError(
             f"Expected at least 1 kept token. Received: N={num_tokens}, mask_ratio={mask_ratio} (kept: {len_keep})"
         )
+    if use_triton(noise):
+        return fused_op("partition", "mae_masking")(noise, mask_ratio)
     ids_shuffle = ops.cast(ops.argsort(noise, axis=-1), "int32")  # (B, N)
     ids_restore = ops.cast(ops.argsort(ids_shuffle, axis=-1), "int32")  # (B, N)
     ids_keep = ids_shuffle[:, :len_keep]  # (B, len_keep)

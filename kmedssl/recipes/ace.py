@@ -45,10 +45,10 @@ class ACERecipe(Recipe):
         return {"image": source.load_image(sample, self.image_cells * self.patch_size)}
 
     def views(self):
-        builder = ACEViews(grid=self.image_size // self.patch_size, image_cells=self.image_cells,
-                           comp_kernel=self.comp_kernel, decomp_kernel=self.decomp_kernel)
+        builder = ACEViews(grid=self.image_size // self.patch_size, image_cells=self.image_cells)
         return lambda arrays, rng: builder(arrays["image"], rng)
 
     def build_model(self, encoder, total_steps, seed, num_labels):
         return ACE(encoder, total_steps=total_steps, head_dim=self.head_dim, head_hidden_dim=self.head_hidden_dim,
-                   head_bottleneck_dim=self.head_bottleneck_dim)
+                   head_bottleneck_dim=self.head_bottleneck_dim, comp_kernel=self.comp_kernel,
+                   decomp_kernel=self.decomp_kernel)

@@ -1,8 +1,8 @@
-"""ACE views: two grid-aligned crops of one image and their matching targets (paper 004 §3.1; SPEC §3.5)."""
+"""ACE views: two grid-aligned crops of one image and their matching pairs (paper 004 §3.1; SPEC §3.5)."""
 
 import numpy as np
 
-from kmedssl.losses.ace import ace_matching_targets, validate_kernel
+from kmedssl.losses.ace import ace_matching_pairs
 
 
 class ACEViews:
@@ -18,32 +18,29 @@ class ACEViews:
     Input: ``image`` ``(H, W)`` float32 with ``H = W = image_cells * cell_px``; ``rng`` a
     ``numpy.random.Generator`` (the only source of randomness).
 
-    Output: a dict of float32 arrays
-        ``crop_1`` ``(S, S, 1)`` (C1), ``crop_2`` ``(S, S, 1)`` (C2),
-        ``mask_1`` ``(g^2,)`` and ``mask_2`` ``(g^2,)`` 0/1 overlap masks of each crop's tokens (row-major),
-        ``target_comp`` ``(g^2, g^2/4)`` and ``target_decomp`` ``(g^2, 4g^2)`` from ``ace_matching_targets``.
+    Output: a dict of arrays
+        ``crop_1`` ``(S, S, 1)`` (C1) and ``crop_2`` ``(S, S, 1)`` (C2), float32;
+        ``mask_1`` ``(g^2,)`` and ``mask_2`` ``(g^2,)`` float32 0/1 overlap masks of each crop's tokens
+        (row-major);
+        ``paired_comp`` ``(g^2,)`` and ``paired_decomp`` ``(g^2,)`` int32 from ``ace_matching_pairs``: per
+        teacher row (C1 tokens, C2 tokens), its composed column on the g/2 x g/2 grid / decomposed column on
+        the 2g x 2g grid, -1 outside the overlap. The model stamps the Gaussian targets of Eq. 4 from them
+        (``kmedssl.losses.ace_matching_loss_from_pairs``), so no dense ``(g^2, 4 g^2)`` target is built here.
 
     Args:
         grid: g, tokens per side of each crop (even; paper 14).
         image_cells: G, cells per side of the source image (>= 2g; paper 32).
-        comp_kernel, decomp_kernel, sigma: Gaussian targets, see ``ace_matching_targets``.
     """
 
-    def __init__(self, grid=14, image_cells=32, comp_kernel=3, decomp_kernel=3, sigma=1.0):
+    def __init__(self, grid=14, image_cells=32):
         if not (isinstance(grid, (int, np.integer)) and grid >= 2 and grid % 2 == 0):
             raise ValueError(f"Expected an even grid >= 2. Received: grid={grid}")
         if not (isinstance(image_cells, (int, np.integer)) and image_cells >= 2 * grid):
             raise ValueError(
                 f"Expected an integer image_cells >= 2 * grid = {2 * grid}. Received: image_cells={image_cells}"
             )
-        validate_kernel(comp_kernel=comp_kernel, decomp_kernel=decomp_kernel)
-        if not sigma > 0:
-            raise ValueError(f"Expected sigma > 0. Received: sigma={sigma}")
         self.grid = int(grid)
         self.image_cells = int(image_cells)
-        self.comp_kernel = int(comp_kernel)
-        self.decomp_kernel = int(decomp_kernel)
-        self.sigma = float(sigma)
 
     def __call__(self, image, rng):
         image = np.asarray(image, dtype=np.float32)
@@ -60,17 +57,14 @@ class ACEViews:
         crop_1 = crop_1.reshape(size, 2, size, 2).mean(axis=(1, 3))  # (S, S), area resize
         crop_2 = image[y_2 * cell:(y_2 + g) * cell, x_2 * cell:(x_2 + g) * cell]  # (S, S)
         mask_1, mask_2 = self.overlap_masks((y_1, x_1), (y_2, x_2))
-        target_comp, target_decomp = ace_matching_targets(
-            mask_1, mask_2, grid=g, comp_kernel=self.comp_kernel, decomp_kernel=self.decomp_kernel,
-            sigma=self.sigma,
-        )
+        paired_comp, paired_decomp = ace_matching_pairs(mask_1, mask_2, grid=g)
         return {
             "crop_1": crop_1[..., None],
             "crop_2": np.ascontiguousarray(crop_2)[..., None],
             "mask_1": mask_1,
             "mask_2": mask_2,
-            "target_comp": target_comp,
-            "target_decomp": target_decomp,
+            "paired_comp": paired_comp,
+            "paired_decomp": paired_decomp,
         }
 
     def sample_corners(self, rng):

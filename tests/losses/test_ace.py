@@ -7,7 +7,14 @@ import keras
 import pytest
 from keras import ops
 
-from kmedssl.losses.ace import ace_global_loss, ace_matching_loss, ace_matching_targets
+from kmedssl.losses.ace import (
+    ace_global_loss,
+    ace_matching_loss,
+    ace_matching_loss_from_pairs,
+    ace_matching_pairs,
+    ace_matching_targets,
+    ace_matching_targets_from_pairs,
+)
 from tests.helpers import assert_close, finite_difference_grad, to_numpy, value_and_grad
 
 
@@ -46,6 +53,41 @@ def targets_oracle(mask_1, mask_2, g, comp_kernel, decomp_kernel, sigma):
         return target
 
     return build(m1, pooled, comp_kernel), build(m2, upsampled, decomp_kernel)
+
+
+def pairs_oracle(mask_1, mask_2, g):
+    """Teacher row -> paired student column (SPEC §3.5): the k-th overlap row (row-major) is paired with the
+    k-th overlap cell of the pooled C2 mask (composition) / of the upsampled C1 mask (decomposition)."""
+    m1, m2 = mask_1.reshape(g, g), mask_2.reshape(g, g)
+    pooled = [m2[2 * i:2 * i + 2, 2 * j:2 * j + 2].max() for i in range(g // 2) for j in range(g // 2)]
+    upsampled = [m1[i // 2, j // 2] for i in range(2 * g) for j in range(2 * g)]
+
+    def pair(rows_mask, cols_mask):
+        cols = iter([c for c, m in enumerate(cols_mask) if m])
+        return np.array([next(cols) if m else -1 for m in rows_mask])
+
+    return pair(mask_1, pooled), pair(mask_2, upsampled)
+
+
+def pair_targets_oracle(paired, side, kernel, sigma):
+    """Eq. 4 from pairs: ``(B, N_t) -> (B, N_t, side^2)``, a Gaussian of peak 1 on each paired cell."""
+    paired = np.asarray(paired)
+    target = np.zeros((*paired.shape, side * side))
+    for b, i in np.ndindex(*paired.shape):
+        if paired[b, i] < 0:
+            continue
+        cy, cx = divmod(int(paired[b, i]), side)
+        for y, x in itertools.product(range(side), range(side)):
+            if max(abs(y - cy), abs(x - cx)) <= (kernel - 1) // 2:
+                target[b, i, y * side + x] = np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * sigma**2))
+    return target
+
+
+def loss_from_pairs_oracle(teacher, student, log_scale, paired, grid, kernel, sigma, alpha):
+    t = np.asarray(teacher, np.float64)
+    t = t / np.maximum(np.linalg.norm(t, axis=-1, keepdims=True), 1e-12)
+    logits = np.exp(np.float64(log_scale)) * t @ np.asarray(student, np.float64).transpose(0, 2, 1)
+    return matching_loss_oracle(logits, pair_targets_oracle(paired, grid, kernel, sigma), alpha)
 
 
 def matching_loss_oracle(logits, target, alpha):
@@ -192,6 +234,151 @@ def test_matching_loss_validates_arguments(rng):
         ace_matching_loss(ops.convert_to_tensor(logits), ops.convert_to_tensor(target), 1.5)
     with pytest.raises(ValueError, match="same shape"):
         ace_matching_loss(ops.convert_to_tensor(logits), ops.convert_to_tensor(target[:, :2]), 0.9)
+
+
+# === Matching pairs and the loss from pairs (targets stamped on the device) ===
+
+@pytest.mark.backend_free
+@pytest.mark.parametrize("corners", GEOMETRIES)
+def test_matching_pairs_match_oracle(corners):
+    g = 4
+    m1, m2 = overlap_masks_oracle(*corners, g)
+    paired_comp, paired_decomp = ace_matching_pairs(m1, m2, grid=g)
+    expected_comp, expected_decomp = pairs_oracle(m1, m2, g)
+    assert paired_comp.dtype == paired_decomp.dtype == np.int32
+    np.testing.assert_array_equal(paired_comp, expected_comp)
+    np.testing.assert_array_equal(paired_decomp, expected_decomp)
+
+
+@pytest.mark.backend_free
+def test_matching_pairs_validate_arguments():
+    m1, m2 = overlap_masks_oracle((2, 0), (0, 6), 4)
+    with pytest.raises(ValueError, match="whole C1 tokens"):
+        ace_matching_pairs(m1, np.roll(m2, 1), grid=4)
+    with pytest.raises(ValueError, match="even grid"):
+        ace_matching_pairs(np.zeros(9), np.zeros(9), grid=3)
+
+
+@pytest.mark.parametrize("corners, kernels, sigma", [(GEOMETRIES[0], (3, 3), 1.0), (GEOMETRIES[1], (3, 5), 1.0),
+                                                     (GEOMETRIES[3], (1, 5), 0.7), (GEOMETRIES[5], (3, 3), 1.0)])
+def test_targets_from_pairs_equal_the_dense_targets(corners, kernels, sigma):
+    """On every backend the device-built targets equal ``ace_matching_targets`` (the former dense path)."""
+    g = 4
+    m1, m2 = overlap_masks_oracle(*corners, g)
+    paired_comp, paired_decomp = ace_matching_pairs(m1, m2, grid=g)
+    dense_comp, dense_decomp = ace_matching_targets(m1, m2, grid=g, comp_kernel=kernels[0],
+                                                    decomp_kernel=kernels[1], sigma=sigma)
+    t_comp = ace_matching_targets_from_pairs(paired_comp[None], g // 2, kernels[0], sigma)
+    t_decomp = ace_matching_targets_from_pairs(paired_decomp[None], 2 * g, kernels[1], sigma)
+    assert keras.backend.standardize_dtype(t_comp.dtype) == "float32"
+    assert_close(t_comp, dense_comp[None], rtol=1e-6, atol=1e-7)
+    assert_close(t_decomp, dense_decomp[None], rtol=1e-6, atol=1e-7)
+
+
+def _pairs_inputs(rng, batch, rows, grid, channels):
+    """Tokens, a log scale and pairs with an unpaired row and the two corner cells (border clipping)."""
+    teacher = rng.normal(size=(batch, rows, channels)).astype(np.float32)
+    student = (0.3 * rng.normal(size=(batch, grid * grid, channels))).astype(np.float32)
+    paired = rng.integers(-1, grid * grid, size=(batch, rows)).astype(np.int32)
+    paired[:, 0], paired[:, -1] = -1, 0
+    if rows > 2:
+        paired[:, 1] = grid * grid - 1
+    return teacher, student, np.float32(np.log(1 / 0.07)), paired
+
+
+# (B, N_t, grid, C, kernel_size, alpha, sigma): N_t != N_s, grids of composition (g/2) and decomposition (2g)
+# sizes (few shapes: each new shape costs JAX's eager mode a compilation of every op).
+PAIRS_CASES = [(1, 7, 2, 5, 3, 0.9, 1.0), (2, 16, 8, 8, 5, 0.99, 0.7), (3, 10, 4, 16, 5, 0.99, 0.7)]
+
+
+@pytest.mark.parametrize("batch, rows, grid, channels, kernel, alpha, sigma", PAIRS_CASES[:2])
+def test_matching_loss_from_pairs_matches_oracle(rng, batch, rows, grid, channels, kernel, alpha, sigma):
+    teacher, student, log_scale, paired = _pairs_inputs(rng, batch, rows, grid, channels)
+    loss = ace_matching_loss_from_pairs(teacher, student, ops.convert_to_tensor(log_scale), paired, grid,
+                                        kernel_size=kernel, sigma=sigma, alpha=alpha)
+    assert to_numpy(loss).shape == () and keras.backend.standardize_dtype(loss.dtype) == "float32"
+    expected = loss_from_pairs_oracle(teacher, student, log_scale, paired, grid, kernel, sigma, alpha)
+    assert_close(loss, expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("corners", GEOMETRIES[1:3])
+def test_matching_loss_from_pairs_equals_the_dense_path(rng, corners):
+    """Composition and decomposition from view masks: the pairs path gives the loss of the dense targets."""
+    g, channels = 4, 6
+    m1, m2 = overlap_masks_oracle(*corners, g)
+    pairs = ace_matching_pairs(m1, m2, grid=g)
+    dense = ace_matching_targets(m1, m2, grid=g, comp_kernel=3, decomp_kernel=5)
+    for paired, target, side, kernel in zip(pairs, dense, (g // 2, 2 * g), (3, 5)):
+        teacher = rng.normal(size=(1, g * g, channels)).astype(np.float32)
+        student = rng.normal(size=(1, side * side, channels)).astype(np.float32)
+        normalized = teacher / np.linalg.norm(teacher, axis=-1, keepdims=True)
+        logits = ops.matmul(ops.convert_to_tensor(normalized), ops.transpose(student, (0, 2, 1))) * 2.0
+        expected = ace_matching_loss(logits, target[None], 0.9)
+        loss = ace_matching_loss_from_pairs(teacher, student, np.float32(np.log(2.0)), paired[None], side,
+                                            kernel_size=kernel, alpha=0.9)
+        assert_close(loss, to_numpy(expected), rtol=1e-5)
+
+
+def test_matching_loss_from_pairs_gradient_matches_finite_differences(rng):
+    teacher, student, _, paired = _pairs_inputs(rng, 1, 3, 2, 3)
+    log_scale = np.float32(1.0)  # moderate logits, so that central differences stay accurate
+
+    def loss(t, s, ls):
+        return ace_matching_loss_from_pairs(t, s, ls, paired, 2, kernel_size=3, alpha=0.9)
+
+    _, grads = value_and_grad(loss, teacher, student, log_scale)
+    expected = finite_difference_grad(
+        lambda t, s, ls: loss_from_pairs_oracle(t, s, ls, paired, 2, 3, 1.0, 0.9), [teacher, student, log_scale])
+    for got, want in zip(grads, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_matching_loss_from_pairs_accepts_bfloat16(rng):
+    teacher, student, log_scale, paired = _pairs_inputs(rng, 2, 16, 8, 8)
+    loss = ace_matching_loss_from_pairs(ops.cast(teacher, "bfloat16"), ops.cast(student, "bfloat16"),
+                                        ops.cast(log_scale, "bfloat16"), paired, 8)
+    assert keras.backend.standardize_dtype(loss.dtype) == "float32"
+    expected = loss_from_pairs_oracle(teacher, student, log_scale, paired, 8, 3, 1.0, 0.9)
+    assert_close(loss, expected, rtol=5e-2)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [(dict(grid=3), "grid"), (dict(kernel_size=2), "kernel_size"), (dict(sigma=0.0), "sigma"),
+     (dict(alpha=-0.1), "alpha"), (dict(paired=np.zeros((2, 3), np.int32)), "paired"),
+     (dict(student=np.ones((2, 16, 4), np.float32)), "student")],
+)
+def test_matching_loss_from_pairs_validates_arguments(change, message):
+    arguments = dict(teacher=np.ones((2, 5, 3), np.float32), student=np.ones((2, 16, 3), np.float32),
+                     logit_scale=np.float32(1.0), paired=np.zeros((2, 5), np.int32), grid=4)
+    with pytest.raises(ValueError, match=message):
+        ace_matching_loss_from_pairs(**{**arguments, **change})
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the Triton kernels run on the torch backend only")
+@pytest.mark.parametrize("batch, rows, grid, channels, kernel, alpha, sigma", PAIRS_CASES[1:])
+def test_matching_loss_from_pairs_dispatches_to_the_kernel(rng, monkeypatch, batch, rows, grid, channels, kernel,
+                                                           alpha, sigma):
+    """KMEDSSL_KERNELS=triton routes to kmedssl_kernels.ace_matching (Triton's interpreter on CPU) and gives the
+    keras.ops reference's value and gradients (KMEDSSL_KERNELS=off); auto keeps CPU tensors on the reference."""
+    pytest.importorskip("triton")
+    import torch
+    from kmedssl_kernels import ace_matching
+
+    calls = []
+    kernel_loss = ace_matching.ace_matching_loss
+    monkeypatch.setattr(ace_matching, "ace_matching_loss", lambda *a: calls.append(1) or kernel_loss(*a))
+    arrays = _pairs_inputs(rng, batch, rows, grid, channels)
+    paired = torch.from_numpy(arrays[3])
+    results = {}
+    for mode in ("off", "auto", "triton"):
+        monkeypatch.setenv("KMEDSSL_KERNELS", mode)
+        leaves = [torch.tensor(a, requires_grad=True) for a in arrays[:3]]
+        loss = ace_matching_loss_from_pairs(*leaves, paired, grid, kernel_size=kernel, sigma=sigma, alpha=alpha)
+        results[mode] = [loss, *torch.autograd.grad(loss, leaves)]
+        assert len(calls) == (mode == "triton")
+    for got, want in zip(results["triton"], results["off"]):
+        np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=1e-5, atol=1e-7)
 
 
 # === Global loss ===

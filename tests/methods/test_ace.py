@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from kmedssl.backbones import VisionTransformer
+from kmedssl.losses.ace import ace_matching_targets
 from kmedssl.methods.ace import ACE, merge_2x2, split_2x2
 from kmedssl.views.ace import ACEViews
 from tests.helpers import assert_close, to_numpy
@@ -128,24 +129,67 @@ def test_center_update_rule_and_loss_terms():
     assert_close(model.center, expected_center, rtol=1e-5, atol=1e-6)
 
 
-def test_matching_logits_pair_teacher_tokens_with_composed_and_decomposed_student_tokens():
-    model = make_model()
+def _normalized(tokens):
+    tokens = to_numpy(tokens).astype(np.float64)
+    return tokens / np.linalg.norm(tokens, axis=-1, keepdims=True)
+
+
+def _dense_matching_loss(teacher, student, scale, target, alpha):
+    """The former dense path in float64: exp(s) n(t) @ student^T against ``ace_matching_targets`` rows."""
+    logits = scale * _normalized(teacher) @ to_numpy(student).astype(np.float64).transpose(0, 2, 1)
+    bce = np.logaddexp(0.0, logits) - target * logits
+    return np.mean((alpha * target + (1 - alpha) * (1 - target)) * bce)
+
+
+def test_matching_losses_from_pairs_equal_the_dense_targets_path():
+    """The views' pairs give the losses of the dense Gaussian targets of ``ace_matching_targets`` (composition
+    with teacher C1 vs composed student C2, decomposition with teacher C2 vs decomposed student C1)."""
+    model = make_model(decomp_kernel=5, sigma=0.8)
     x = make_batch(2)
     out = model(x, training=False)
     scale = math.exp(float(to_numpy(model.logit_scale)))
+    t_1, t_2 = model.teacher(x["crop_1"])[:, 1:], model.teacher(x["crop_2"])[:, 1:]
+    composed = model.composer(model.encoder(x["crop_2"])[:, 1:])
+    decomposed = model.decomposer(model.encoder(x["crop_1"])[:, 1:])
+    for key, expected in (("teacher_tokens_1", t_1), ("teacher_tokens_2", t_2), ("composed", composed),
+                          ("decomposed", decomposed)):
+        assert_close(out[key], to_numpy(expected), rtol=1e-4, atol=1e-5)
+    assert tuple(out["composed"].shape) == (2, GRID**2 // 4, 32)
+    assert tuple(out["decomposed"].shape) == (2, 4 * GRID**2, 32)
 
-    def normalized(t):
-        t = to_numpy(t).astype(np.float64)
-        return t / np.linalg.norm(t, axis=-1, keepdims=True)
+    targets = [ace_matching_targets(m_1, m_2, grid=GRID, comp_kernel=3, decomp_kernel=5, sigma=0.8)
+               for m_1, m_2 in zip(x["mask_1"], x["mask_2"])]
+    target_comp, target_decomp = (np.stack(t).astype(np.float64) for t in zip(*targets))
+    model.compute_loss(x=x, y_pred=out, training=False)
+    terms = {name: to_numpy(tracker.result()) for name, tracker in model.loss_trackers.items()}
+    assert_close(terms["composition"], _dense_matching_loss(t_1, composed, scale, target_comp, 0.9), rtol=1e-5)
+    assert_close(terms["decomposition"], _dense_matching_loss(t_2, decomposed, scale, target_decomp, 0.99),
+                 rtol=1e-5)
 
-    t_1 = normalized(model.teacher(x["crop_1"])[:, 1:])
-    t_2 = normalized(model.teacher(x["crop_2"])[:, 1:])
-    composed = to_numpy(model.composer(model.encoder(x["crop_2"])[:, 1:]))
-    decomposed = to_numpy(model.decomposer(model.encoder(x["crop_1"])[:, 1:]))
-    assert_close(out["comp_logits"], scale * t_1 @ composed.transpose(0, 2, 1), rtol=1e-4, atol=1e-4)
-    assert_close(out["decomp_logits"], scale * t_2 @ decomposed.transpose(0, 2, 1), rtol=1e-4, atol=1e-4)
-    assert tuple(out["comp_logits"].shape) == (2, GRID**2, GRID**2 // 4)
-    assert tuple(out["decomp_logits"].shape) == (2, GRID**2, 4 * GRID**2)
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the Triton kernels run on the torch backend only")
+def test_matching_losses_take_the_fused_kernel_and_agree(monkeypatch):
+    """KMEDSSL_KERNELS=triton: both matching terms run kmedssl_kernels.ace_matching (Triton's interpreter on
+    CPU) and give the keras.ops path's loss and gradients (logit scale, composer, decomposer, student)."""
+    pytest.importorskip("triton")
+    import torch
+    from kmedssl_kernels import ace_matching
+
+    calls = []
+    kernel_loss = ace_matching.ace_matching_loss
+    monkeypatch.setattr(ace_matching, "ace_matching_loss", lambda *a: calls.append(1) or kernel_loss(*a))
+    model = make_model(decomp_kernel=5)
+    x = make_batch(2)
+    weights = [model.logit_scale, *model.composer.trainable_weights, *model.decomposer.trainable_weights,
+               *model.encoder.trainable_weights[:2]]
+    results = {}
+    for mode in ("off", "triton"):
+        monkeypatch.setenv("KMEDSSL_KERNELS", mode)
+        loss = model.compute_loss(x=x, y_pred=model(x, training=False), training=False)
+        results[mode] = [loss, *torch.autograd.grad(loss, [w.value for w in weights])]
+    assert len(calls) == 2
+    for got, want in zip(results["triton"], results["off"]):
+        np.testing.assert_allclose(to_numpy(got), to_numpy(want), rtol=1e-5, atol=1e-7)
 
 
 def test_merge_and_split_2x2_are_channel_major_and_inverse():
@@ -161,11 +205,16 @@ def test_merge_and_split_2x2_are_channel_major_and_inverse():
 
 
 def test_config_round_trip_and_validation():
-    model = make_model(alpha_comp=0.8, lambda_global=0.2)
+    model = make_model(alpha_comp=0.8, lambda_global=0.2, decomp_kernel=5, sigma=0.5)
     config = model.get_config()
     clone = ACE.from_config(config)
     assert clone.get_config() == config
     assert clone.alpha_comp == 0.8 and clone.lambda_global == 0.2 and clone.total_steps == 100
+    assert (clone.comp_kernel, clone.decomp_kernel, clone.sigma) == (3, 5, 0.5)
+    with pytest.raises(ValueError, match="decomp_kernel"):
+        make_model(decomp_kernel=4)
+    with pytest.raises(ValueError, match="sigma"):
+        make_model(sigma=0.0)
     with pytest.raises(ValueError, match="total_steps"):
         make_model(total_steps=0)
     with pytest.raises(ValueError, match="teacher_momentum"):

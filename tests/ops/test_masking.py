@@ -125,3 +125,31 @@ def test_mae_masking_compiled(rng):
 def test_mae_masking_invalid_arguments(rng, tokens, mask_ratio):
     with pytest.raises(ValueError, match="Expected"):
         mae_masking(_noise(rng, 2, tokens), mask_ratio)
+
+
+# === Dispatch to the Triton kernels (torch backend) ===
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the Triton kernels run on the torch backend only")
+@pytest.mark.parametrize("tokens, mask_ratio", [(16, 0.6), (49, 0.75), (197, 0.3)])
+def test_masking_dispatches_to_the_kernel(rng, monkeypatch, tokens, mask_ratio):
+    """KMEDSSL_KERNELS=triton routes both ops to kmedssl_kernels.partition (Triton's interpreter on CPU) and
+    gives the same integers as the keras.ops path (KMEDSSL_KERNELS=off); auto keeps CPU tensors on keras.ops."""
+    pytest.importorskip("triton")
+    import torch
+    from kmedssl_kernels import partition
+
+    calls = []
+    for name in ("random_partition", "mae_masking"):
+        kernel = getattr(partition, name)
+        monkeypatch.setattr(partition, name, lambda *a, kernel=kernel, name=name: calls.append(name) or kernel(*a))
+    noise = torch.from_numpy(_noise(rng, 3, tokens))
+    noise[0, :4] = noise[0, 4]  # ties, broken by index on both paths
+    results = {}
+    for mode in ("off", "auto", "triton"):
+        monkeypatch.setenv("KMEDSSL_KERNELS", mode)
+        results[mode] = (*random_partition(noise, mask_ratio), *mae_masking(noise, mask_ratio))
+    assert calls == ["random_partition", "mae_masking"]
+    for got, want in zip(results["triton"], results["off"]):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(to_numpy(got), to_numpy(want))

@@ -52,25 +52,27 @@ def test_masks_match_the_cells_actually_shared(seed):
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_targets_peak_on_matched_cells(seed):
+def test_pairs_match_the_same_cells(seed):
+    """Each overlap teacher row is paired with the student column that covers exactly its image cells; rows
+    outside the overlap are unpaired (-1)."""
     views = ACEViews(grid=G, image_cells=CELLS)
     cells_1, cells_2, out = read_geometry(views, seed)
-    t_comp, t_decomp = out["target_comp"], out["target_decomp"]
+    paired_comp, paired_decomp = out["paired_comp"], out["paired_decomp"]
     composed = cells_2.reshape(G // 2, 2, G // 2, 2, 2)[:, 0, :, 0].reshape(-1, 2)  # top-left cell per block
     for t in range(G * G):
         if out["mask_1"][t]:
-            col = np.argmax(t_comp[t])
-            assert t_comp[t, col] == 1.0 and np.sum(t_comp[t] == 1.0) == 1
-            np.testing.assert_array_equal(composed[col], cells_1[t])
+            np.testing.assert_array_equal(composed[paired_comp[t]], cells_1[t])
         else:
-            assert not t_comp[t].any()
+            assert paired_comp[t] == -1
         if out["mask_2"][t]:
-            col = np.argmax(t_decomp[t])
-            i, j = divmod(col, 2 * G)
-            assert t_decomp[t, col] == 1.0 and np.sum(t_decomp[t] == 1.0) == 1
+            i, j = divmod(int(paired_decomp[t]), 2 * G)
             np.testing.assert_array_equal(cells_1[(i // 2) * G + j // 2] + (i % 2, j % 2), cells_2[t])
         else:
-            assert not t_decomp[t].any()
+            assert paired_decomp[t] == -1
+    # Each student column is paired at most once.
+    for paired in (paired_comp, paired_decomp):
+        used = paired[paired >= 0]
+        assert len(set(used.tolist())) == len(used)
 
 
 def test_crops_are_source_pixels_and_area_resize(rng):
@@ -92,9 +94,11 @@ def test_output_shapes_dtypes_and_reproducibility():
     image = np.random.default_rng(0).uniform(size=(160, 160)).astype(np.float32)
     out = views(image, np.random.default_rng(7))
     shapes = {"crop_1": (64, 64, 1), "crop_2": (64, 64, 1), "mask_1": (64,), "mask_2": (64,),
-              "target_comp": (64, 16), "target_decomp": (64, 256)}
+              "paired_comp": (64,), "paired_decomp": (64,)}
     assert {k: v.shape for k, v in out.items()} == shapes
-    assert all(v.dtype == np.float32 for v in out.values())
+    assert all(out[k].dtype == np.float32 for k in ("crop_1", "crop_2", "mask_1", "mask_2"))
+    assert out["paired_comp"].dtype == out["paired_decomp"].dtype == np.int32
+    assert out["paired_comp"].max() < 16 and out["paired_decomp"].max() < 256
     again = views(image, np.random.default_rng(7))
     for key in shapes:
         np.testing.assert_array_equal(out[key], again[key])
@@ -121,8 +125,6 @@ def test_validates_arguments():
         ACEViews(grid=5)
     with pytest.raises(ValueError, match="image_cells"):
         ACEViews(grid=8, image_cells=15)
-    with pytest.raises(ValueError, match="decomp_kernel"):
-        ACEViews(grid=4, image_cells=10, decomp_kernel=4)
     with pytest.raises(ValueError, match="square"):
         ACEViews(grid=G, image_cells=CELLS)(np.zeros((40, 41), np.float32), np.random.default_rng(0))
     with pytest.raises(ValueError, match="multiple of image_cells"):
