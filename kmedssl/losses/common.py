@@ -5,6 +5,7 @@
 - ``paired_infonce``: InfoNCE over the 2B rows of ``[z_a; z_b]`` given their ``(2B, 2B)`` logits; the
   positive of row i is row ``(i + B) mod 2B`` (``nt_xent``, ``multiview_infonce``, ``tsp_infonce``).
 - ``validate_pair`` / ``validate_positive``: argument checks raising ValueError.
+- ``tensor_arguments``: the tensors among some arguments (what ``kmedssl.ops.kernels.use_triton`` inspects).
 """
 
 import numbers
@@ -71,3 +72,8 @@ def validate_positive(**values):
     for name, value in values.items():
         if isinstance(value, numbers.Real) and not value > 0:
             raise ValueError(f"Expected {name} > 0. Received: {name}={value}")
+
+
+def tensor_arguments(*values):
+    """The values that are not Python numbers, e.g. a ``scale`` that may be a float or a tensor."""
+    return [value for value in values if not isinstance(value, numbers.Real)]

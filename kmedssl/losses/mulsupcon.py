@@ -5,7 +5,9 @@ import numbers
 import keras
 from keras import ops
 
-from kmedssl.losses.common import l2_normalize, logsumexp_excluding, validate_positive
+from kmedssl.losses.blocked import blocked_jaccard_supcon, blocked_or_naive, validate_block_size
+from kmedssl.losses.common import l2_normalize, logsumexp_excluding, tensor_arguments, validate_positive
+from kmedssl.ops.kernels import fused_op, use_triton
 
 
 def _validate_arguments(temperature, threshold, base_temperature):
@@ -14,47 +16,8 @@ def _validate_arguments(temperature, threshold, base_temperature):
         raise ValueError(f"Expected threshold in [0, 1]. Received: threshold={threshold}")
 
 
-def jaccard_supcon(features, labels, temperature=0.07, threshold=0.3, base_temperature=0.07):
-    """Jaccard-weighted SupCon (paper 001, Eq. 3) over V views of B images with multi-hot labels.
-
-    Rows are stacked view-major (all of view 0, then view 1, ...): anchors a = 0..VB-1, z_a normalised,
-    y_a the label row of its image. With A(a) = all VB - 1 rows other than a:
-
-        J[a, p]  = |y_a and y_p| / |y_a or y_p|        (0 when both rows are empty)
-        P(a)     = {p in A(a) : J[a, p] >= threshold}
-        loss_a   = -(T / T_base) * 1/|P(a)| * sum_{p in P(a)} J[a, p] * log_softmax_{k in A(a)}(z_a.z_k / T)[p]
-        loss     = mean_a loss_a
-
-    The normaliser is the count |P(a)| (not the sum of weights); an anchor without positives contributes 0
-    and is still counted in the mean over VB. ``T / T_base`` is SupCon's rescaling (1 at the defaults;
-    Eq. 3 of the paper has no such factor).
-
-    Args:
-        features: ``(B, V, D)`` embeddings (float32 or bfloat16), normalised inside; VB >= 2.
-        labels: ``(B, K)`` multi-hot 0/1 labels (any numeric or bool dtype).
-        temperature: T > 0 (paper: 0.07).
-        threshold: tau in [0, 1] (paper: 0.3).
-        base_temperature: T_base > 0.
-
-    Returns:
-        float32 scalar.
-    """
-    _validate_arguments(temperature, threshold, base_temperature)
-    features = l2_normalize(features)  # (B, V, D)
-    labels = ops.cast(labels, "float32")  # (B, K)
-    if len(features.shape) != 3 or len(labels.shape) != 2 or features.shape[0] != labels.shape[0]:
-        raise ValueError(
-            "Expected features (B, V, D) and labels (B, K) with the same B. "
-            f"Received: features.shape={tuple(features.shape)}, labels.shape={tuple(labels.shape)}"
-        )
-    num_views, dim = features.shape[1], features.shape[2]
-    if features.shape[0] is not None and features.shape[0] * num_views < 2:
-        raise ValueError(f"Expected at least 2 rows (B * V >= 2). Received: features.shape={tuple(features.shape)}")
-
-    # === View-major stacking ===
-    z = ops.reshape(ops.transpose(features, (1, 0, 2)), (-1, dim))  # (VB, D)
-    y = ops.tile(labels, (num_views, 1))  # (VB, K)
-
+def _naive_jaccard_supcon(z, y, temperature, threshold):
+    """``-mean_a 1/|P(a)| sum_p J[a, p] log_softmax_a(p)`` from the full ``(VB, VB)`` matrices (no T / T_base)."""
     # === Jaccard weights and positives ===
     intersection = ops.matmul(y, ops.transpose(y))  # (VB, VB)
     sizes = ops.sum(y, axis=1)  # (VB,)
@@ -69,9 +32,69 @@ def jaccard_supcon(features, labels, temperature=0.07, threshold=0.3, base_tempe
     # === Log-softmax over A(a) ===
     logits = ops.matmul(z, ops.transpose(z)) / temperature  # (VB, VB)
     log_prob = logits - logsumexp_excluding(logits, is_self)[:, None]  # (VB, VB)
+    return -ops.mean(ops.sum(weights * log_prob, axis=1) / ops.maximum(num_positives, 1.0))
 
-    weighted = ops.sum(weights * log_prob, axis=1) / ops.maximum(num_positives, 1.0)  # (VB,)
-    return -(temperature / base_temperature) * ops.mean(weighted)
+
+def jaccard_supcon(features, labels, temperature=0.07, threshold=0.3, base_temperature=0.07, block_size=None):
+    """Jaccard-weighted SupCon (paper 001, Eq. 3) over V views of B images with multi-hot labels.
+
+    Rows are stacked view-major (all of view 0, then view 1, ...): anchors a = 0..VB-1, z_a normalised,
+    y_a the label row of its image. With A(a) = all VB - 1 rows other than a:
+
+        J[a, p]  = |y_a and y_p| / |y_a or y_p|        (0 when both rows are empty)
+        P(a)     = {p in A(a) : J[a, p] >= threshold}
+        loss_a   = -(T / T_base) * 1/|P(a)| * sum_{p in P(a)} J[a, p] * log_softmax_{k in A(a)}(z_a.z_k / T)[p]
+        loss     = mean_a loss_a
+
+    The normaliser is the count |P(a)| (not the sum of weights); an anchor without positives contributes 0
+    and is still counted in the mean over VB. ``T / T_base`` is SupCon's rescaling (1 at the defaults;
+    Eq. 3 of the paper has no such factor).
+
+    Three paths give the same value and gradients (docs/kernels.md): the Triton fused kernel
+    (``kmedssl_kernels.jaccard_supcon``) when ``kmedssl.ops.kernels.use_triton`` allows it (torch tensors
+    on CUDA) and the three hyper-parameters are numbers; else the row-blocked ``keras.ops`` path
+    (``kmedssl.losses.blocked``, memory O(block² + VB·(D + K))) when ``block_size >= 1`` or, with
+    ``block_size=None``, when VB > ``blocked.AUTO_BLOCKED_ROWS``; else the plain ``(VB, VB)`` matrices.
+
+    Args:
+        features: ``(B, V, D)`` embeddings (float32 or bfloat16), normalised inside; VB >= 2.
+        labels: ``(B, K)`` multi-hot 0/1 labels (any numeric or bool dtype).
+        temperature: T > 0 (paper: 0.07).
+        threshold: tau in [0, 1] (paper: 0.3).
+        base_temperature: T_base > 0.
+        block_size: None (auto, see above), 0 (always the plain matrices) or the rows of one tile of
+            the row-blocked path.
+
+    Returns:
+        float32 scalar.
+    """
+    _validate_arguments(temperature, threshold, base_temperature)
+    validate_block_size(block_size)
+    if len(features.shape) != 3 or len(labels.shape) != 2 or features.shape[0] != labels.shape[0]:
+        raise ValueError(
+            "Expected features (B, V, D) and labels (B, K) with the same B. "
+            f"Received: features.shape={tuple(features.shape)}, labels.shape={tuple(labels.shape)}"
+        )
+    num_views, dim = features.shape[1], features.shape[2]
+    if features.shape[0] is not None and features.shape[0] * num_views < 2:
+        raise ValueError(f"Expected at least 2 rows (B * V >= 2). Received: features.shape={tuple(features.shape)}")
+    if not tensor_arguments(temperature, threshold, base_temperature) and use_triton(features, labels):
+        return fused_op("jaccard_supcon")(
+            features, labels, temperature=temperature, threshold=threshold, base_temperature=base_temperature
+        )
+
+    # === View-major stacking ===
+    features = l2_normalize(features)  # (B, V, D)
+    z = ops.reshape(ops.transpose(features, (1, 0, 2)), (-1, dim))  # (VB, D)
+    y = ops.tile(ops.cast(labels, "float32"), (num_views, 1))  # (VB, K)
+
+    loss = blocked_or_naive(
+        z,
+        block_size,
+        naive_fn=lambda: _naive_jaccard_supcon(z, y, temperature, threshold),
+        blocked_fn=lambda block: blocked_jaccard_supcon(z, y, 1.0 / temperature, threshold, block_size=block),
+    )
+    return (temperature / base_temperature) * loss
 
 
 @keras.saving.register_keras_serializable(package="kmedssl")
@@ -79,13 +102,16 @@ class JaccardSupCon(keras.losses.Loss):
     """``jaccard_supcon`` as a Keras loss: ``y_true`` = labels ``(B, K)``, ``y_pred`` = features ``(B, V, D)``."""
 
     def __init__(
-        self, temperature=0.07, threshold=0.3, base_temperature=0.07, name="jaccard_supcon", **kwargs
+        self, temperature=0.07, threshold=0.3, base_temperature=0.07, block_size=None, name="jaccard_supcon",
+        **kwargs
     ):
         super().__init__(name=name, **kwargs)
         _validate_arguments(temperature, threshold, base_temperature)
+        validate_block_size(block_size)
         self.temperature = temperature
         self.threshold = threshold
         self.base_temperature = base_temperature
+        self.block_size = block_size
 
     def call(self, y_true, y_pred):
         return jaccard_supcon(
@@ -94,6 +120,7 @@ class JaccardSupCon(keras.losses.Loss):
             temperature=self.temperature,
             threshold=self.threshold,
             base_temperature=self.base_temperature,
+            block_size=self.block_size,
         )
 
     def get_config(self):
@@ -102,4 +129,5 @@ class JaccardSupCon(keras.losses.Loss):
             "temperature": self.temperature,
             "threshold": self.threshold,
             "base_temperature": self.base_temperature,
+            "block_size": self.block_size,
         }

@@ -3,10 +3,11 @@
 import keras
 from keras import ops
 
+from kmedssl.losses.blocked import blocked_or_naive, blocked_paired_infonce, validate_block_size
 from kmedssl.losses.common import l2_normalize, paired_infonce, validate_pair, validate_positive
 
 
-def multiview_infonce(z_f, z_l, temperature=0.1, exclude_positive=True):
+def multiview_infonce(z_f, z_l, temperature=0.1, exclude_positive=True, block_size=None):
     """Multi-view InfoNCE over frontal/lateral pairs (paper 000, Eq. 2).
 
     With ``z = [n(z_f); n(z_l)]`` (2B anchors), anchor i in view v, and ``s(u, w) = u . w / T``:
@@ -16,17 +17,22 @@ def multiview_infonce(z_f, z_l, temperature=0.1, exclude_positive=True):
 
     By default (``exclude_positive=True``, exactly Eq. 2) the denominator has the 2B - 2 terms k != i, so
     the positive pair is not in it; this needs B >= 2. ``exclude_positive=False`` adds the positive to the
-    denominator, which is standard NT-Xent as in the authors' released code (= ``nt_xent``).
+    denominator, which is standard NT-Xent as in the authors' released code (= ``nt_xent``). Above
+    2B = ``blocked.AUTO_BLOCKED_ROWS`` rows (or with ``block_size >= 1``) the logits are computed in tiles
+    (``kmedssl.losses.blocked``), memory O(block² + B·D); same value and gradients.
 
     Args:
         z_f, z_l: ``(B, D)`` frontal / lateral embeddings (CLS tokens), float32 or bfloat16, normalised inside.
         temperature: T > 0 (paper default 0.1; the authors' code uses 0.5).
         exclude_positive: see above.
+        block_size: None (auto), 0 (always the plain matrices) or the rows of one tile of the row-blocked
+            path.
 
     Returns:
         float32 scalar.
     """
     validate_positive(temperature=temperature)
+    validate_block_size(block_size)
     z_f, z_l = l2_normalize(z_f), l2_normalize(z_l)
     validate_pair(z_f, z_l, names=("z_f", "z_l"))
     if exclude_positive and z_f.shape[0] == 1:
@@ -35,8 +41,14 @@ def multiview_infonce(z_f, z_l, temperature=0.1, exclude_positive=True):
             f"is otherwise empty). Received: z_f.shape={tuple(z_f.shape)}"
         )
     z = ops.concatenate([z_f, z_l], axis=0)  # (2B, D), view-major
-    logits = ops.matmul(z, ops.transpose(z)) / temperature  # (2B, 2B)
-    return paired_infonce(logits, exclude_positive=exclude_positive)
+    return blocked_or_naive(
+        z,
+        block_size,
+        naive_fn=lambda: paired_infonce(ops.matmul(z, ops.transpose(z)) / temperature, exclude_positive),  # (2B, 2B)
+        blocked_fn=lambda block: blocked_paired_infonce(
+            z, 1.0 / temperature, exclude_positive=exclude_positive, block_size=block
+        ),
+    )
 
 
 @keras.saving.register_keras_serializable(package="kmedssl")
@@ -44,15 +56,21 @@ class MultiviewInfoNCE(keras.losses.Loss):
     """``multiview_infonce`` as a Keras loss. ``y_pred``: ``(B, 2, D)``, frontal then lateral on axis 1;
     ``y_true`` is ignored (pass any tensor, e.g. zeros)."""
 
-    def __init__(self, temperature=0.1, exclude_positive=True, name="multiview_infonce", **kwargs):
+    def __init__(self, temperature=0.1, exclude_positive=True, block_size=None, name="multiview_infonce", **kwargs):
         super().__init__(name=name, **kwargs)
         validate_positive(temperature=temperature)
+        validate_block_size(block_size)
         self.temperature = temperature
         self.exclude_positive = exclude_positive
+        self.block_size = block_size
 
     def call(self, y_true, y_pred):
         return multiview_infonce(
-            y_pred[:, 0], y_pred[:, 1], temperature=self.temperature, exclude_positive=self.exclude_positive
+            y_pred[:, 0],
+            y_pred[:, 1],
+            temperature=self.temperature,
+            exclude_positive=self.exclude_positive,
+            block_size=self.block_size,
         )
 
     def get_config(self):
@@ -60,4 +78,5 @@ class MultiviewInfoNCE(keras.losses.Loss):
             **super().get_config(),
             "temperature": self.temperature,
             "exclude_positive": self.exclude_positive,
+            "block_size": self.block_size,
         }

@@ -3,31 +3,41 @@
 import keras
 from keras import ops
 
+from kmedssl.losses.blocked import blocked_or_naive, blocked_paired_infonce, validate_block_size
 from kmedssl.losses.common import l2_normalize, paired_infonce, validate_pair, validate_positive
 
 
-def nt_xent(z_a, z_b, temperature=0.1):
+def nt_xent(z_a, z_b, temperature=0.1, block_size=None):
     """NT-Xent loss of SimCLR (Chen et al. 2020, Eq. 1; paper 001's SimCLR baseline).
 
     Anchors are the 2B rows of ``z = [n(z_a); n(z_b)]``; row i's positive is row ``(i + B) mod 2B``:
 
         loss = mean_i -log( exp(z_i . z_pos(i) / T) / sum_{j != i} exp(z_i . z_j / T) )
 
-    (the denominator has all 2B - 1 other rows, positive included).
+    (the denominator has all 2B - 1 other rows, positive included). Above 2B = ``blocked.AUTO_BLOCKED_ROWS``
+    rows (or with ``block_size >= 1``) the logits are computed in tiles (``kmedssl.losses.blocked``), memory
+    O(block² + B·D); same value and gradients.
 
     Args:
         z_a, z_b: ``(B, D)`` embeddings of the two views (float32 or bfloat16), normalised inside.
         temperature: T > 0.
+        block_size: None (auto), 0 (always the plain matrices) or the rows of one tile of the row-blocked
+            path.
 
     Returns:
         float32 scalar.
     """
     validate_positive(temperature=temperature)
+    validate_block_size(block_size)
     z_a, z_b = l2_normalize(z_a), l2_normalize(z_b)
     validate_pair(z_a, z_b)
     z = ops.concatenate([z_a, z_b], axis=0)  # (2B, D)
-    logits = ops.matmul(z, ops.transpose(z)) / temperature  # (2B, 2B)
-    return paired_infonce(logits, exclude_positive=False)
+    return blocked_or_naive(
+        z,
+        block_size,
+        naive_fn=lambda: paired_infonce(ops.matmul(z, ops.transpose(z)) / temperature),  # (2B, 2B) logits
+        blocked_fn=lambda block: blocked_paired_infonce(z, 1.0 / temperature, block_size=block),
+    )
 
 
 @keras.saving.register_keras_serializable(package="kmedssl")
@@ -35,13 +45,15 @@ class NTXent(keras.losses.Loss):
     """``nt_xent`` as a Keras loss. ``y_pred``: ``(B, 2, D)``, the two views stacked on axis 1;
     ``y_true`` is ignored (pass any tensor, e.g. zeros)."""
 
-    def __init__(self, temperature=0.1, name="nt_xent", **kwargs):
+    def __init__(self, temperature=0.1, block_size=None, name="nt_xent", **kwargs):
         super().__init__(name=name, **kwargs)
         validate_positive(temperature=temperature)
+        validate_block_size(block_size)
         self.temperature = temperature
+        self.block_size = block_size
 
     def call(self, y_true, y_pred):
-        return nt_xent(y_pred[:, 0], y_pred[:, 1], temperature=self.temperature)
+        return nt_xent(y_pred[:, 0], y_pred[:, 1], temperature=self.temperature, block_size=self.block_size)
 
     def get_config(self):
-        return {**super().get_config(), "temperature": self.temperature}
+        return {**super().get_config(), "temperature": self.temperature, "block_size": self.block_size}

@@ -5,7 +5,15 @@ import numbers
 import keras
 from keras import ops
 
-from kmedssl.losses.common import l2_normalize, paired_infonce, validate_pair, validate_positive
+from kmedssl.losses.blocked import blocked_or_naive, blocked_paired_infonce, validate_block_size
+from kmedssl.losses.common import (
+    l2_normalize,
+    paired_infonce,
+    tensor_arguments,
+    validate_pair,
+    validate_positive,
+)
+from kmedssl.ops.kernels import fused_op, use_triton
 
 
 def _validate_kappa(kappa):
@@ -39,7 +47,7 @@ def tsp_similarity(a, b, kappa):
     return 0.5 * (1.0 + cosine) / (1.0 + (1.0 - cosine) * kappa)
 
 
-def tsp_infonce(z_1, z_2, kappa=16.0, scale=1 / 0.07):
+def tsp_infonce(z_1, z_2, kappa=16.0, scale=1 / 0.07, block_size=None):
     """S-PCL InfoNCE with T-SP similarity (paper 003, Eq. 2).
 
     Anchors are the 2B rows of ``z = [z_1; z_2]``; row i's positive is row ``(i + B) mod 2B``:
@@ -48,20 +56,37 @@ def tsp_infonce(z_1, z_2, kappa=16.0, scale=1 / 0.07):
 
     (denominator: all 2B - 1 other rows, positive included).
 
+    Three paths give the same value and gradients (docs/kernels.md): the Triton fused kernel
+    (``kmedssl_kernels.tsp_infonce``) when ``kmedssl.ops.kernels.use_triton`` allows it (torch tensors on
+    CUDA) and ``kappa`` is a number; else the row-blocked ``keras.ops`` path (``kmedssl.losses.blocked``,
+    memory O(block² + B·D)) when ``block_size >= 1`` or, with ``block_size=None``, when
+    2B > ``blocked.AUTO_BLOCKED_ROWS``; else the plain ``(2B, 2B)`` logits.
+
     Args:
         z_1, z_2: ``(B, D)`` CLS embeddings of the two visible-token partitions (float32 or bfloat16).
         kappa: T-SP concentration >= 0 (paper: 16).
         scale: logit scale (paper's tau; init 1/0.07). A Python number (> 0) or a scalar tensor: the S-PCL
             model passes its trainable, clamped scale, which receives gradients through this function.
+        block_size: None (auto, see above), 0 (always the plain matrices) or the rows of one tile of
+            the row-blocked path.
 
     Returns:
         float32 scalar.
     """
     validate_positive(scale=scale)
+    _validate_kappa(kappa)
     validate_pair(z_1, z_2, names=("z_1", "z_2"))
+    validate_block_size(block_size)
+    if isinstance(kappa, numbers.Real) and use_triton(z_1, z_2, *tensor_arguments(scale)):
+        return fused_op("tsp_infonce")(z_1, z_2, kappa=kappa, scale=scale)
     z = ops.concatenate([ops.cast(z_1, "float32"), ops.cast(z_2, "float32")], axis=0)  # (2B, D)
-    logits = ops.cast(scale, "float32") * tsp_similarity(z, z, kappa)  # (2B, 2B)
-    return paired_infonce(logits, exclude_positive=False)
+    scale = ops.cast(scale, "float32")
+    return blocked_or_naive(
+        z,
+        block_size,
+        naive_fn=lambda: paired_infonce(scale * tsp_similarity(z, z, kappa)),  # (2B, 2B) logits
+        blocked_fn=lambda block: blocked_paired_infonce(l2_normalize(z), scale, kappa=kappa, block_size=block),
+    )
 
 
 @keras.saving.register_keras_serializable(package="kmedssl")
@@ -70,15 +95,17 @@ class TSPInfoNCE(keras.losses.Loss):
     stacked on axis 1; ``y_true`` is ignored (pass any tensor, e.g. zeros). A trainable scale lives in the
     S-PCL model, which calls ``tsp_infonce`` directly."""
 
-    def __init__(self, kappa=16.0, scale=1 / 0.07, name="tsp_infonce", **kwargs):
+    def __init__(self, kappa=16.0, scale=1 / 0.07, block_size=None, name="tsp_infonce", **kwargs):
         super().__init__(name=name, **kwargs)
         _validate_kappa(kappa)
         validate_positive(scale=scale)
+        validate_block_size(block_size)
         self.kappa = kappa
         self.scale = scale
+        self.block_size = block_size
 
     def call(self, y_true, y_pred):
-        return tsp_infonce(y_pred[:, 0], y_pred[:, 1], kappa=self.kappa, scale=self.scale)
+        return tsp_infonce(y_pred[:, 0], y_pred[:, 1], kappa=self.kappa, scale=self.scale, block_size=self.block_size)
 
     def get_config(self):
-        return {**super().get_config(), "kappa": self.kappa, "scale": self.scale}
+        return {**super().get_config(), "kappa": self.kappa, "scale": self.scale, "block_size": self.block_size}

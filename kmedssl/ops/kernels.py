@@ -58,7 +58,7 @@ def _tensor_problem(tensors, mode):
         return f"the Keras backend is {keras.backend.backend()!r}, not 'torch'"
     import torch
 
-    tensors = [t for t in tensors if t is not None]
+    tensors = [t for t in tensors if t is not None and not isinstance(t, (int, float))]  # numbers are constants
     if any(not isinstance(t, torch.Tensor) or t.is_meta for t in tensors):  # meta: Keras's symbolic build on torch
         return "symbolic"
     on_cpu_interpreted = mode == "triton" and interpreter_on()

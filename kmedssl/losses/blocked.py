@@ -1,0 +1,305 @@
+"""Row-blocked contrastive losses: memory O(block² + R·D) instead of O(R²), on every backend (``keras.ops``).
+
+The contrastive losses of ``kmedssl.losses`` are all of one form over R rows of unit vectors z (R, D):
+
+    L[i, j]  = scale * sim(z_i . z_j)                    sim(c) = c (dot) or the T-SP similarity (paper 003, Eq. 1)
+    lse_i    = log sum_{j in den(i)} exp(L[i, j])        den(i): the denominator set of anchor i (never i itself)
+    loss     = 1/R sum_i coef_i * (w_i * lse_i - sum_j W[i, j] L[i, j])
+
+with target weights W (w_i = sum_j W[i, j]) and coef_i = 1 / max(|P(i)|, 1), |P(i)| the number of
+positives of anchor i. Paired InfoNCE (``nt_xent``, ``multiview_infonce`` Eq. 2 of paper 000,
+``tsp_infonce`` Eq. 2 of paper 003): W[i, j] = 1 for j = (i + R/2) mod R, so loss_i = lse_i - L[i, pos(i)].
+Jaccard SupCon (paper 001, Eq. 3, without the T / T_base factor): W[i, j] = J[i, j] for the positives
+J[i, j] >= threshold, j != i.
+
+Forward: (block x block) tiles of L, an online log-sum-exp across the column tiles of each row block
+(running max m and sum s: ``s <- s * exp(m - m') + sum exp(L - m')``). The (R, R) matrix never exists.
+
+Backward (``keras.ops.custom_gradient``): the tiles are recomputed from z and the saved lse_i. With
+P[i, j] = exp(L[i, j] - lse_i) on den(i) and G = dloss/dL = (1/R) * (coef_i w_i P[i, j] - coef_i W[i, j]),
+every mask and W is symmetric, so
+
+    dloss/dz_i   = sum_j (G[i, j] + G[j, i]) * scale * sim'(c_ij) * z_j
+    dloss/dscale = 1/2 sum_ij (G[i, j] + G[j, i]) * sim(c_ij)
+    dloss/dkappa = 1/2 sum_ij (G[i, j] + G[j, i]) * scale * dsim/dkappa (c_ij)
+
+and each row block's gradient needs only its own row of tiles. ``scale`` (and ``kappa``) are tensors of the
+custom-gradient function, so S-PCL's trainable scale receives its gradient through this path.
+
+``blocked_or_naive`` chooses the path from the losses' ``block_size`` argument: ``None`` (auto) takes this
+one when R > ``AUTO_BLOCKED_ROWS`` (decided when the function runs if R is unknown while tracing, as in a
+TensorFlow train step), ``0`` always the plain (R, R) matrices, an int >= 1 always this one with tiles of
+that many rows.
+"""
+
+import numbers
+
+from keras import ops
+
+# Auto mode takes the blocked path above this many rows: a (R, R) float32 matrix of 64 MiB, of which the
+# naive path holds several (logits, masks, exp, softmax and their gradients).
+AUTO_BLOCKED_ROWS = 4096
+# Rows (and columns) of one tile: a 4 MiB float32 tile; the tile temporaries stay in the tens of MiB.
+DEFAULT_BLOCK_SIZE = 1024
+# Logit given to entries outside den(i): finite (no inf - inf), and exp(_EXCLUDED - m) underflows to 0.
+_EXCLUDED = -1e9
+
+
+def validate_block_size(block_size):
+    """``block_size`` must be None (auto), 0 (plain matrices) or an int >= 1 (rows of a tile)."""
+    if block_size is not None and (
+        isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) or block_size < 0
+    ):
+        raise ValueError(
+            f"Expected block_size=None (auto), 0 (plain matrices) or an int >= 1 (rows of a tile). "
+            f"Received: block_size={block_size!r}"
+        )
+
+
+def blocked_or_naive(z, block_size, naive_fn, blocked_fn):
+    """``blocked_fn(block)`` on the blocked path, else ``naive_fn()`` (see the module docstring).
+
+    Args:
+        z: ``(R, D)`` rows of the loss (only its row count is read).
+        block_size: None (auto: blocked with ``DEFAULT_BLOCK_SIZE`` when R > ``AUTO_BLOCKED_ROWS``), 0 (always
+            ``naive_fn``) or an int >= 1 (always blocked, tiles of that many rows).
+    """
+    validate_block_size(block_size)
+    if block_size == 0:
+        return naive_fn()
+    if block_size is not None:
+        return blocked_fn(block_size)
+    num_rows = z.shape[0]
+    if num_rows is None:  # a graph traced with an unknown batch: decide when it runs
+        return ops.cond(
+            ops.shape(z)[0] > AUTO_BLOCKED_ROWS, lambda: blocked_fn(DEFAULT_BLOCK_SIZE), naive_fn
+        )
+    return blocked_fn(DEFAULT_BLOCK_SIZE) if num_rows > AUTO_BLOCKED_ROWS else naive_fn()
+
+
+# === Targets of one tile ===
+
+
+def _paired_targets(exclude_positive):
+    """Paired InfoNCE: W[i, j] = 1 for j = (i + R/2) mod R; den(i) = {j != i} (also j != pos(i) if excluded)."""
+
+    def targets(rows_i, rows_j, num_rows, labels_i, labels_j):
+        positives = (rows_i + num_rows // 2) % num_rows  # (b,)
+        is_positive = rows_j[None, :] == positives[:, None]  # (b, b)
+        in_denominator = rows_i[:, None] != rows_j[None, :]
+        if exclude_positive:
+            in_denominator = ops.logical_and(in_denominator, ops.logical_not(is_positive))
+        return ops.cast(is_positive, "float32"), is_positive, in_denominator
+
+    return targets
+
+
+def _jaccard_targets(threshold):
+    """Jaccard SupCon: P(i) = {j != i : J[i, j] >= threshold}, W = J on P(i); den(i) = {j != i}."""
+
+    def targets(rows_i, rows_j, num_rows, labels_i, labels_j):
+        intersection = ops.matmul(labels_i, ops.transpose(labels_j))  # (b, b)
+        union = ops.sum(labels_i, axis=1)[:, None] + ops.sum(labels_j, axis=1)[None, :] - intersection
+        jaccard = ops.divide_no_nan(intersection, union)  # 0 where both label rows are empty
+        not_self = rows_i[:, None] != rows_j[None, :]
+        is_positive = ops.logical_and(jaccard >= threshold, not_self)
+        return ops.where(is_positive, jaccard, 0.0), is_positive, not_self
+
+    return targets
+
+
+# === Similarity of one tile ===
+
+
+def _similarity(cosine, kappa):
+    """``sim(c)``: the dot product (kappa None) or T-SP ``0.5 (1 + c) / (1 + (1 - c) kappa)`` (paper 003, Eq. 1)."""
+    if kappa is None:
+        return cosine
+    return 0.5 * (1.0 + cosine) / (1.0 + (1.0 - cosine) * kappa)
+
+
+def _similarity_derivatives(cosine, similarity, kappa):
+    """``(dsim/dc, dsim/dkappa)``: ``(1, 0)`` for the dot product; for T-SP, with ``q = 1 + (1 - c) kappa``,
+    ``(0.5 (1 + 2 kappa) / q², -sim (1 - c) / q)``."""
+    if kappa is None:
+        return 1.0, 0.0
+    denominator = 1.0 + (1.0 - cosine) * kappa
+    return 0.5 * (1.0 + 2.0 * kappa) / ops.square(denominator), -similarity * (1.0 - cosine) / denominator
+
+
+# === The blocked loss ===
+
+
+def _pad_rows(x, multiple):
+    """Append zero rows so that the row count is a multiple of ``multiple``: ``(R, K) -> (R_pad, K)``."""
+    padding = (-ops.shape(x)[0]) % multiple
+    return ops.concatenate([x, ops.zeros((padding, ops.shape(x)[1]), x.dtype)], axis=0)
+
+
+def _blocked_loss(z, scale, kappa, labels, targets, block_size):
+    """The loss of the module docstring, with its custom gradient.
+
+    Args:
+        z: ``(R, D)`` float32 unit rows. scale: ``()`` float32 tensor. kappa: ``()`` float32 tensor (T-SP)
+        or None (dot). labels: ``(R, K)`` float32 or None. targets: ``_paired_targets`` / ``_jaccard_targets``.
+        block_size: rows of a tile (clamped to R when R is static).
+    """
+    num_rows, dim = ops.shape(z)[0], ops.shape(z)[1]
+    if isinstance(num_rows, int):
+        block_size = min(block_size, num_rows)
+    num_blocks = (num_rows + block_size - 1) // block_size
+    has_kappa, has_labels = kappa is not None, labels is not None
+
+    def loss_with_gradient(*args):
+        z, scale = args[0], args[1]
+        kappa = args[2] if has_kappa else None
+        labels = args[-1] if has_labels else None
+        z_pad = _pad_rows(z, block_size)  # (R_pad, D)
+        labels_pad = _pad_rows(labels, block_size) if has_labels else None  # (R_pad, K)
+        # Loops are ops.scan over the block ids, not fori_loop: scan runs its iterations one after another on
+        # every backend, while tf.while_loop (fori_loop on tensorflow) runs up to 10 at once, 10x the tiles.
+        block_ids = ops.arange(num_blocks)
+
+        def rows(x, start):
+            return ops.slice(x, [start, 0], [block_size, ops.shape(x)[1]])  # (b, ...)
+
+        def tile(start_i, start_j):
+            """Tile (rows start_i + [0, b), columns start_j + [0, b)) of everything both passes need."""
+            rows_i = start_i + ops.arange(block_size)  # (b,)
+            rows_j = start_j + ops.arange(block_size)
+            labels_i, labels_j = (rows(labels_pad, start_i), rows(labels_pad, start_j)) if has_labels else (None, None)
+            weights, is_positive, in_denominator = targets(rows_i, rows_j, num_rows, labels_i, labels_j)
+            valid = ops.logical_and((rows_i < num_rows)[:, None], (rows_j < num_rows)[None, :])  # (b, b)
+            cosine = ops.matmul(rows(z_pad, start_i), ops.transpose(rows(z_pad, start_j)))  # (b, b)
+            similarity = _similarity(cosine, kappa)
+            logits = scale * similarity  # L
+            in_denominator = ops.logical_and(in_denominator, valid)
+            return {
+                "weights": ops.where(valid, weights, 0.0),  # W
+                "is_positive": ops.logical_and(is_positive, valid),
+                "in_denominator": in_denominator,
+                "logits": logits,
+                "masked_logits": ops.where(in_denominator, logits, _EXCLUDED),
+                "cosine": cosine,
+                "similarity": similarity,
+            }
+
+        # === Forward: online log-sum-exp over the column tiles of each row block ===
+        def forward_row_block(carry, i):
+            start_i = i * block_size
+
+            def column_tile(state, j):
+                peak, summed, weighted_logits, weight_sum, count = state  # each (b,)
+                t = tile(start_i, j * block_size)
+                new_peak = ops.maximum(peak, ops.max(t["masked_logits"], axis=1))
+                exp_logits = ops.where(t["in_denominator"], ops.exp(t["masked_logits"] - new_peak[:, None]), 0.0)
+                summed = summed * ops.exp(peak - new_peak) + ops.sum(exp_logits, axis=1)
+                weighted_logits = weighted_logits + ops.sum(t["weights"] * t["logits"], axis=1)
+                weight_sum = weight_sum + ops.sum(t["weights"], axis=1)
+                count = count + ops.sum(ops.cast(t["is_positive"], "float32"), axis=1)
+                return (new_peak, summed, weighted_logits, weight_sum, count), None
+
+            zeros = ops.zeros((block_size,), "float32")
+            state = (ops.full((block_size,), _EXCLUDED, "float32"), zeros, zeros, zeros, zeros)
+            (peak, summed, weighted_logits, weight_sum, count), _ = ops.scan(column_tile, state, block_ids)
+            lse = peak + ops.log(ops.where(summed > 0.0, summed, 1.0))  # (b,); padded rows have no terms
+            is_row = ops.cast(start_i + ops.arange(block_size) < num_rows, "float32")
+            coef = is_row / ops.maximum(count, 1.0)  # (b,), 0 on padded rows
+            carry = (carry[0] + ops.sum(coef * (weight_sum * lse - weighted_logits)), lse, coef, coef * weight_sum)
+            return carry, carry  # the per-block statistics are stacked as (nb, b)
+
+        zeros = ops.zeros((block_size,), "float32")
+        state = (ops.zeros((), "float32"), zeros, zeros, zeros)
+        (total, _, _, _), per_block = ops.scan(forward_row_block, state, block_ids)
+        lse_all, coef_all, coef_weight_all = (ops.reshape(x, (-1,)) for x in per_block[1:])  # each (R_pad,)
+        loss = total / ops.cast(num_rows, "float32")
+
+        # === Backward: recompute the tiles; R * (G + G^T) from the saved per-row statistics ===
+        def grad(*grad_args, upstream=None):
+            if upstream is None:  # tensorflow and jax call grad(upstream), torch grad(*args, upstream=...)
+                (upstream,) = grad_args
+
+            def stats(start, axis):
+                """lse, coef, coef * w of rows start + [0, b), as a column (axis 1) or a row (axis 0)."""
+                return [ops.expand_dims(ops.slice(x, [start], [block_size]), axis)
+                        for x in (lse_all, coef_all, coef_weight_all)]
+
+            def backward_row_block(carry, i):
+                start_i = i * block_size
+                lse_i, coef_i, coef_weight_i = stats(start_i, 1)  # (b, 1)
+
+                def column_tile(state, j):
+                    dz_i, d_scale, d_kappa = state
+                    start_j = j * block_size
+                    t = tile(start_i, start_j)
+                    lse_j, coef_j, coef_weight_j = stats(start_j, 0)  # (1, b)
+                    in_denominator = ops.cast(t["in_denominator"], "float32")
+                    softmax_ij = in_denominator * ops.exp(t["masked_logits"] - lse_i)  # P[i, j]
+                    softmax_ji = in_denominator * ops.exp(t["masked_logits"] - lse_j)  # P[j, i]: L, den symmetric
+                    g_sym = (
+                        coef_weight_i * softmax_ij + coef_weight_j * softmax_ji - (coef_i + coef_j) * t["weights"]
+                    )  # (b, b) = R * (G + G^T)
+                    d_cosine, d_sim_kappa = _similarity_derivatives(t["cosine"], t["similarity"], kappa)
+                    dz_i = dz_i + ops.matmul(g_sym * (scale * d_cosine), rows(z_pad, start_j))  # (b, D)
+                    d_scale = d_scale + 0.5 * ops.sum(g_sym * t["similarity"])
+                    if has_kappa:
+                        d_kappa = d_kappa + 0.5 * ops.sum(g_sym * (scale * d_sim_kappa))
+                    return (dz_i, d_scale, d_kappa), None
+
+                state = (ops.zeros((block_size, dim), "float32"), carry[1], carry[2])
+                carry, _ = ops.scan(column_tile, state, block_ids)
+                return carry, carry  # dz of the row block is stacked as (nb, b, D)
+
+            scalar = ops.zeros((), "float32")
+            state = (ops.zeros((block_size, dim), "float32"), scalar, scalar)
+            (_, d_scale, d_kappa), (dz_blocks, _, _) = ops.scan(backward_row_block, state, block_ids)
+            dz_all = ops.reshape(dz_blocks, (-1, dim))  # (R_pad, D)
+            factor = ops.cast(upstream, "float32") / ops.cast(num_rows, "float32")
+            grads = [factor * ops.slice(dz_all, [0, 0], [num_rows, dim]), factor * d_scale]
+            if has_kappa:
+                grads.append(factor * d_kappa)
+            if has_labels:
+                grads.append(ops.zeros_like(labels))
+            return tuple(grads)
+
+        return loss, grad
+
+    args = [z, scale] + ([kappa] if has_kappa else []) + ([labels] if has_labels else [])
+    return ops.custom_gradient(loss_with_gradient)(*args)
+
+
+# === Entry points ===
+
+
+def blocked_paired_infonce(z, scale, kappa=None, exclude_positive=False, block_size=DEFAULT_BLOCK_SIZE):
+    """Paired InfoNCE over the R = 2B unit rows z (positive of row i: ``(i + B) mod 2B``), row-blocked.
+
+    ``L = scale * z z^T`` (``kappa=None``: ``nt_xent``, ``multiview_infonce``) or
+    ``L = scale * sim_tsp(z, z)`` (``tsp_infonce``); the denominator is all j != i (NT-Xent), or also
+    j != pos(i) with ``exclude_positive`` (paper 000, Eq. 2). Equals ``paired_infonce`` of those logits.
+
+    Args:
+        z: ``(2B, D)`` float32, L2-normalised rows. scale: number or ``()`` tensor (gets a gradient).
+        kappa: None (dot product) or the T-SP concentration (number or ``()`` tensor, gets a gradient).
+        block_size: rows of one tile.
+
+    Returns:
+        float32 scalar.
+    """
+    kappa = None if kappa is None else ops.cast(kappa, "float32")
+    return _blocked_loss(z, ops.cast(scale, "float32"), kappa, None, _paired_targets(exclude_positive), block_size)
+
+
+def blocked_jaccard_supcon(z, labels, scale, threshold, block_size=DEFAULT_BLOCK_SIZE):
+    """``mean_a 1/|P(a)| sum_{p in P(a)} J[a, p] * (lse_a - L[a, p])`` with ``L = scale * z z^T``, row-blocked:
+    ``jaccard_supcon`` (paper 001, Eq. 3) without its ``T / T_base`` factor, for ``scale = 1 / T``.
+
+    Args:
+        z: ``(VB, D)`` float32, L2-normalised rows (view-major). labels: ``(VB, K)`` multi-hot rows of z.
+        scale: number or ``()`` tensor. threshold: tau in [0, 1]. block_size: rows of one tile.
+
+    Returns:
+        float32 scalar.
+    """
+    labels = ops.cast(labels, "float32")
+    return _blocked_loss(z, ops.cast(scale, "float32"), None, labels, _jaccard_targets(threshold), block_size)
