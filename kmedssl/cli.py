@@ -10,7 +10,9 @@ import click
 from kmedssl.data.formats import FORMATS  # keras-free: the backend is chosen later
 
 BACKENDS = ("torch", "tensorflow", "jax")
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, OSError)  # DataError is a ValueError
+# DataError and CheckpointError are ValueErrors, NonFiniteLossError is a FloatingPointError and OutOfMemoryError
+# a MemoryError.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, OSError, MemoryError)
 
 
 def use_backend(backend):
@@ -36,14 +38,23 @@ def run_user_command(debug, function, *args, **kwargs):
         sys.exit(1)
 
 
+# pretrain() arguments that have their own option: `--set` cannot set them.
+OWN_OPTIONS = ("data", "format", "on_error", "size", "seed", "output_dir", "resume", "overwrite", "backend",
+               "verbose", "callbacks")
+
+
 def parse_sets(values):
     """``--set key=value`` pairs -> dict (values stay strings; the recipe converts them)."""
     overrides = {}
     for item in values:
         key, sep, value = item.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise click.BadParameter(f"expected key=value, received {item!r}", param_hint="--set")
-        overrides[key.strip()] = value.strip()
+        if key in OWN_OPTIONS:
+            option = "--output" if key == "output_dir" else "--" + key.replace("_", "-")
+            raise click.BadParameter(f"{key} has its own option, use {option}", param_hint="--set")
+        overrides[key] = value.strip()
     return overrides
 
 
@@ -73,29 +84,44 @@ def main():
 @click.option("--image-size", type=int, help="Input image size in pixels.")
 @click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (default: $KERAS_BACKEND or torch).")
 @click.option("--output", type=click.Path(file_okay=False), help="Run directory (default runs/METHOD-TIMESTAMP).")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --output from its newest checkpoint (same command and settings).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), metavar="STEPS",
+              help="Also checkpoint every STEPS training steps (always at each epoch end).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, data order and views.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def pretrain(method, data, data_format, on_error, size, sets, epochs, steps_per_epoch, batch_size, image_size,
-             backend, output, overwrite, seed, debug):
+             backend, output, resume, overwrite, checkpoint_every, seed, debug):
     """Pretrain METHOD (ace, mulsupcon, mvcon, mvmae, simclr, spcl, supervised) and write a run directory.
+
+    A run killed at any moment continues with the same command plus --resume and ends with the weights of
+    an uninterrupted run. Run options for --set: keep_checkpoints=K (default 3, 0 keeps all),
+    on_nonfinite=stop|skip (stop at the first NaN/Inf loss, or undo and count such steps).
 
     \b
     Examples:
       kmedssl pretrain spcl --data phantom --size phantom --epochs 5 --set mask_ratio=0.5 --output runs/spcl
-      kmedssl pretrain mvmae --data /data/mimic-cxr-jpg --format mimic-cxr --size paper
+      kmedssl pretrain mvmae --data /data/mimic-cxr-jpg --format mimic-cxr --size paper --checkpoint-every 500 \\
+          --output runs/mvmae          # after an interruption: the same command plus --resume
     """
     use_backend(backend)
     overrides = parse_sets(sets)
     from kmedssl import recipes
 
+    options = dict(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, image_size=image_size,
+                   checkpoint_every=checkpoint_every)
+    overrides.update({key: value for key, value in options.items() if value is not None})
     result = run_user_command(
-        debug, recipes.pretrain, method, data=data, size=size, epochs=epochs, steps_per_epoch=steps_per_epoch,
-        batch_size=batch_size, image_size=image_size, seed=seed, output_dir=output, overwrite=overwrite,
-        format=data_format, on_error=on_error, **overrides,
+        debug, recipes.pretrain, method, data=data, size=size, seed=seed, output_dir=output, resume=resume,
+        overwrite=overwrite, format=data_format, on_error=on_error, **overrides,
     )
+    if result.resumed_from is not None:
+        click.echo(f"Resumed {result.run_dir} at step {result.resumed_from}")
     losses = {k: v[-1] for k, v in result.history.items() if k.endswith("loss")}
-    click.echo(f"Run written to {result.run_dir} (final " + ", ".join(f"{k}={v:.4f}" for k, v in losses.items()) + ")")
+    skipped = result.history.get("skipped_steps", [0])[-1]
+    click.echo(f"Run written to {result.run_dir} (final " + ", ".join(f"{k}={v:.4f}" for k, v in losses.items())
+               + (f"; {skipped:.0f} non-finite steps skipped" if skipped else "") + ")")
 
 
 @main.command()

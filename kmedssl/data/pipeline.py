@@ -1,8 +1,10 @@
 """The input pipeline: batches of per-sample views for ``model.fit`` on every backend (no TensorFlow needed).
 
-``ViewDataset`` is a ``keras.utils.PyDataset``: batch ``i`` of epoch ``e`` is built from a permutation drawn
-from ``(seed, e)`` and per-sample random views drawn from ``(seed, e, sample_index)``, so the data order and
-augmentations are reproducible from one seed whatever the number of workers.
+``ViewDataset`` is a ``keras.utils.PyDataset``: batch ``i`` of epoch ``e`` (``ViewDataset.batch(e, i)``) is
+built from a permutation drawn from ``(seed, e)`` and per-sample random views drawn from
+``(seed, e, sample_index)``, so the data order and augmentations are reproducible from one seed whatever
+the number of workers. ``ViewDataset.epoch_batches(e, start)`` serves batches ``start, start + 1, ...`` of
+epoch ``e`` to one ``fit`` epoch: a run resumed at any batch continues with exactly the same data.
 """
 
 import keras
@@ -91,10 +93,10 @@ class ViewDataset(keras.utils.PyDataset):
             arrays = self.views(arrays, np.random.default_rng([self.seed, epoch, index]))
         return arrays
 
-    def __getitem__(self, batch_index):
+    def batch(self, epoch, batch_index):
+        """Batch ``batch_index`` of ``epoch``: a function of ``(seed, epoch, batch_index)`` and the data only."""
         if not 0 <= batch_index < len(self):
             raise IndexError(f"Batch index {batch_index} out of range [0, {len(self)})")
-        epoch = self.epoch
         indices = self.order(epoch)[batch_index * self.batch_size:(batch_index + 1) * self.batch_size]
         items = [self.sample_views(int(i), epoch) for i in indices]
         batch = {key: np.stack([item[key] for item in items]) for key in items[0]}
@@ -102,5 +104,41 @@ class ViewDataset(keras.utils.PyDataset):
             return batch
         return batch, batch.pop(self.target)
 
+    def __getitem__(self, batch_index):
+        return self.batch(self.epoch, batch_index)
+
     def on_epoch_end(self):
         self.epoch += 1
+
+    def epoch_batches(self, epoch, start=0, stop=None):
+        """Batches ``start .. stop - 1`` of ``epoch`` as a dataset for one ``fit`` epoch (``EpochBatches``)."""
+        return EpochBatches(self, epoch, start, stop)
+
+
+class EpochBatches(keras.utils.PyDataset):
+    """Batches ``start .. stop - 1`` of one epoch of a ``ViewDataset``, for a ``fit`` call of one epoch.
+
+    Batch ``i`` is ``dataset.batch(epoch, start + i)``: the content depends on nothing Keras does (epoch
+    callbacks, prefetching threads), so a run that trains epoch by epoch, or resumes at batch ``start`` of an
+    epoch, sees exactly the batches of an uninterrupted run. Workers and queue size are the dataset's.
+    """
+
+    def __init__(self, dataset, epoch, start=0, stop=None):
+        super().__init__(workers=dataset.workers, use_multiprocessing=dataset.use_multiprocessing,
+                         max_queue_size=dataset.max_queue_size)
+        stop = len(dataset) if stop is None else stop
+        if not 0 <= start < stop <= len(dataset):
+            raise ValueError(f"Expected 0 <= start < stop <= {len(dataset)} batches. Received: start={start}, "
+                             f"stop={stop}")
+        self.dataset = dataset
+        self.epoch = int(epoch)
+        self.start = int(start)
+        self.stop = int(stop)
+
+    def __len__(self):
+        return self.stop - self.start
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"Batch index {index} out of range [0, {len(self)})")
+        return self.dataset.batch(self.epoch, self.start + index)

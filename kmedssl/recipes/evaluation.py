@@ -30,6 +30,7 @@ from kmedssl.eval import (
     summarize_repeats,
 )
 from kmedssl.recipes import runs
+from kmedssl.recipes.checkpoints import load_model_file
 
 VIEWS = ("frontal", "lateral", "ensemble")
 PROTOCOLS = ("linear", "finetune")
@@ -48,16 +49,10 @@ def load_encoder(encoder):
         file = path / runs.ENCODER_FILE
         if not file.is_file():
             raise FileNotFoundError(f"{file} not found: the run in {path} has not finished")
-        return load_encoder_file(file), path, recipe
+        return load_model_file(file), path, recipe
     if path.suffix == ".keras" and path.is_file():
-        return load_encoder_file(path), None, {}
+        return load_model_file(path), None, {}
     raise FileNotFoundError(f"Expected a run directory or an ENCODER.keras file. Received: {encoder!r} (not found)")
-
-
-def load_encoder_file(path):
-    import kmedssl.backbones  # noqa: F401  (registers the backbone classes for deserialisation)
-
-    return keras.saving.load_model(path, safe_mode=True)
 
 
 def label_budget(records, budget, seed=0):

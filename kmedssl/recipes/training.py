@@ -1,6 +1,13 @@
-"""``pretrain``: one pretraining run from a recipe, written to a run directory (SPEC §8, §9)."""
+"""``pretrain``: one pretraining run from a recipe, written to a run directory that survives interruption
+(SPEC §8, §9; layout in ``kmedssl.recipes.runs``, checkpoints in ``kmedssl.recipes.checkpoints``).
+
+Stages: settings (recipe, run options, checks that need no data) -> the run directory's state (new, to be
+overwritten, or a run to resume, whose settings must match) -> data and model -> ``train`` (one ``fit`` per
+epoch, from the newest checkpoint when resuming) -> the final encoder.
+"""
 
 import dataclasses
+import math
 import pathlib
 
 import keras
@@ -8,21 +15,39 @@ import numpy as np
 
 from kmedssl.data.sources import open_source, split_records
 from kmedssl.eval.monitor import ProbeMonitor
-from kmedssl.ops.runtime import seed_everything
+from kmedssl.ops.runtime import device_description, seed_everything
 from kmedssl.recipes import runs
-from kmedssl.recipes.callbacks import StopOnNonFiniteLoss
-from kmedssl.recipes.registry import make_recipe
+from kmedssl.recipes.callbacks import ON_NONFINITE, NonFiniteLossGuard
+from kmedssl.recipes.checkpoints import (
+    Checkpointer,
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_checkpoint,
+)
+from kmedssl.recipes.registry import make_recipe, recipe_fields
+
+# Methods whose loss contrasts each sample with the other samples of its batch (at least one other needed).
+CONTRASTIVE_METHODS = ("mulsupcon", "mvcon", "simclr", "spcl")
+OUT_OF_MEMORY_MARKERS = ("out of memory", "outofmemory", "resource_exhausted", "resourceexhausted",
+                         "oom when allocating", "can't allocate memory")
+
+
+class OutOfMemoryError(MemoryError):
+    """Training ran out of device or host memory; the message names the step and the batch size."""
 
 
 @dataclasses.dataclass
 class PretrainResult:
-    """What ``pretrain`` returns: the trained method model, its encoder, the loss history and the run dir."""
+    """What ``pretrain`` returns: the trained method model, its encoder, the loss history (every epoch of the
+    run, including those before a resume), the run dir, the recipe, and the step a resumed run started at."""
 
     model: keras.Model
     encoder: keras.Model
     history: dict
     run_dir: pathlib.Path
     recipe: object
+    resumed_from: int | None = None
 
 
 def check_backend(backend):
@@ -36,8 +61,9 @@ def check_backend(backend):
 
 def pretrain(name, data="phantom", size="phantom", epochs=None, steps_per_epoch=None, batch_size=None,
              image_size=None, seed=0, output_dir=None, resume=False, backend=None, overwrite=False,
-             format=None, on_error="raise", verbose="auto", **overrides):
-    """Pretrain method ``name`` and write its run directory.
+             format=None, on_error="raise", verbose="auto", checkpoint_every=None, keep_checkpoints=3,
+             on_nonfinite="stop", callbacks=(), **overrides):
+    """Pretrain method ``name`` and write its run directory; continue an interrupted run with ``resume``.
 
     Args:
         name: one of ``kmedssl.recipes.list_methods()``.
@@ -46,29 +72,50 @@ def pretrain(name, data="phantom", size="phantom", epochs=None, steps_per_epoch=
         epochs, steps_per_epoch, batch_size, image_size: shortcuts for the recipe fields of those names.
         seed: seeds weights, data order, masks, partitions and augmentations.
         output_dir: run directory (default ``runs/<method>-<timestamp>``); an existing non-empty one needs
-            ``overwrite=True``.
-        resume: continuing a run is not supported by this version (must be False).
+            ``resume=True`` or ``overwrite=True``.
+        resume: continue the run in ``output_dir`` from its newest checkpoint, with the optimizer, RNG and
+            data-order state, so that it ends exactly as an uninterrupted run would (CPU, same backend). The
+            settings (method, recipe, seed, data, format, on_error) must be those of the run; the run options
+            below may change. A missing or empty ``output_dir`` starts a new run.
         backend: checked against the active Keras backend.
+        overwrite: replace an existing run directory.
         format: the on-disk format of ``data`` (inferred when None).
         on_error: ``"raise"`` (a bad file or row raises ``DataError``) or ``"skip"`` (skipped and listed in
             the run directory's ``data_skipped.csv``).
-        **overrides: any recipe field, e.g. ``mask_ratio=0.5``.
+        verbose: ``fit``'s progress output.
+        checkpoint_every: also checkpoint every N training steps (None: at epoch ends only).
+        keep_checkpoints: checkpoints kept (the newest; 0 keeps all).
+        on_nonfinite: ``"stop"`` (raise ``NonFiniteLossError`` at the first NaN/Inf loss; the last good
+            checkpoint stays) or ``"skip"`` (undo such steps and count them as ``skipped_steps`` in the log).
+        callbacks: extra Keras callbacks, run before the run's own (so they may add logged values).
+        **overrides: any recipe field, e.g. ``mask_ratio=0.5``; the three run options above may also come
+            here as strings (``--set on_nonfinite=skip``).
 
     Returns:
-        ``PretrainResult(model, encoder, history, run_dir, recipe)``.
+        ``PretrainResult(model, encoder, history, run_dir, recipe, resumed_from)``.
+
+    Raises:
+        ValueError: unknown method, size or field, a bad value, a resume with other settings.
+        FileExistsError: ``output_dir`` holds something and neither ``resume`` nor ``overwrite`` is set.
+        NonFiniteLossError: a NaN/Inf loss under ``on_nonfinite="stop"``.
+        OutOfMemoryError: a training step ran out of memory.
     """
     check_backend(backend)
-    if resume:
-        raise ValueError("Expected resume=False: resuming runs is not supported by this version.")
+    options = run_options(checkpoint_every, keep_checkpoints, on_nonfinite)
     shortcuts = dict(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, image_size=image_size)
     overrides.update({key: value for key, value in shortcuts.items() if value is not None})
     recipe = make_recipe(name, size, **overrides)
+    check_batch_size(recipe)
+    if resume and output_dir is None:
+        raise ValueError("Expected output_dir (--output) naming the run to resume. Received: none")
+    run_dir = pathlib.Path(output_dir or runs.default_run_dir(name))
+    settings = {"data": data_identity(data), "format": format, "on_error": on_error}
+    resuming = runs.existing_run(run_dir, overwrite=overwrite, resume=resume)
+    if resuming:
+        check_same_run(run_dir, recipe, seed, settings)
     seed_everything(seed)
 
-    source = open_source(data, kind=recipe.data_kind, size=recipe.data_size, seed=recipe.data_seed,
-                         format=format, on_error=on_error)
-    splits = split_records(source, seed=recipe.split_seed)
-    dataset = recipe.training_data(source, splits["train"], seed, on_error=on_error)
+    source, splits, dataset = open_training_data(recipe, data, seed, format=format, on_error=on_error)
     steps = min(recipe.steps_per_epoch or len(dataset), len(dataset))
     total_steps = steps * recipe.epochs
 
@@ -76,16 +123,185 @@ def pretrain(name, data="phantom", size="phantom", epochs=None, steps_per_epoch=
     model = recipe.build_model(encoder, total_steps=total_steps, seed=seed, num_labels=len(source.label_names))
     model.compile(optimizer=recipe.build_optimizer(total_steps, steps))
 
-    run_dir = runs.prepare_run_dir(output_dir or runs.default_run_dir(name), overwrite=overwrite)
-    runs.write_recipe(run_dir, recipe, seed)
-    runs.write_environment(run_dir, seed, data=str(data), format=format)
-    callbacks = [StopOnNonFiniteLoss(), *probe_monitor(recipe, source, splits["val"], seed),
-                 keras.callbacks.CSVLogger(str(run_dir / runs.LOG_FILE))]
-    history = model.fit(dataset, epochs=recipe.epochs, steps_per_epoch=steps, callbacks=callbacks,
-                        shuffle=False, verbose=verbose)
-    keras.saving.save_model(encoder, run_dir / runs.ENCODER_FILE)
+    monitors = probe_monitor(recipe, source, splits["val"], seed)
+
+    start = newest_checkpoint(run_dir, steps) if resuming else None
+    if resuming:
+        runs.record_resume(run_dir, start.step if start else 0, run_options=options)
+    else:
+        runs.prepare_run_dir(run_dir, overwrite=overwrite)
+        runs.write_recipe(run_dir, recipe, seed)
+        runs.write_environment(run_dir, seed, **settings, run_options=options)
+    rows = train(model, dataset, run_dir, recipe.epochs, steps, start=start, callbacks=[*monitors, *callbacks],
+                 verbose=verbose, **options)
+    runs.save_model_file(encoder, run_dir / runs.ENCODER_FILE)
     runs.write_skipped(run_dir, [*source.skipped, *dataset.skipped])
-    return PretrainResult(model=model, encoder=encoder, history=history.history, run_dir=run_dir, recipe=recipe)
+    return PretrainResult(model=model, encoder=encoder, history=history_of(rows), run_dir=run_dir, recipe=recipe,
+                          resumed_from=start.step if start else (0 if resuming else None))
+
+
+def open_training_data(recipe, data, seed, format=None, on_error="raise"):
+    """``(source, splits, dataset)``: the data source, its subject splits and the training ``ViewDataset``."""
+    source = open_source(data, kind=recipe.data_kind, size=recipe.data_size, seed=recipe.data_seed,
+                         format=format, on_error=on_error)
+    splits = split_records(source, seed=recipe.split_seed)
+    return source, splits, recipe.training_data(source, splits["train"], seed, on_error=on_error)
+
+
+# === Settings ===
+
+
+def run_options(checkpoint_every=None, keep_checkpoints=3, on_nonfinite="stop"):
+    """The run options, converted (they may be strings from ``--set``) and checked."""
+    every = _integer("checkpoint_every", checkpoint_every, none_ok=True)
+    keep = _integer("keep_checkpoints", keep_checkpoints)
+    if every is not None and every < 0 or keep < 0:
+        raise ValueError(f"Expected checkpoint_every >= 1 (or None) and keep_checkpoints >= 0. Received: "
+                         f"checkpoint_every={checkpoint_every!r}, keep_checkpoints={keep_checkpoints!r}")
+    if on_nonfinite not in ON_NONFINITE:
+        raise ValueError(f"Expected on_nonfinite in {ON_NONFINITE}. Received: on_nonfinite={on_nonfinite!r}")
+    return {"checkpoint_every": every or None, "keep_checkpoints": keep, "on_nonfinite": on_nonfinite}
+
+
+def _integer(key, value, none_ok=False):
+    if none_ok and (value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))):
+        return None
+    try:
+        number = float(value)
+        if not number.is_integer():
+            raise ValueError(value)
+        return int(number)
+    except (TypeError, ValueError):
+        raise ValueError(f"Expected {key} to be an integer. Received: {key}={value!r}") from None
+
+
+def check_batch_size(recipe):
+    if recipe.method in CONTRASTIVE_METHODS and recipe.batch_size < 2:
+        raise ValueError(
+            f"Expected batch_size >= 2 for {recipe.method}: its contrastive loss compares each sample with the "
+            f"others of its batch. Received: batch_size={recipe.batch_size}"
+        )
+
+
+def data_identity(data):
+    """``"phantom"``, or the absolute path of ``data`` (so a resume from another folder still matches)."""
+    return data if data == "phantom" else str(pathlib.Path(data).expanduser().resolve())
+
+
+def check_same_run(run_dir, recipe, seed, settings):
+    """Raise ``ValueError`` listing every setting that differs from the run being resumed in ``run_dir``."""
+    saved = runs.read_recipe(run_dir)
+    if saved.get("method") != recipe.method:
+        raise ValueError(f"Expected method {saved.get('method')!r}, the method of the run in {run_dir}. "
+                         f"Received: {recipe.method!r}")
+    fields = recipe_fields(recipe.method)
+    saved_recipe = make_recipe(recipe.method, "paper", **{k: v for k, v in saved.items() if k in fields})
+    environment = runs.read_environment(run_dir)
+    given = {**dataclasses.asdict(recipe), "seed": int(seed), **settings}
+    stored = {**dataclasses.asdict(saved_recipe), "seed": saved.get("seed"), "data": environment.get("data"),
+              "format": environment.get("format"), "on_error": environment.get("on_error", "raise")}
+    differences = [f"{key}={given[key]!r} (the run has {stored[key]!r})" for key in given if given[key] != stored[key]]
+    if differences:
+        raise ValueError(
+            f"Expected the settings of the run being resumed in {run_dir}. Received: {'; '.join(differences)}. "
+            f"Resume with the same command plus --resume, or start a new run with another --output."
+        )
+
+
+def newest_checkpoint(run_dir, steps_per_epoch):
+    """The newest checkpoint of the run (None if it has none), checked against the data's epoch length."""
+    runs.remove_temporary_files(run_dir)
+    runs.remove_temporary_files(pathlib.Path(run_dir) / runs.CHECKPOINT_DIR)
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        return None
+    start = load_checkpoint(path)
+    if start.meta.get("steps_per_epoch") != steps_per_epoch:
+        raise CheckpointError(
+            f"{path}: written for epochs of {start.meta.get('steps_per_epoch')} steps, but the data now gives "
+            f"{steps_per_epoch}; the data changed since the run started, so it cannot be resumed exactly"
+        )
+    return start
+
+
+# === Training ===
+
+
+def train(model, dataset, run_dir, epochs, steps_per_epoch, start=None, checkpoint_every=None, keep_checkpoints=3,
+          on_nonfinite="stop", callbacks=(), verbose="auto"):
+    """Train a compiled ``model`` on ``dataset`` epoch by epoch, writing the log and checkpoints to ``run_dir``.
+
+    Each epoch ``e`` is one ``fit`` over ``dataset.epoch_batches(e, first, steps_per_epoch)``, with
+    ``initial_epoch=e``; ``first`` is 0, or ``start.batch`` in the epoch a resumed run starts in. With a
+    ``start`` checkpoint, the model and its optimizer are built, their variables (and the data items skipped
+    so far) are restored, the log is rewritten to the checkpoint's rows, and training continues at
+    ``(start.epoch, start.batch)``; a finished run only has its state restored.
+
+    Returns:
+        The log rows of every finished epoch of the run (``Checkpointer.history``).
+
+    Raises:
+        OutOfMemoryError: a step ran out of memory (the message names it, and the batch size).
+    """
+    first_epoch, first_batch = (start.epoch, start.batch) if start is not None else (0, 0)
+    if start is not None:
+        build_training_state(model, dataset.batch(0, 0))
+        restore_checkpoint(model, start)
+        data = start.meta.get("data", {})
+        dataset.skipped[:] = [tuple(item) for item in data.get("skipped", [])]
+        dataset.bad = set(data.get("bad", []))
+    guard = NonFiniteLossGuard(on_nonfinite, start=(first_epoch, first_batch),
+                               skipped=start.meta.get("skipped_steps", 0) if start is not None else 0)
+    checkpointer = Checkpointer(
+        run_dir, steps_per_epoch, every=checkpoint_every, keep=keep_checkpoints, start=start,
+        data_state=lambda: {"skipped": [list(item) for item in dataset.skipped], "bad": sorted(dataset.bad)},
+    )
+    runs.write_log(run_dir, checkpointer.history)
+    callback_list = keras.callbacks.CallbackList([*callbacks, guard, checkpointer], add_history=True,
+                                                 add_progbar=verbose != 0, model=model, verbose=verbose, epochs=epochs,
+                                                 steps=steps_per_epoch)
+    for epoch in range(first_epoch, epochs):
+        first = first_batch if epoch == first_epoch else 0
+        callback_list.set_params({"verbose": verbose, "epochs": epochs, "steps": steps_per_epoch - first})
+        try:
+            model.fit(dataset.epoch_batches(epoch, first, steps_per_epoch), epochs=epoch + 1, initial_epoch=epoch,
+                      callbacks=callback_list, shuffle=False, verbose=verbose)
+        except Exception as error:
+            if verbose != 0:
+                print(flush=True)  # end the progress bar's line, so that the error starts on its own
+            if not is_out_of_memory(error):
+                raise
+            batch_size = dataset.batch_size
+            raise OutOfMemoryError(
+                f"Out of memory in training step {checkpointer.step + 1} (epoch {epoch + 1}) with "
+                f"batch_size={batch_size} on {device_description()}. Lower --batch-size (e.g. --batch-size "
+                f"{max(batch_size // 2, 2)}) or --image-size, or use a smaller model (--size phantom)."
+            ) from error
+    return checkpointer.history
+
+
+def build_training_state(model, batch):
+    """Create every variable of ``model`` and its optimizer, as ``fit`` would, without changing any state:
+    the model is called on symbolic tensors shaped like ``batch``, then the optimizer is built."""
+    inputs = batch[0] if isinstance(batch, tuple) else batch
+    model({key: keras.KerasTensor(value.shape, dtype=keras.backend.standardize_dtype(value.dtype))
+           for key, value in inputs.items()}, training=False)
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+
+
+def is_out_of_memory(error):
+    """Whether ``error`` reports exhausted memory (MemoryError, or a backend's out-of-memory error)."""
+    if isinstance(error, MemoryError):
+        return True
+    text = f"{type(error).__name__}: {error}".lower()
+    return any(marker in text for marker in OUT_OF_MEMORY_MARKERS)
+
+
+def history_of(rows):
+    """``{key: [value per epoch]}`` of the log rows (``epoch`` and ``step`` left out), as Keras's History."""
+    keys = sorted({key for row in rows for key in row} - {"epoch", "step"})
+    return {key: [row.get(key, math.nan) for row in rows] for key in keys}
 
 
 def probe_monitor(recipe, source, records, seed, max_images=256):
