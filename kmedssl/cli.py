@@ -138,11 +138,13 @@ def pretrain(method, data, data_format, on_error, size, sets, epochs, steps_per_
 @click.option("--test-format", type=click.Choice(FORMATS), help="Format of --test-data PATH (inferred if omitted).")
 @click.option("--cv", help="Repeated k-fold on the training split, FOLDSxREPEATS (paper 001: 5x10).")
 @click.option("--compare", help="With --cv: another RUN_DIR|ENCODER.keras (or 'random'), Wilcoxon-tested.")
+@click.option("--property-probes", is_flag=True,
+              help="Also run ACE's property probes (compositionality, decompositionality, retrieval; paper 004).")
 @click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (default: $KERAS_BACKEND or torch).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def evaluate(source, data, data_format, protocol, labels, views, baseline, test_data, test_format, cv, compare,
-             backend, seed, debug):
+             property_probes, backend, seed, debug):
     """Linear-probe (or fine-tune) a pretrained encoder on chest pathology labels and print macro AUROCs.
 
     \b
@@ -151,6 +153,7 @@ def evaluate(source, data, data_format, protocol, labels, views, baseline, test_
       kmedssl evaluate runs/spcl --labels 0.01,0.1,1.0
       kmedssl evaluate runs/spcl --data /data/mimic-cxr-jpg --test-data /data/chexpert
       kmedssl evaluate runs/spcl --cv 5x10 --compare runs/simclr
+      kmedssl evaluate runs/ace --baseline random --property-probes
     """
     use_backend(backend)
     from kmedssl import recipes
@@ -174,6 +177,7 @@ def evaluate(source, data, data_format, protocol, labels, views, baseline, test_
         debug, recipes.evaluate, source, data=data, protocol=protocol, labels=budget,
         views=[v.strip() for v in views.split(",") if v.strip()], seed=seed, baseline=baseline, format=data_format,
         test_data=test_data, test_format=test_format, folds=folds, repeats=repeats, compare=compare,
+        property_probes=property_probes,
     )
     name = "Linear probe" if protocol == "linear" else "Fine-tuning"
     if "cv" in report:
@@ -203,6 +207,13 @@ def evaluate(source, data, data_format, protocol, labels, views, baseline, test_
         if baseline:
             line += f" {report['baseline']['views'][view]['macro_auroc']:>12.4f}"
         click.echo(line)
+    if property_probes:
+        click.echo("ACE property probes (frontal test images; chance = 1 / batch):")
+        for role, entry in report["property_probes"].items():
+            name = "pretrained" if role == "encoder" else "random init"
+            click.echo(f"{name:<12} compositionality cos {entry['compositionality_mean_cosine']['4']:.4f}, "
+                       f"decompositionality acc {entry['decompositionality_accuracy']:.4f}, "
+                       f"retrieval acc {entry['retrieval_accuracy']:.4f} (chance {entry['chance']:.4f})")
 
 
 @main.command()
