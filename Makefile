@@ -34,7 +34,7 @@ test-jax: venv
 	KERAS_BACKEND=jax $(PYTEST) -m "not backend_free"
 
 bench: venv
-	KERAS_BACKEND=torch $(PY) benchmarks/train_step.py
+	KERAS_BACKEND=torch $(PY) benchmarks/train_step.py --sizes phantom --backends torch
 
 clean:
 	rm -rf $(VENV) build *.egg-info

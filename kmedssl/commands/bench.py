@@ -74,28 +74,123 @@ def phantom(methods, budget_minutes, labels, protocols, output, overwrite, seed,
 
 @bench.command()
 @click.option("--methods", help="Comma-separated methods (default: every method).")
-@click.option("--steps", type=int, default=10, show_default=True, help="Timed steps per method.")
-@click.option("--warmup", type=int, default=3, show_default=True, help="Warm-up steps per method.")
-@click.option("--backend", type=click.Choice(["torch", "tensorflow", "jax"]),
-              help="Keras backend (default: $KERAS_BACKEND or torch).")
-def train(methods, steps, warmup, backend):
-    """Training step time and images/s of every method at the phantom size (runs benchmarks/train_step.py).
+@click.option("--sizes", default="phantom,vit-s16", show_default=True,
+              help="phantom: each method's phantom recipe; vit-s16: ViT-S/16 at 224 px for every method.")
+@click.option("--backend", "backends", default="torch,tensorflow,jax", show_default=True,
+              help="Comma-separated Keras backends (each measurement runs in its own process).")
+@click.option("--batch-size", type=int, help="Batch size of every method (default: the recipe's; 16 at vit-s16).")
+@click.option("--steps", type=int, default=5, show_default=True, help="Timed steps per measurement.")
+@click.option("--warmup", type=int, default=2, show_default=True,
+              help="Untimed steps first (at least 1; the first one traces and compiles).")
+@click.option("--jit-compile", default="auto", show_default=True,
+              help="Comma-separated modes: auto (Keras's default), true (XLA; torch.compile on torch), false.")
+@click.option("--threads", type=int, help="Threads of torch and TensorFlow; JAX keeps XLA's own pool (default: "
+              "$OMP_NUM_THREADS or all cores).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="CSV output (default "
+              "runs/bench-train-TIME.csv).")
+def train(methods, sizes, backends, batch_size, steps, warmup, jit_compile, threads, csv_path):
+    """Per-method training step: median step time, images/s, peak memory and analytic GFLOPs per image, per
+    backend and size (runs benchmarks/train_step.py; prints a table and writes a CSV).
 
     \b
     Example:
-      kmedssl bench train --methods spcl,mvmae --steps 5 --backend torch
+      kmedssl bench train --methods spcl,mvmae --sizes phantom --backend torch,jax --steps 5
+      kmedssl bench train --sizes vit-s16 --batch-size 32 --jit-compile auto,true --csv runs/train.csv
     """
-    from kmedssl.cli import use_backend  # here: kmedssl.cli imports this module
-
-    use_backend(backend)
     if not TRAIN_STEP_SCRIPT.is_file():
         raise click.ClickException(f"{TRAIN_STEP_SCRIPT} not found: `kmedssl bench train` needs a source checkout "
                                    "(pip install -e .)")
-    argv = [str(TRAIN_STEP_SCRIPT), "--steps", str(steps), "--warmup", str(warmup)]
-    if methods:
-        argv += ["--methods", methods]
+    argv = [str(TRAIN_STEP_SCRIPT), "--sizes", sizes, "--backends", backends, "--steps", str(steps),
+            "--warmup", str(warmup), "--jit-compile", jit_compile]
+    for flag, value in (("--methods", methods), ("--batch-size", batch_size), ("--threads", threads),
+                        ("--csv", csv_path)):
+        if value is not None:
+            argv += [flag, str(value)]
     saved, sys.argv = sys.argv, argv
     try:
         runpy.run_path(str(TRAIN_STEP_SCRIPT), run_name="__main__")
+    finally:
+        sys.argv = saved
+
+
+# === kmedssl bench kernels ===
+
+KERNELS_SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "kernels" / "bench_kernels.py"
+KERNEL_OPS = ("tsp", "supcon", "ace", "partition")
+KERNEL_PATHS = ("naive", "blocked", "triton")
+KERNEL_MODES = ("forward", "backward", "full")
+
+
+def checked_names(text, allowed, param_hint):
+    """``"tsp,ace"`` -> ``"tsp,ace"`` after checking every name against ``allowed``."""
+    names = split_names(text) or ()
+    if not names or any(name not in allowed for name in names):
+        raise click.BadParameter(f"expected comma-separated names from {', '.join(allowed)}, received {text!r}",
+                                 param_hint=param_hint)
+    return ",".join(names)
+
+
+def checked_integers(text, param_hint):
+    """``"1024,4096"`` -> ``"1024,4096"`` after checking that every value is a positive integer."""
+    values = split_names(text) or ()
+    if not values or not all(v.isdigit() and int(v) > 0 for v in values):
+        raise click.BadParameter(f"expected comma-separated positive integers, received {text!r}",
+                                 param_hint=param_hint)
+    return ",".join(values)
+
+
+@bench.command()
+@click.option("--op", "ops", default=",".join(KERNEL_OPS), show_default=True,
+              help="Comma-separated ops: tsp (T-SP InfoNCE), supcon (Jaccard SupCon), ace (ACE matching loss), "
+                   "partition (random token partition).")
+@click.option("--sizes", help="Comma-separated sizes: rows 2N for tsp and supcon, batch for ace and partition "
+                              "(default: a sweep per device, docs/kernels.md).")
+@click.option("--dims", help="Comma-separated feature widths: D for tsp and supcon, C for ace.")
+@click.option("--paths", default=",".join(KERNEL_PATHS), show_default=True,
+              help="naive (keras.ops, plain matrices), blocked (keras.ops, row-blocked), triton (fused kernels).")
+@click.option("--modes", default=",".join(KERNEL_MODES), show_default=True, help="Comma-separated modes.")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]),
+              help="Input dtype (default: bfloat16 on a GPU, float32 on CPU).")
+@click.option("--repeats", type=int, default=10, show_default=True, help="Timed repeats per case (median).")
+@click.option("--interpret", is_flag=True, help="Run the Triton kernels on CPU in Triton's interpreter (tiny sizes).")
+@click.option("--cpu-memory", is_flag=True,
+              help="Peak extra memory of the row-blocked losses at 2N = 32768, D = 256 on each backend (CPU).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False),
+              help="CSV output (default bench_kernels_BACKEND_DEVICE.csv in the current directory).")
+@click.option("--backend", type=click.Choice(["torch", "tensorflow", "jax"]),
+              help="Keras backend of the keras.ops paths (default: $KERAS_BACKEND or torch; Triton needs torch).")
+def kernels(ops, sizes, dims, paths, modes, dtype, repeats, interpret, cpu_memory, csv_path, backend):
+    """Kernel microbenchmarks: median time, peak memory, max error, and ratios to the naive path and to the
+    H100 roofline, per op, path, mode and size; prints a table and writes a CSV (runs
+    benchmarks/kernels/bench_kernels.py).
+
+    \b
+    Example:
+      kmedssl bench kernels --op tsp --sizes 1024,4096 --dims 128 --backend jax
+      kmedssl bench kernels --interpret --op tsp,supcon --sizes 64 --dims 16
+      kmedssl bench kernels --cpu-memory
+    """
+    import os
+
+    from kmedssl.cli import use_backend  # here: kmedssl.cli imports this module
+
+    argv = [str(KERNELS_SCRIPT), "--op", checked_names(ops, KERNEL_OPS, "--op"),
+            "--paths", checked_names(paths, KERNEL_PATHS, "--paths"),
+            "--modes", checked_names(modes, KERNEL_MODES, "--modes"), "--repeats", str(repeats)]
+    argv += ["--sizes", checked_integers(sizes, "--sizes")] if sizes else []
+    argv += ["--dims", checked_integers(dims, "--dims")] if dims else []
+    argv += ["--dtype", dtype] if dtype else []
+    argv += ["--csv", csv_path] if csv_path else []
+    argv += ["--interpret"] if interpret else []
+    argv += ["--cpu-memory"] if cpu_memory else []
+    if not KERNELS_SCRIPT.is_file():
+        raise click.ClickException(f"{KERNELS_SCRIPT} not found: `kmedssl bench kernels` needs a source checkout "
+                                   "(pip install -e .)")
+    if interpret:
+        os.environ["TRITON_INTERPRET"] = "1"  # before use_backend imports Triton
+    use_backend(backend)
+    saved, sys.argv = sys.argv, argv
+    try:
+        runpy.run_path(str(KERNELS_SCRIPT), run_name="__main__")
     finally:
         sys.argv = saved

@@ -18,6 +18,10 @@ pretrained on the training subjects of that cohort (``data_size`` set to it), an
 methods on their own multi-modal phantom. Written to ``output_dir``: ``phantom_benchmark.{md,json,csv}``
 (rows = encoders, columns = view x protocol x budget) and ``auroc_vs_budget_<protocol>_<view>.png``
 (paper 000 Fig. 3), with every evaluation's reports under ``evaluations/``.
+
+The step measurement used for the budget (``prepare_step``, ``run_steps``) is shared with ``kmedssl bench
+train`` (``benchmarks/train_step.py``), which adds the recipes it times (``step_recipe``: the phantom size and
+ViT-S/16 at 224 px) and the analytic FLOPs of a step's encoder work (``step_flops``).
 """
 
 import csv
@@ -30,11 +34,15 @@ import time
 
 import keras
 
+from kmedssl.backbones import VisionTransformer
+from kmedssl.backbones.flops import decoder_flops, encoder_flops
 from kmedssl.data.sources import open_source, split_records
 from kmedssl.eval import plot_auroc_vs_budget
 from kmedssl.ops.runtime import device_description, seed_everything
 from kmedssl.recipes import runs
+from kmedssl.recipes.base import Recipe
 from kmedssl.recipes.evaluation import PROTOCOLS, VIEWS, evaluate
+from kmedssl.recipes.mvmae import MultiViewRecipe
 from kmedssl.recipes.registry import make_recipe
 from kmedssl.recipes.training import pretrain
 
@@ -63,22 +71,123 @@ def budget_schedule(step_seconds, budget_seconds, steps_per_pass):
 def time_step(recipe, seed, warmup=WARMUP_STEPS, steps=TIMED_STEPS):
     """Median seconds of one ``train_on_batch`` on a real batch (after ``warmup`` steps, over ``steps``
     timed steps), and the steps of one pass over the training data."""
+    model, x, y, steps_per_pass = prepare_step(recipe, seed)
+    run_steps(model, x, y, warmup)
+    return statistics.median(run_steps(model, x, y, steps)), steps_per_pass
+
+
+# === Training-step measurement (``time_step`` above, ``kmedssl bench train``) ===
+
+STEP_SIZES = ("phantom", "vit-s16")
+VIT_S16 = dict(encoder_size="small", image_size=224, patch_size=16, batch_size=16)
+VIT_S16_METHOD_OVERRIDES = {
+    "mvmae": dict(decoder_size="base"),  # MAE's decoder, 8 blocks x 512
+    # The paper's 32 x 32 cells (C1 spans 2 x 14 of them) and DINO heads.
+    "ace": dict(image_cells=32, head_dim=65536, head_hidden_dim=2048, head_bottleneck_dim=256),
+}
+
+
+def step_recipe(name, size="phantom", batch_size=None):
+    """The recipe of method ``name`` that the step benchmark times.
+
+    ``"phantom"``: the method's phantom recipe. ``"vit-s16"``: one encoder for every method, ViT-S/16 at
+    224 px (paper 003 Table 1 compares methods by their cost per image): the phantom recipe with
+    ``encoder_size="small"``, ``image_size=224``, ``patch_size=16``, batch 16, MAE's base decoder for MVMAE
+    and the paper's 32 x 32 cells and DINO heads for ACE; SimCLR and ModAn-MulSupCon then train the same ViT
+    (``step_encoder``) instead of their ResNet-18. ``batch_size`` replaces the batch size of either.
+    """
+    if size not in STEP_SIZES:
+        raise ValueError(f"Expected size in {STEP_SIZES}. Received: size={size!r}")
+    overrides = {**VIT_S16, **VIT_S16_METHOD_OVERRIDES.get(name, {})} if size == "vit-s16" else {}
+    if batch_size is not None:
+        overrides["batch_size"] = batch_size
+    return make_recipe(name, "phantom", **overrides)
+
+
+def step_encoder(recipe, size="phantom"):
+    """The encoder the step benchmark trains: the recipe's own, or at ``"vit-s16"`` the ViT of the base
+    recipe for every method (ResNet-18 recipes included)."""
+    return Recipe.build_encoder(recipe) if size == "vit-s16" else recipe.build_encoder()
+
+
+def prepare_step(recipe, seed, encoder=None, jit_compile="auto"):
+    """The compiled method model of ``recipe`` and one real batch of its input pipeline.
+
+    Args:
+        recipe: the method's recipe (data, model and optimizer come from it).
+        seed: seed of weights, data and views.
+        encoder: the encoder to train (default ``recipe.build_encoder()``).
+        jit_compile: passed to ``model.compile`` (``"auto"``: Keras's default per backend; ``True``: XLA on
+            TensorFlow and JAX, ``torch.compile`` on torch).
+
+    Returns:
+        ``(model, x, y, steps_per_pass)``: ``y`` is None for self-supervised methods.
+    """
     seed_everything(seed)
     source = open_source("phantom", kind=recipe.data_kind, size=recipe.data_size, seed=recipe.data_seed)
     dataset = recipe.training_data(source, split_records(source, seed=recipe.split_seed)["train"], seed)
     batch = dataset[0]
     x, y = batch if isinstance(batch, tuple) else (batch, None)
-    model = recipe.build_model(recipe.build_encoder(), total_steps=1000, seed=seed,
+    model = recipe.build_model(encoder or recipe.build_encoder(), total_steps=1000, seed=seed,
                                num_labels=len(source.label_names))
-    model.compile(optimizer=recipe.build_optimizer(1000, 100))
-    for _ in range(warmup):
-        model.train_on_batch(x, y)
+    model.compile(optimizer=recipe.build_optimizer(1000, 100), jit_compile=jit_compile)
+    return model, x, y, len(dataset)
+
+
+def run_steps(model, x, y, steps):
+    """Seconds of each of ``steps`` consecutive ``model.train_on_batch(x, y)`` calls (each returns its loss
+    to the host, so queued device work is included)."""
     times = []
     for _ in range(steps):
         start = time.perf_counter()
         model.train_on_batch(x, y)
         times.append(time.perf_counter() - start)
-    return statistics.median(times), len(dataset)
+    return times
+
+
+def images_per_sample(recipe):
+    """Input images of one training sample: 2 for a frontal/lateral pair, else 1."""
+    return 2 if isinstance(recipe, MultiViewRecipe) else 1
+
+
+def _full_image_flops(encoder, image_size):
+    if isinstance(encoder, VisionTransformer):
+        return encoder_flops(encoder)
+    return encoder_flops(encoder, image_size=image_size)
+
+
+def encoder_work(recipe, model):
+    """``(trained, frozen)``: analytic forward FLOPs per input image of the encoder work of one training
+    step (``kmedssl.backbones.flops``), split into networks that get gradients and an EMA teacher.
+
+    - ``mvmae``: the ViT on the ``int(N (1 - mask_ratio))`` kept patches + the MAE decoder (per view).
+    - ``spcl``: the ViT on each of the two visible parts (``V // 2`` and ``V - V // 2`` patches).
+    - ``ace``: the student ViT on both crops; frozen: the teacher ViT on both crops.
+    - ``simclr``, ``mulsupcon``: the encoder on both augmented crops.
+    - ``mvcon``, ``supervised``: the encoder on the whole image (per view).
+
+    Heads (projection, DINO, composer/decomposer, classifier) and the losses are not counted.
+    """
+    encoder, method = model.encoder, recipe.method
+    if method == "mvmae":
+        kept = int(encoder.num_patches * (1 - model.mask_ratio))  # mae_masking's len_keep
+        return encoder_flops(encoder, kept) + decoder_flops(model.decoder, kept), 0
+    if method == "spcl":
+        visible = encoder.num_patches - int(encoder.num_patches * model.mask_ratio)  # random_partition's V
+        return encoder_flops(encoder, visible // 2) + encoder_flops(encoder, visible - visible // 2), 0
+    if method == "ace":
+        return 2 * encoder_flops(encoder), 2 * encoder_flops(model.teacher)
+    if method in ("simclr", "mulsupcon"):
+        return 2 * _full_image_flops(encoder, model.crop_size or recipe.image_size), 0
+    return _full_image_flops(encoder, recipe.image_size), 0
+
+
+def step_flops(recipe, model):
+    """``(forward, train)`` FLOPs per input image of one training step's encoder work (``encoder_work``):
+    ``forward = trained + frozen``; ``train = 3 trained + frozen`` (a backward pass costs about two forward
+    passes; the teacher runs forward only)."""
+    trained, frozen = encoder_work(recipe, model)
+    return trained + frozen, 3 * trained + frozen
 
 
 def encoder_name(recipe):

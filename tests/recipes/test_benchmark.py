@@ -1,11 +1,29 @@
-"""The phantom benchmark: budget conversion, and the quick benchmark end to end on the active backend."""
+"""The phantom benchmark (budget conversion, the quick benchmark end to end on the active backend) and the
+training-step measurement of ``kmedssl bench train`` (recipes, analytic FLOPs per method, timed steps)."""
 
 import json
 import math
 
+import keras
 import pytest
 
-from kmedssl.recipes.benchmark import budget_schedule, phantom_benchmark
+from kmedssl.backbones import mae_decoder, vision_transformer
+from kmedssl.backbones.flops import decoder_flops, encoder_flops
+from kmedssl.methods.ace import ACE
+from kmedssl.methods.mvcon import MVCon
+from kmedssl.methods.mvmae import MVMAE
+from kmedssl.methods.simclr import SimCLR
+from kmedssl.methods.spcl import SPCL
+from kmedssl.recipes.benchmark import (
+    budget_schedule,
+    images_per_sample,
+    phantom_benchmark,
+    prepare_step,
+    run_steps,
+    step_flops,
+    step_recipe,
+)
+from kmedssl.recipes.registry import make_recipe
 
 
 @pytest.mark.backend_free
@@ -48,3 +66,73 @@ def test_quick_benchmark_writes_table_json_csv_and_figures(tmp_path):
     for protocol in ("linear", "finetune"):
         for view in ("frontal", "lateral", "ensemble"):
             assert (tmp_path / f"auroc_vs_budget_{protocol}_{view}.png").stat().st_size > 0
+
+
+# === Training-step measurement (kmedssl bench train) ===
+
+
+def _tiny_vit():  # 16 x 16 px, 4 px patches: 16 patches
+    return vision_transformer("phantom", image_size=16, patch_size=4, dim=8, depth=1, num_heads=2)
+
+
+@pytest.mark.backend_free
+def test_step_recipe_sizes():
+    mvmae = step_recipe("mvmae", "vit-s16")
+    assert (mvmae.encoder_size, mvmae.image_size, mvmae.patch_size, mvmae.batch_size) == ("small", 224, 16, 16)
+    assert mvmae.decoder_size == "base" and step_recipe("ace", "vit-s16").head_dim == 65536
+    assert step_recipe("simclr", "vit-s16", batch_size=32).batch_size == 32
+    assert step_recipe("spcl", "phantom", batch_size=8) == make_recipe("spcl", "phantom", batch_size=8)
+    assert images_per_sample(step_recipe("mvcon")) == 2 and images_per_sample(step_recipe("spcl")) == 1
+    with pytest.raises(ValueError, match="size in"):
+        step_recipe("spcl", "vit-b16")
+
+
+def test_step_flops_count_the_encoder_work_of_each_method():
+    vit = _tiny_vit()
+    one = encoder_flops(vit)  # the whole image, 16 patches
+    # S-PCL, mask 0.6: int(16 * 0.6) = 9 masked, 7 visible -> parts of 3 and 4 patches.
+    spcl = step_flops(make_recipe("spcl"), SPCL(vit, mask_ratio=0.6))
+    part = encoder_flops(vit, 3) + encoder_flops(vit, 4)
+    assert spcl == (part, 3 * part)
+    # MVMAE, mask 0.75: 4 kept patches per view, then the decoder.
+    decoder = mae_decoder("phantom", 16, vit.patch_dim, vit.dim, dim=4, depth=1, num_heads=1)
+    mae = encoder_flops(vit, 4) + decoder_flops(decoder, 4)
+    assert step_flops(make_recipe("mvmae"), MVMAE(vit, decoder, mask_ratio=0.75)) == (mae, 3 * mae)
+    # ACE: student and EMA teacher on both crops; only the student trains.
+    ace = ACE(vit, total_steps=2, head_dim=8, head_hidden_dim=8, head_bottleneck_dim=4)
+    assert step_flops(make_recipe("ace"), ace) == (4 * one, 6 * one + 2 * one)
+    # SimCLR: two crops through the encoder; MVCon: one whole image per view.
+    assert step_flops(make_recipe("simclr"), SimCLR(vit)) == (2 * one, 6 * one)
+    assert step_flops(make_recipe("mvcon"), MVCon(vit)) == (one, 3 * one)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch.utils.flop_counter needs the torch backend")
+def test_step_flops_match_torch_flop_counter_of_the_forward(rng):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def counted(model, inputs):
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            model(inputs, training=True)
+        return counter.get_total_flops()
+
+    vit, batch = _tiny_vit(), 3
+    image = rng.uniform(size=(batch, 16, 16, 1)).astype("float32")
+    pair = {"frontal": image, "lateral": image[::-1].copy()}
+    decoder = mae_decoder("phantom", 16, vit.patch_dim, vit.dim, dim=4, depth=1, num_heads=1)
+    for name, model, inputs in (("spcl", SPCL(vit), {"image": image}), ("mvcon", MVCon(vit), pair),
+                                ("mvmae", MVMAE(vit, decoder), pair)):
+        recipe = make_recipe(name)
+        forward, _ = step_flops(recipe, model)
+        assert counted(model, inputs) == batch * images_per_sample(recipe) * forward, name
+
+
+def test_prepare_and_run_steps_on_a_real_batch():
+    recipe = make_recipe("spcl", batch_size=2, data_size=8, image_size=16, patch_size=4)
+    jit = keras.backend.backend() == "jax"  # explicit, and fast on each backend (eager JAX is slow)
+    model, x, y, steps_per_pass = prepare_step(recipe, seed=0, encoder=_tiny_vit(), jit_compile=jit)
+    assert y is None and tuple(x["image"].shape) == (2, 16, 16, 1) and steps_per_pass >= 1
+    assert model.jit_compile is jit
+    times = run_steps(model, x, y, 2)
+    assert len(times) == 2 and all(t > 0 for t in times)
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 2

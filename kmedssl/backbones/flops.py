@@ -1,0 +1,135 @@
+"""Analytic forward FLOPs of the kmedssl encoders per image (for ``kmedssl bench train``; paper 003 Table 1
+compares pretraining methods by GFLOPs per image).
+
+Convention: FLOPs = 2 x the multiply-accumulates of every matrix product and convolution, so a Dense layer
+from ``m`` to ``n`` features on ``T`` tokens costs ``2 T m n``. Bias adds, normalisations, activations,
+softmax, pooling and the other element-wise work are not counted. This is the convention of
+``torch.utils.flop_counter.FlopCounterMode``, which the tests check these formulas against. Tools that count
+multiply-accumulates and call them FLOPs (fvcore, ptflops, many papers' tables) give half these numbers.
+
+Per ViT block on ``T`` tokens of width ``D`` with MLP width ``H = mlp_ratio * D``:
+
+    qkv 2 T D (3D)  +  attention 2 (2 T^2 D)  (q k^T and attn v, all heads)  +  proj 2 T D D  +  MLP 2 (2 T D H)
+
+Shapes follow ``kmedssl.backbones``: a ViT encodes ``n`` selected patches plus its CLS token (``T = 1 + n``)
+after a Dense patch embedding of the ``n`` patches; the MAE decoder embeds ``1 + n_keep`` tokens, runs its
+blocks on ``1 + N`` tokens and predicts pixels for all ``1 + N`` rows (the CLS row is dropped afterwards).
+"""
+
+from kmedssl.backbones.mae_decoder import MAEDecoder
+from kmedssl.backbones.resnet import ResNet18
+from kmedssl.backbones.vit import VisionTransformer
+
+RESNET18_STAGES = (1, 2, 4, 8)  # stage widths in units of ``width``; two basic blocks each
+
+
+def _check_positive(**values):
+    for name, value in values.items():
+        if value < 1:
+            raise ValueError(f"Expected {name} >= 1. Received: {name}={value}")
+
+
+def dense_flops(tokens, in_features, out_features):
+    """``2 T m n``: a Dense layer from ``m`` to ``n`` features applied to ``T`` tokens."""
+    return 2 * tokens * in_features * out_features
+
+
+def attention_flops(tokens, dim):
+    """``4 T^2 D``: ``q k^T`` and ``softmax(.) v`` of multi-head self-attention over ``T`` tokens of width
+    ``D`` (the same for any number of heads)."""
+    return 4 * tokens * tokens * dim
+
+
+def transformer_block_flops(tokens, dim, mlp_ratio=4.0):
+    """One pre-norm transformer block (``kmedssl.backbones.TransformerBlock``) on ``T`` tokens."""
+    _check_positive(tokens=tokens, dim=dim)
+    hidden = int(dim * mlp_ratio)
+    return (dense_flops(tokens, dim, 3 * dim) + attention_flops(tokens, dim) + dense_flops(tokens, dim, dim)
+            + dense_flops(tokens, dim, hidden) + dense_flops(tokens, hidden, dim))
+
+
+def vit_flops(num_encoded, dim, depth, patch_dim, mlp_ratio=4.0):
+    """A ViT on one image of which ``n = num_encoded`` patches are encoded:
+    ``2 n P D + depth * block(1 + n)`` (patch embedding of ``P``-value patches, blocks with the CLS token)."""
+    _check_positive(num_encoded=num_encoded, dim=dim, patch_dim=patch_dim)
+    return dense_flops(num_encoded, patch_dim, dim) + depth * transformer_block_flops(1 + num_encoded, dim, mlp_ratio)
+
+
+def mae_decoder_flops(num_kept, num_patches, encoder_dim, patch_dim, dim, depth, mlp_ratio=4.0):
+    """The MAE decoder on one image: ``2 (1 + n_keep) E d`` (embedding of the encoder's tokens) +
+    ``depth * block(1 + N)`` + ``2 (1 + N) d P`` (pixel prediction)."""
+    _check_positive(num_patches=num_patches, encoder_dim=encoder_dim, patch_dim=patch_dim, dim=dim)
+    if not 0 <= num_kept <= num_patches:
+        raise ValueError(f"Expected 0 <= num_kept <= num_patches. Received: num_kept={num_kept}, "
+                         f"num_patches={num_patches}")
+    return (dense_flops(1 + num_kept, encoder_dim, dim)
+            + depth * transformer_block_flops(1 + num_patches, dim, mlp_ratio)
+            + dense_flops(1 + num_patches, dim, patch_dim))
+
+
+def conv_flops(out_size, kernel_size, in_channels, out_channels):
+    """``2 S^2 k^2 C_in C_out``: a ``k x k`` convolution producing an ``S x S`` map (no bias)."""
+    return 2 * out_size * out_size * kernel_size * kernel_size * in_channels * out_channels
+
+
+def resnet18_flops(image_size, channels=1, width=64, stem="cifar"):
+    """ResNet-18 (``kmedssl.backbones.ResNet18``) on one ``image_size``-pixel square image.
+
+    Stem ``"cifar"``: conv3x3 stride 1; ``"imagenet"``: conv7x7 stride 2, then a 3x3 stride-2 max-pool
+    (no FLOPs). Every stride-2 layer maps side ``S`` to ``ceil(S / 2)``. Per stage of width ``f``: two basic
+    blocks of two 3x3 convolutions; the first block strides (stages 2-4) and has a 1x1 projection shortcut
+    when the stride or width changes. Global average pooling is not counted.
+    """
+    _check_positive(image_size=image_size, channels=channels, width=width)
+    if stem == "cifar":
+        size = image_size
+        total = conv_flops(size, 3, channels, width)
+    elif stem == "imagenet":
+        size = -(-image_size // 2)
+        total = conv_flops(size, 7, channels, width)
+        size = -(-size // 2)
+    else:
+        raise ValueError(f"Expected stem in ('cifar', 'imagenet'). Received: stem={stem!r}")
+    in_channels = width
+    for stage, multiplier in enumerate(RESNET18_STAGES):
+        filters = width * multiplier
+        if stage > 0:
+            size = -(-size // 2)
+        total += conv_flops(size, 3, in_channels, filters) + 3 * conv_flops(size, 3, filters, filters)
+        if stage > 0 or in_channels != filters:
+            total += conv_flops(size, 1, in_channels, filters)
+        in_channels = filters
+    return total
+
+
+def encoder_flops(encoder, num_encoded=None, image_size=None):
+    """Forward FLOPs of one image through a kmedssl encoder.
+
+    Args:
+        encoder: a ``VisionTransformer`` (encoding ``num_encoded`` of its patches; all by default) or a
+            ``ResNet18`` (on ``image_size``-pixel images; required).
+        num_encoded: patches a ViT encodes (e.g. MAE's kept patches, one S-PCL part).
+        image_size: side of a ResNet's input (a ViT's input size is fixed by the encoder).
+    """
+    if isinstance(encoder, VisionTransformer):
+        if image_size not in (None, encoder.image_size):
+            raise ValueError(f"Expected image_size None or {encoder.image_size} for this ViT. "
+                             f"Received: image_size={image_size}")
+        n = encoder.num_patches if num_encoded is None else num_encoded
+        if not 1 <= n <= encoder.num_patches:
+            raise ValueError(f"Expected 1 <= num_encoded <= {encoder.num_patches}. Received: num_encoded={n}")
+        return vit_flops(n, encoder.dim, encoder.depth, encoder.patch_dim, encoder.mlp_ratio)
+    if isinstance(encoder, ResNet18):
+        if image_size is None or num_encoded is not None:
+            raise ValueError(f"Expected image_size (and no num_encoded) for a ResNet18. Received: "
+                             f"image_size={image_size}, num_encoded={num_encoded}")
+        return resnet18_flops(image_size, encoder.channels, encoder.width, encoder.stem)
+    raise ValueError(f"Expected a VisionTransformer or ResNet18 encoder. Received: {type(encoder).__name__}")
+
+
+def decoder_flops(decoder, num_kept):
+    """Forward FLOPs of one image through an ``MAEDecoder`` given ``num_kept`` encoded patches."""
+    if not isinstance(decoder, MAEDecoder):
+        raise ValueError(f"Expected an MAEDecoder. Received: {type(decoder).__name__}")
+    return mae_decoder_flops(num_kept, decoder.num_patches, decoder.encoder_dim, decoder.patch_dim, decoder.dim,
+                             decoder.depth, decoder.mlp_ratio)

@@ -1,0 +1,117 @@
+"""Analytic FLOPs of the encoders: hand counts of tiny models, and (torch) torch's own FLOP counter."""
+
+import keras
+import numpy as np
+import pytest
+
+from kmedssl.backbones import ResNet18, mae_decoder, vision_transformer
+from kmedssl.backbones.flops import (
+    decoder_flops,
+    encoder_flops,
+    mae_decoder_flops,
+    resnet18_flops,
+    transformer_block_flops,
+    vit_flops,
+)
+
+# A tiny ViT: 16 x 16 px images, 4 px patches -> 16 patches of P = 16 values, D = 8, one block, MLP 32.
+TINY_VIT = dict(image_size=16, patch_size=4, dim=8, depth=1, num_heads=2)
+
+
+@pytest.mark.backend_free
+def test_vit_hand_count():
+    # All 16 patches: T = 17 tokens.
+    embed = 2 * 16 * 16 * 8  # 16 patches x (16 -> 8)
+    qkv = 2 * 17 * 8 * 24
+    scores_and_mix = 2 * (2 * 17 * 17 * 8)  # q k^T and attn v over all heads
+    proj = 2 * 17 * 8 * 8
+    mlp = 2 * 17 * 8 * 32 + 2 * 17 * 32 * 8
+    assert embed + qkv + scores_and_mix + proj + mlp == 39456
+    assert vit_flops(16, dim=8, depth=1, patch_dim=16) == 39456
+    # 3 selected patches: T = 4 tokens; two blocks cost twice the block part.
+    subset_block = 2 * 4 * 8 * 24 + 4 * 4 * 4 * 8 + 2 * 4 * 8 * 8 + 4 * 4 * 8 * 32
+    assert vit_flops(3, dim=8, depth=1, patch_dim=16) == 2 * 3 * 16 * 8 + subset_block == 7424
+    assert vit_flops(3, dim=8, depth=2, patch_dim=16) == 2 * 3 * 16 * 8 + 2 * subset_block
+    assert transformer_block_flops(4, 8, mlp_ratio=2.0) == subset_block - 4 * 4 * 8 * (32 - 16)
+
+
+@pytest.mark.backend_free
+def test_vit_b16_at_224_is_the_usual_17_6_gmacs():
+    # The widely quoted 17.6 "GFLOPs" of ViT-B/16 at 224 px (3 channels) are multiply-accumulates.
+    macs = vit_flops(196, dim=768, depth=12, patch_dim=16 * 16 * 3) / 2
+    assert abs(macs / 1e9 - 17.6) < 0.05
+
+
+@pytest.mark.backend_free
+def test_mae_decoder_hand_count():
+    # 16 patches of P = 16, encoder width 8, decoder width 4, one block (MLP 16), 3 patches kept.
+    embed = 2 * 4 * 8 * 4  # CLS + 3 kept tokens, 8 -> 4
+    block = 2 * 17 * 4 * 12 + 4 * 17 * 17 * 4 + 2 * 17 * 4 * 4 + 2 * (2 * 17 * 4 * 16)
+    predict = 2 * 17 * 4 * 16  # every row, CLS included, 4 -> 16
+    assert mae_decoder_flops(3, 16, encoder_dim=8, patch_dim=16, dim=4, depth=1) == embed + block + predict
+    with pytest.raises(ValueError, match="num_kept <= num_patches"):
+        mae_decoder_flops(17, 16, encoder_dim=8, patch_dim=16, dim=4, depth=1)
+
+
+@pytest.mark.backend_free
+def test_resnet18_hand_count():
+    # Width 4 on 8 x 8 px, CIFAR stem: feature maps 8, 8, 4, 2, 1 px.
+    stem = 2 * 64 * 9 * 1 * 4
+    stage_1 = 4 * (2 * 64 * 9 * 4 * 4)  # four 3x3 convs 4 -> 4, no projection
+    stage_2 = 2 * 16 * 9 * 4 * 8 + 3 * (2 * 16 * 9 * 8 * 8) + 2 * 16 * 4 * 8
+    stage_3 = 2 * 4 * 9 * 8 * 16 + 3 * (2 * 4 * 9 * 16 * 16) + 2 * 4 * 8 * 16
+    stage_4 = 2 * 1 * 9 * 16 * 32 + 3 * (2 * 1 * 9 * 32 * 32) + 2 * 1 * 16 * 32
+    assert resnet18_flops(8, channels=1, width=4) == stem + stage_1 + stage_2 + stage_3 + stage_4 == 274944
+    # ImageNet stem on 16 px: 7x7 stride 2 -> 8 px, max-pool -> 4 px, then the stages of a CIFAR-stem
+    # ResNet on 4 px with 4 input channels, without that ResNet's 3x3 stem.
+    imagenet = resnet18_flops(16, channels=1, width=4, stem="imagenet")
+    assert imagenet == 2 * 64 * 49 * 1 * 4 + resnet18_flops(4, channels=4, width=4) - 2 * 16 * 9 * 4 * 4
+    with pytest.raises(ValueError, match="stem"):
+        resnet18_flops(8, stem="vgg")
+
+
+@pytest.mark.backend_free
+def test_encoder_flops_reads_the_model():
+    vit = vision_transformer("phantom", **TINY_VIT)
+    assert encoder_flops(vit) == 39456 and encoder_flops(vit, num_encoded=3) == 7424
+    resnet = ResNet18(width=4)
+    assert encoder_flops(resnet, image_size=8) == 274944
+    decoder = mae_decoder("phantom", vit.num_patches, vit.patch_dim, vit.dim, dim=4, depth=1, num_heads=1)
+    assert decoder_flops(decoder, 3) == mae_decoder_flops(3, 16, encoder_dim=8, patch_dim=16, dim=4, depth=1)
+    with pytest.raises(ValueError, match="num_encoded <= 16"):
+        encoder_flops(vit, num_encoded=17)
+    with pytest.raises(ValueError, match="image_size"):
+        encoder_flops(resnet)
+    with pytest.raises(ValueError, match="VisionTransformer or ResNet18"):
+        encoder_flops(decoder)
+
+
+def _torch_count(function):
+    """FLOPs that ``torch.utils.flop_counter`` counts while ``function`` runs, with attention in the math
+    backend (on CPU the fused attention kernel has no FLOP formula; the math path is plain ``bmm``)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        function()
+    return counter.get_total_flops()
+
+
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="torch.utils.flop_counter needs the torch backend")
+def test_formulas_match_torch_flop_counter(rng):
+    batch = 2
+    vit = vision_transformer("phantom", image_size=24, patch_size=4, dim=12, depth=2, num_heads=3)  # 36 patches
+    images = rng.uniform(size=(batch, 24, 24, 1)).astype("float32")
+    indices = np.stack([rng.permutation(36)[:7] for _ in range(batch)]).astype("int32")
+    assert _torch_count(lambda: vit(images)) == batch * encoder_flops(vit)
+    assert _torch_count(lambda: vit(images, token_indices=indices)) == batch * encoder_flops(vit, num_encoded=7)
+
+    decoder = mae_decoder("phantom", vit.num_patches, vit.patch_dim, vit.dim, dim=8, depth=1, num_heads=2)
+    tokens = rng.normal(size=(batch, 1 + 9, vit.dim)).astype("float32")
+    ids_restore = np.stack([rng.permutation(36) for _ in range(batch)]).astype("int32")
+    assert _torch_count(lambda: decoder(tokens, ids_restore)) == batch * decoder_flops(decoder, 9)
+
+    for stem, size in (("cifar", 12), ("imagenet", 19)):  # 19 px: odd sides through every stride
+        resnet = ResNet18(width=4, stem=stem)
+        pixels = rng.uniform(size=(batch, size, size, 1)).astype("float32")
+        assert _torch_count(lambda: resnet(pixels)) == batch * encoder_flops(resnet, image_size=size), stem
