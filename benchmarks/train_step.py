@@ -204,6 +204,30 @@ def format_row(r):
                      f"{r['train_gflops_per_image']:>12.3f} {r['achieved_gflops_per_s']:>8.1f}")
 
 
+def efficiency_claims(rows):
+    """Lines checking paper 003's efficiency claims per (size, backend, jit) group with S-PCL, SimCLR and
+    MVMAE measured: images/s S-PCL >= SimCLR >= MVMAE, and S-PCL's forward GFLOPs/image the lowest of the
+    measured methods; each broken claim says by how much."""
+    lines, groups = [], {}
+    for r in rows:
+        if not r["error"]:
+            groups.setdefault((r["size"], r["backend"], r["jit_compile"]), {})[r["method"]] = r
+    for (size, backend, jit), by_method in groups.items():
+        if not {"spcl", "simclr", "mvmae"} <= set(by_method):
+            continue
+        speed = {m: by_method[m]["images_per_s"] for m in ("spcl", "simclr", "mvmae")}
+        checks = [(a, b, speed[a] / speed[b]) for a, b in (("spcl", "simclr"), ("simclr", "mvmae"))]
+        text = "; ".join(f"{a} {speed[a]:.2f} vs {b} {speed[b]:.2f} img/s: "
+                         + ("holds" if ratio >= 1 else f"FAILS ({a} at {ratio:.2f}x of {b})") for a, b, ratio in checks)
+        flops = {m: r["forward_gflops_per_image"] for m, r in by_method.items()}
+        cheapest = min(flops, key=flops.get)
+        flop_text = (f"S-PCL's {flops['spcl']:.3f} GFLOPs/image is the lowest" if cheapest == "spcl" else
+                     f"S-PCL's {flops['spcl']:.3f} GFLOPs/image is NOT the lowest ({cheapest}: {flops[cheapest]:.3f}, "
+                     f"{flops['spcl'] / flops[cheapest]:.2f}x)")
+        lines.append(f"Paper 003 claims at {size}/{backend}/jit {jit}: {text}. {flop_text}.")
+    return lines
+
+
 def split_choices(text, allowed, option):
     values = tuple(v.strip().lower() for v in text.split(",") if v.strip())
     bad = [v for v in values if v not in allowed]
@@ -264,6 +288,8 @@ def main(argv=None):
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows({key: row.get(key, "") for key in COLUMNS} for row in rows)
+    for line in efficiency_claims(rows):
+        print(line)
     failed = sum(bool(r["error"]) for r in rows)
     print(f"Wrote {path} ({len(rows)} rows, {failed} failed) in {time.perf_counter() - start:.0f} s.")
     if failed:

@@ -166,7 +166,7 @@ class MultiHeadSelfAttention(keras.layers.Layer):
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
         head_dim = self.dim // self.num_heads
         qkv = ops.reshape(self.qkv(x), (batch, length, 3, self.num_heads, head_dim))
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # each (B, T, H, dim / H)
+        q, k, v = ops.unstack(qkv, 3, axis=2)  # each (B, T, H, dim / H)
         attended = ops.dot_product_attention(q, k, v)  # (B, T, H, dim / H)
         return self.proj(ops.reshape(attended, (batch, length, self.dim)))
 

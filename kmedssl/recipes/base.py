@@ -14,6 +14,7 @@ import keras
 
 from kmedssl.data.pipeline import ViewDataset
 from kmedssl.data.sources import PhantomSource
+from kmedssl.ops.optimizers import adam, adamw
 
 OPTIMIZERS = ("adamw", "sgd", "adam")
 
@@ -98,9 +99,9 @@ class Recipe(abc.ABC):
         )
         clip = {"global_clipnorm": self.gradient_clip} if self.gradient_clip else {}
         if self.optimizer == "adamw":
-            return keras.optimizers.AdamW(schedule, weight_decay=self.weight_decay, **clip)
+            return adamw(schedule, weight_decay=self.weight_decay, **clip)
         if self.optimizer == "adam":
-            return keras.optimizers.Adam(schedule, **clip)
+            return adam(schedule, **clip)
         # Keras applies SGD weight decay decoupled (w -= lr * wd * w), PyTorch's SGD couples it to the gradient.
         return keras.optimizers.SGD(schedule, momentum=self.momentum, weight_decay=self.weight_decay, **clip)
 

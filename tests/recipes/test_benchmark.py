@@ -136,3 +136,25 @@ def test_prepare_and_run_steps_on_a_real_batch():
     times = run_steps(model, x, y, 2)
     assert len(times) == 2 and all(t > 0 for t in times)
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 2
+
+
+@pytest.mark.backend_free
+def test_step_benchmark_reports_paper_003_claims_and_by_how_much_they_fail():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "train_step.py"
+    spec = importlib.util.spec_from_file_location("train_step_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    row = dict(size="vit-s16", backend="torch", jit_compile="auto", error="")
+    rows = [dict(row, method="spcl", images_per_s=8.0, forward_gflops_per_image=3.5),
+            dict(row, method="simclr", images_per_s=2.0, forward_gflops_per_image=18.2),
+            dict(row, method="mvmae", images_per_s=4.0, forward_gflops_per_image=12.8)]
+    (line,) = module.efficiency_claims(rows)
+    assert "spcl 8.00 vs simclr 2.00 img/s: holds" in line
+    assert "FAILS (simclr at 0.50x of mvmae)" in line
+    assert "is the lowest" in line
+    rows[0]["forward_gflops_per_image"] = 25.6
+    assert "NOT the lowest (mvmae: 12.800, 2.00x)" in module.efficiency_claims(rows)[0]
+    assert module.efficiency_claims(rows[:2]) == []
