@@ -28,22 +28,9 @@ import torch
 import triton
 import triton.language as tl
 
+from kmedssl_kernels._common import cosine_tile, l2_normalize
+
 # === Kernels ===
-
-
-@triton.jit
-def _cosine_tile(u_ptr, rows, cols, num_rows, dim, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 BLOCK_D: tl.constexpr):
-    # c[r, k] = sum_d u[rows[r], d] * u[cols[k], d]   (BLOCK_M, BLOCK_N); rows/columns outside u read as zeros.
-    # u: (num_rows, dim) float32, contiguous.
-    cosine = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for d_start in range(0, dim, BLOCK_D):
-        d = d_start + tl.arange(0, BLOCK_D)
-        in_dim = d[None, :] < dim
-        u_rows = tl.load(u_ptr + rows[:, None] * dim + d[None, :], mask=(rows[:, None] < num_rows) & in_dim, other=0.0)
-        u_cols = tl.load(u_ptr + cols[:, None] * dim + d[None, :], mask=(cols[:, None] < num_rows) & in_dim, other=0.0)
-        cosine = tl.dot(u_rows, tl.trans(u_cols), cosine, input_precision="ieee")
-    return cosine
 
 
 @triton.jit
@@ -85,7 +72,7 @@ def _jaccard_supcon_forward_kernel(u_ptr, y_ptr, size_ptr, lse_ptr, count_ptr, t
     weighted = tl.zeros((BLOCK_M,), dtype=tl.float32)  # sum_j w_aj l_aj
     for col_start in range(0, num_rows, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
-        logits = _cosine_tile(u_ptr, rows, cols, num_rows, dim, BLOCK_M, BLOCK_N, BLOCK_D) * inv_temperature
+        logits = cosine_tile(u_ptr, rows, cols, num_rows, dim, BLOCK_M, BLOCK_N, BLOCK_D) * inv_temperature
         keep = valid[:, None] & (cols[None, :] < num_rows) & (cols[None, :] != rows[:, None])
         positive, weight = _jaccard_weight_tile(y_ptr, size_ptr, rows, cols, keep, batch, num_labels, threshold,
                                                 BLOCK_M, BLOCK_N, BLOCK_K)
@@ -124,7 +111,7 @@ def _jaccard_supcon_backward_kernel(u_ptr, y_ptr, size_ptr, lse_ptr, total_ptr, 
     for col_start in range(0, num_rows, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
         valid_cols = cols < num_rows
-        logits = _cosine_tile(u_ptr, rows, cols, num_rows, dim, BLOCK_M, BLOCK_N, BLOCK_D) * inv_temperature
+        logits = cosine_tile(u_ptr, rows, cols, num_rows, dim, BLOCK_M, BLOCK_N, BLOCK_D) * inv_temperature
         keep = valid_rows[:, None] & valid_cols[None, :] & (cols[None, :] != rows[:, None])
         _, weight = _jaccard_weight_tile(y_ptr, size_ptr, rows, cols, keep, batch, num_labels, threshold,
                                          BLOCK_M, BLOCK_N, BLOCK_K)
@@ -214,12 +201,6 @@ class JaccardSupConFunction(torch.autograd.Function):
 # === Public functions ===
 
 
-def _l2_normalize(x):
-    """``n(x) = x / sqrt(max(sum(x^2), 1e-24))`` along the last axis, in float32 (zero rows stay zero)."""
-    x = x.float()
-    return x / torch.sqrt(torch.clamp(torch.sum(x * x, dim=-1, keepdim=True), min=1e-24))
-
-
 def _validate(features, labels, temperature, threshold, base_temperature):
     if not isinstance(features, torch.Tensor) or not isinstance(labels, torch.Tensor):
         raise ValueError(
@@ -243,7 +224,7 @@ def _validate(features, labels, temperature, threshold, base_temperature):
 def _view_major_rows(features):
     """``(B, V, D)`` -> normalised float32 rows ``(VB, D)``, all of view 0, then view 1, ..."""
     batch, views, dim = features.shape
-    return _l2_normalize(features).transpose(0, 1).reshape(views * batch, dim)
+    return l2_normalize(features).transpose(0, 1).reshape(views * batch, dim)
 
 
 def jaccard_supcon(features, labels, temperature=0.07, threshold=0.3, base_temperature=0.07):

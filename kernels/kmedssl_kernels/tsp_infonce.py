@@ -26,22 +26,9 @@ import torch
 import triton
 import triton.language as tl
 
+from kmedssl_kernels._common import cosine_tile, l2_normalize
+
 # === Kernels ===
-
-
-@triton.jit
-def _cosine_tile(u_ptr, rows, cols, num_rows, dim, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 BLOCK_D: tl.constexpr):
-    # c[r, k] = sum_d u[rows[r], d] * u[cols[k], d]   (BLOCK_M, BLOCK_N); rows/columns outside u read as zeros.
-    # u: (num_rows, dim) float32, contiguous.
-    cosine = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for d_start in range(0, dim, BLOCK_D):
-        d = d_start + tl.arange(0, BLOCK_D)
-        in_dim = d[None, :] < dim
-        u_rows = tl.load(u_ptr + rows[:, None] * dim + d[None, :], mask=(rows[:, None] < num_rows) & in_dim, other=0.0)
-        u_cols = tl.load(u_ptr + cols[:, None] * dim + d[None, :], mask=(cols[:, None] < num_rows) & in_dim, other=0.0)
-        cosine = tl.dot(u_rows, tl.trans(u_cols), cosine, input_precision="ieee")
-    return cosine
 
 
 @triton.jit
@@ -73,7 +60,7 @@ def _tsp_infonce_forward_kernel(u_ptr, scale_ptr, lse_ptr, expected_ptr, positiv
     positive = tl.zeros((BLOCK_M,), dtype=tl.float32)
     for col_start in range(0, num_rows, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
-        sim = _tsp(_cosine_tile(u_ptr, rows, cols, num_rows, dim, BLOCK_M, BLOCK_N, BLOCK_D), kappa)
+        sim = _tsp(cosine_tile(u_ptr, rows, cols, num_rows, dim, BLOCK_M, BLOCK_N, BLOCK_D), kappa)
         keep = (cols[None, :] < num_rows) & (cols[None, :] != rows[:, None])
         logits = tl.where(keep, scale * sim, float("-inf"))
         new_max = tl.maximum(run_max, tl.max(logits, axis=1))
@@ -106,7 +93,7 @@ def _tsp_infonce_backward_kernel(u_ptr, scale_ptr, coef_ptr, lse_ptr, grad_u_ptr
     grad = tl.zeros((BLOCK_M, BLOCK_DO), dtype=tl.float32)
     for col_start in range(0, num_rows, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
-        cosine = _cosine_tile(u_ptr, rows, cols, num_rows, dim, BLOCK_M, BLOCK_N, BLOCK_D)
+        cosine = cosine_tile(u_ptr, rows, cols, num_rows, dim, BLOCK_M, BLOCK_N, BLOCK_D)
         logits = scale * _tsp(cosine, kappa)
         lse_cols = tl.load(lse_ptr + cols, mask=cols < num_rows, other=float("inf"))
         keep = (rows[:, None] < num_rows) & (cols[None, :] < num_rows) & (cols[None, :] != rows[:, None])
@@ -186,12 +173,6 @@ class TSPInfoNCEFunction(torch.autograd.Function):
 # === Public functions ===
 
 
-def _l2_normalize(x):
-    """``n(x) = x / sqrt(max(sum(x^2), 1e-24))`` along the last axis, in float32 (zero rows stay zero)."""
-    x = x.float()
-    return x / torch.sqrt(torch.clamp(torch.sum(x * x, dim=-1, keepdim=True), min=1e-24))
-
-
 def _validate(z_1, z_2, kappa, scale):
     if not isinstance(z_1, torch.Tensor) or not isinstance(z_2, torch.Tensor):
         raise ValueError(f"Expected torch tensors z_1 and z_2. Received: {type(z_1).__name__}, {type(z_2).__name__}")
@@ -234,14 +215,14 @@ def tsp_infonce(z_1, z_2, kappa=16.0, scale=1 / 0.07):
         raise ValueError(
             f"Expected z_1 and z_2 both float32, float16 or bfloat16. Received: {z_1.dtype} and {z_2.dtype}"
         )
-    u = _l2_normalize(torch.cat([z_1, z_2])).contiguous()  # (2B, D)
+    u = l2_normalize(torch.cat([z_1, z_2])).contiguous()  # (2B, D)
     return TSPInfoNCEFunction.apply(u, _scale_tensor(scale, u.device), float(kappa))
 
 
 def tsp_infonce_reference(z_1, z_2, kappa=16.0, scale=1 / 0.07):
     """Plain-torch T-SP InfoNCE with the ``(2B, 2B)`` logit matrix materialised (float32; autograd gradients)."""
     _validate(z_1, z_2, kappa, scale)
-    u = _l2_normalize(torch.cat([z_1, z_2]))  # (2B, D)
+    u = l2_normalize(torch.cat([z_1, z_2]))  # (2B, D)
     num_rows = u.shape[0]
     cosine = u @ u.T  # (2B, 2B)
     logits = _scale_tensor(scale, u.device) * 0.5 * (1 + cosine) / (1 + (1 - cosine) * kappa)  # (2B, 2B)
