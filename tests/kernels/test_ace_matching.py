@@ -12,6 +12,7 @@ pytest.importorskip("triton")
 
 from kmedssl_kernels import ace_matching as am  # noqa: E402
 from tests.helpers import finite_difference_grad  # noqa: E402
+from tests.losses import oracles  # noqa: E402
 from tests.kernels.kernel_checks import DEVICE, DTYPES, compare_value_and_grads, saved_tensor_sizes  # noqa: E402
 
 pytestmark = pytest.mark.backend_free
@@ -19,26 +20,6 @@ pytestmark = pytest.mark.backend_free
 # (B, N_t, grid, C, kernel_size): grid 2/4/6 (N_s = 4, 16, 36), N_t != N_s, C in {5, 16, 33}, B in {1, 3};
 # the last case spans two row blocks (N_t = 40 > 32), two column blocks (N_s = 81 > 64) and two channel chunks.
 CASES = [(1, 7, 2, 5, 3), (3, 10, 4, 16, 5), (3, 36, 6, 33, 3), (1, 9, 6, 16, 5), (1, 40, 9, 80, 5)]
-
-
-# === Oracle (float64, from SPEC §3.5 / paper Eqs. 4, 5, 7) ===
-
-def loss_oracle(teacher, student, logit_scale, paired, grid, kernel_size=3, sigma=1.0, alpha=0.9):
-    """Mean over (b, i, j) of (alpha T + (1 - alpha)(1 - T)) BCE(exp(s) n(t_i) . s_j, T), T of Eq. 4."""
-    t, s = np.asarray(teacher, np.float64), np.asarray(student, np.float64)
-    t = t / np.maximum(np.linalg.norm(t, axis=-1, keepdims=True), 1e-12)
-    logits = math.exp(float(logit_scale)) * np.einsum("bic,bjc->bij", t, s)
-    target = np.zeros_like(logits)
-    for b, i in np.ndindex(*np.shape(paired)):
-        if paired[b][i] < 0:
-            continue
-        py, px = divmod(int(paired[b][i]), grid)
-        for j in range(grid * grid):
-            jy, jx = divmod(j, grid)
-            if abs(jy - py) <= (kernel_size - 1) // 2 and abs(jx - px) <= (kernel_size - 1) // 2:
-                target[b, i, j] = math.exp(-((jy - py) ** 2 + (jx - px) ** 2) / (2 * sigma**2))
-    bce = np.logaddexp(0.0, logits) - target * logits  # -T log sigmoid(x) - (1 - T) log(1 - sigmoid(x))
-    return float(np.mean((alpha * target + (1 - alpha) * (1 - target)) * bce))
 
 
 # === Inputs ===
@@ -174,7 +155,7 @@ def test_invalid_arguments_raise(change, message):
 def test_reference_matches_oracle(batch, rows, grid, channels, kernel_size, alpha, sigma):
     teacher, student, scale, paired = (x.detach().cpu() for x in make_inputs(batch, rows, grid, channels))
     loss = am.ace_matching_loss_reference(teacher, student, scale, paired, grid, kernel_size, sigma, alpha)
-    expected = loss_oracle(teacher.numpy(), student.numpy(), scale.item(), paired.numpy(), grid, kernel_size,
+    expected = oracles.ace_loss_from_pairs(teacher.numpy(), student.numpy(), scale.item(), paired.numpy(), grid, kernel_size,
                            sigma, alpha)
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5, atol=1e-7)
 
@@ -196,6 +177,6 @@ def test_reference_gradients_match_finite_differences_of_the_oracle():
     leaves = [x.requires_grad_() for x in (teacher, student, scale)]
     grads = torch.autograd.grad(am.ace_matching_loss_reference(*leaves, paired, 2, 3, 1.0, 0.9), leaves)
     args = [teacher.detach().numpy(), student.detach().numpy(), np.float64(1.0)]
-    expected = finite_difference_grad(lambda t, s, ls: loss_oracle(t, s, ls, paired.numpy(), 2, 3, 1.0, 0.9), args)
+    expected = finite_difference_grad(lambda t, s, ls: oracles.ace_loss_from_pairs(t, s, ls, paired.numpy(), 2, 3, 1.0, 0.9), args)
     for grad, reference in zip(grads, expected):
         np.testing.assert_allclose(grad.numpy(), reference, rtol=1e-4, atol=1e-6)

@@ -169,3 +169,36 @@ def mae_masking(noise, mask_ratio):
         for position, token in enumerate(order):
             ids_restore[b, token] = position
     return ids_keep, mask, ids_restore
+
+
+# === ACE matching (SPEC §3.5; paper 004, Eqs. 4, 5, 7) ===
+
+
+def ace_pair_targets(paired, side, kernel, sigma):
+    """Eq. 4 from pairs: ``(B, N_t) -> (B, N_t, side^2)``, a kernel x kernel Gaussian of peak 1 on each paired
+    cell of the side x side grid (clipped at the border); rows paired with -1 are zero."""
+    paired = np.asarray(paired)
+    target = np.zeros((*paired.shape, side * side))
+    for b, i in np.ndindex(*paired.shape):
+        if paired[b, i] < 0:
+            continue
+        cy, cx = divmod(int(paired[b, i]), side)
+        for y in range(side):
+            for x in range(side):
+                if max(abs(y - cy), abs(x - cx)) <= (kernel - 1) // 2:
+                    target[b, i, y * side + x] = math.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * sigma**2))
+    return target
+
+
+def ace_matching_loss(logits, target, alpha):
+    """Mean of (alpha T + (1 - alpha)(1 - T)) * BCE(logits, T), with BCE = -T log s(x) - (1 - T) log(1 - s(x))
+    written as log(1 + e^x) - T x (the same number, finite for large |x|)."""
+    logits, target = np.asarray(logits, np.float64), np.asarray(target, np.float64)
+    bce = np.logaddexp(0.0, logits) - target * logits
+    return float(np.mean((alpha * target + (1 - alpha) * (1 - target)) * bce))
+
+
+def ace_loss_from_pairs(teacher, student, log_scale, paired, grid, kernel, sigma, alpha):
+    """The matching loss of logits exp(log_scale) n(teacher) student^T against the targets of ``paired``."""
+    logits = math.exp(float(log_scale)) * normalize(teacher) @ np.asarray(student, np.float64).transpose(0, 2, 1)
+    return ace_matching_loss(logits, ace_pair_targets(paired, grid, kernel, sigma), alpha)

@@ -16,6 +16,7 @@ from kmedssl.losses.ace import (
     ace_matching_targets_from_pairs,
 )
 from tests.helpers import assert_close, finite_difference_grad, to_numpy, value_and_grad
+from tests.losses import oracles
 
 
 # === Oracles (float64, straight from SPEC §3.5 / paper Eqs. 1, 4, 5) ===
@@ -67,35 +68,6 @@ def pairs_oracle(mask_1, mask_2, g):
         return np.array([next(cols) if m else -1 for m in rows_mask])
 
     return pair(mask_1, pooled), pair(mask_2, upsampled)
-
-
-def pair_targets_oracle(paired, side, kernel, sigma):
-    """Eq. 4 from pairs: ``(B, N_t) -> (B, N_t, side^2)``, a Gaussian of peak 1 on each paired cell."""
-    paired = np.asarray(paired)
-    target = np.zeros((*paired.shape, side * side))
-    for b, i in np.ndindex(*paired.shape):
-        if paired[b, i] < 0:
-            continue
-        cy, cx = divmod(int(paired[b, i]), side)
-        for y, x in itertools.product(range(side), range(side)):
-            if max(abs(y - cy), abs(x - cx)) <= (kernel - 1) // 2:
-                target[b, i, y * side + x] = np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * sigma**2))
-    return target
-
-
-def loss_from_pairs_oracle(teacher, student, log_scale, paired, grid, kernel, sigma, alpha):
-    t = np.asarray(teacher, np.float64)
-    t = t / np.maximum(np.linalg.norm(t, axis=-1, keepdims=True), 1e-12)
-    logits = np.exp(np.float64(log_scale)) * t @ np.asarray(student, np.float64).transpose(0, 2, 1)
-    return matching_loss_oracle(logits, pair_targets_oracle(paired, grid, kernel, sigma), alpha)
-
-
-def matching_loss_oracle(logits, target, alpha):
-    logits, target = np.asarray(logits, np.float64), np.asarray(target, np.float64)
-    p = 1.0 / (1.0 + np.exp(-logits))
-    bce = -(target * np.log(p) + (1 - target) * np.log(1 - p))
-    weight = alpha * target + (1 - alpha) * (1 - target)
-    return float(np.mean(weight * bce))
 
 
 def global_loss_oracle(s1, s2, t1, t2, c, tau_s=0.1, tau_t=0.04):
@@ -203,7 +175,7 @@ def test_matching_loss_matches_oracle(rng, alpha, shape):
     logits, target = _matching_inputs(rng, shape)
     loss = ace_matching_loss(ops.convert_to_tensor(logits), ops.convert_to_tensor(target), alpha)
     assert to_numpy(loss).shape == () and keras.backend.standardize_dtype(loss.dtype) == "float32"
-    assert_close(loss, matching_loss_oracle(logits, target, alpha), rtol=1e-5)
+    assert_close(loss, oracles.ace_matching_loss(logits, target, alpha), rtol=1e-5)
 
 
 def test_matching_loss_is_stable_for_large_logits():
@@ -216,7 +188,7 @@ def test_matching_loss_is_stable_for_large_logits():
 def test_matching_loss_gradient_matches_finite_differences(rng):
     logits, target = _matching_inputs(rng, (2, 3, 2))
     _, grads = value_and_grad(lambda l, t: ace_matching_loss(l, t, 0.9), logits, target)
-    expected = finite_difference_grad(lambda l, t: matching_loss_oracle(l, t, 0.9), [logits, target])
+    expected = finite_difference_grad(lambda l, t: oracles.ace_matching_loss(l, t, 0.9), [logits, target])
     for got, want in zip(grads, expected):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
@@ -225,7 +197,7 @@ def test_matching_loss_accepts_bfloat16(rng):
     logits, target = _matching_inputs(rng)
     loss = ace_matching_loss(ops.cast(logits, "bfloat16"), ops.cast(target, "bfloat16"), 0.9)
     assert keras.backend.standardize_dtype(loss.dtype) == "float32"
-    assert_close(loss, matching_loss_oracle(logits, target, 0.9), rtol=3e-2, atol=1e-3)
+    assert_close(loss, oracles.ace_matching_loss(logits, target, 0.9), rtol=3e-2, atol=1e-3)
 
 
 def test_matching_loss_validates_arguments(rng):
@@ -297,7 +269,7 @@ def test_matching_loss_from_pairs_matches_oracle(rng, batch, rows, grid, channel
     loss = ace_matching_loss_from_pairs(teacher, student, ops.convert_to_tensor(log_scale), paired, grid,
                                         kernel_size=kernel, sigma=sigma, alpha=alpha)
     assert to_numpy(loss).shape == () and keras.backend.standardize_dtype(loss.dtype) == "float32"
-    expected = loss_from_pairs_oracle(teacher, student, log_scale, paired, grid, kernel, sigma, alpha)
+    expected = oracles.ace_loss_from_pairs(teacher, student, log_scale, paired, grid, kernel, sigma, alpha)
     assert_close(loss, expected, rtol=1e-5)
 
 
@@ -328,7 +300,7 @@ def test_matching_loss_from_pairs_gradient_matches_finite_differences(rng):
 
     _, grads = value_and_grad(loss, teacher, student, log_scale)
     expected = finite_difference_grad(
-        lambda t, s, ls: loss_from_pairs_oracle(t, s, ls, paired, 2, 3, 1.0, 0.9), [teacher, student, log_scale])
+        lambda t, s, ls: oracles.ace_loss_from_pairs(t, s, ls, paired, 2, 3, 1.0, 0.9), [teacher, student, log_scale])
     for got, want in zip(grads, expected):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
@@ -338,7 +310,7 @@ def test_matching_loss_from_pairs_accepts_bfloat16(rng):
     loss = ace_matching_loss_from_pairs(ops.cast(teacher, "bfloat16"), ops.cast(student, "bfloat16"),
                                         ops.cast(log_scale, "bfloat16"), paired, 8)
     assert keras.backend.standardize_dtype(loss.dtype) == "float32"
-    expected = loss_from_pairs_oracle(teacher, student, log_scale, paired, 8, 3, 1.0, 0.9)
+    expected = oracles.ace_loss_from_pairs(teacher, student, log_scale, paired, 8, 3, 1.0, 0.9)
     assert_close(loss, expected, rtol=5e-2)
 
 
