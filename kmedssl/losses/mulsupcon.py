@@ -7,6 +7,7 @@ from keras import ops
 
 from kmedssl.losses.blocked import blocked_jaccard_supcon, blocked_or_naive, validate_block_size
 from kmedssl.losses.common import l2_normalize, logsumexp_excluding, tensor_arguments, validate_positive
+from kmedssl.losses.replicas import gathered_jaccard_supcon, grouped_mean, replica_path, validate_gather
 from kmedssl.ops.kernels import fused_op, use_triton
 
 
@@ -35,7 +36,9 @@ def _naive_jaccard_supcon(z, y, temperature, threshold):
     return -ops.mean(ops.sum(weights * log_prob, axis=1) / ops.maximum(num_positives, 1.0))
 
 
-def jaccard_supcon(features, labels, temperature=0.07, threshold=0.3, base_temperature=0.07, block_size=None):
+def jaccard_supcon(
+    features, labels, temperature=0.07, threshold=0.3, base_temperature=0.07, block_size=None, gather="global"
+):
     """Jaccard-weighted SupCon (paper 001, Eq. 3) over V views of B images with multi-hot labels.
 
     Rows are stacked view-major (all of view 0, then view 1, ...): anchors a = 0..VB-1, z_a normalised,
@@ -64,6 +67,9 @@ def jaccard_supcon(features, labels, temperature=0.07, threshold=0.3, base_tempe
         base_temperature: T_base > 0.
         block_size: None (auto, see above), 0 (always the plain matrices) or the rows of one tile of
             the row-blocked path.
+        gather: ``"global"`` (positives and negatives from every data-parallel replica) or ``"local"``
+            (from this replica's rows only); the same on one device (``kmedssl.losses.replicas``). The gathered
+            global batch of several replicas takes the plain ``(Vb, R Vb)`` matrices.
 
     Returns:
         float32 scalar.
@@ -78,16 +84,35 @@ def jaccard_supcon(features, labels, temperature=0.07, threshold=0.3, base_tempe
     num_views, dim = features.shape[1], features.shape[2]
     if features.shape[0] is not None and features.shape[0] * num_views < 2:
         raise ValueError(f"Expected at least 2 rows (B * V >= 2). Received: features.shape={tuple(features.shape)}")
+    path = replica_path(gather)
+    if path == "grouped":
+        return grouped_mean(
+            lambda f, y: _plain_jaccard_supcon(f, y, temperature, threshold, base_temperature, block_size),
+            features,
+            labels,
+        )
+    if path == "gathered":
+        z, y = _view_major(features, labels)
+        return (temperature / base_temperature) * gathered_jaccard_supcon(z, y, temperature, threshold)
+    return _plain_jaccard_supcon(features, labels, temperature, threshold, base_temperature, block_size)
+
+
+def _view_major(features, labels):
+    """``(B, V, D), (B, K) -> z (VB, D)`` unit rows stacked view-major and their labels ``y (VB, K)`` float32."""
+    num_views, dim = features.shape[1], features.shape[2]
+    z = ops.reshape(ops.transpose(l2_normalize(features), (1, 0, 2)), (-1, dim))  # (VB, D)
+    y = ops.tile(ops.cast(labels, "float32"), (num_views, 1))  # (VB, K)
+    return z, y
+
+
+def _plain_jaccard_supcon(features, labels, temperature, threshold, base_temperature, block_size):
+    """``jaccard_supcon`` of the rows given: the Triton, row-blocked or plain path."""
     if not tensor_arguments(temperature, threshold, base_temperature) and use_triton(features, labels):
         return fused_op("jaccard_supcon")(
             features, labels, temperature=temperature, threshold=threshold, base_temperature=base_temperature
         )
 
-    # === View-major stacking ===
-    features = l2_normalize(features)  # (B, V, D)
-    z = ops.reshape(ops.transpose(features, (1, 0, 2)), (-1, dim))  # (VB, D)
-    y = ops.tile(ops.cast(labels, "float32"), (num_views, 1))  # (VB, K)
-
+    z, y = _view_major(features, labels)
     loss = blocked_or_naive(
         z,
         block_size,
@@ -102,12 +127,14 @@ class JaccardSupCon(keras.losses.Loss):
     """``jaccard_supcon`` as a Keras loss: ``y_true`` = labels ``(B, K)``, ``y_pred`` = features ``(B, V, D)``."""
 
     def __init__(
-        self, temperature=0.07, threshold=0.3, base_temperature=0.07, block_size=None, name="jaccard_supcon",
-        **kwargs
+        self, temperature=0.07, threshold=0.3, base_temperature=0.07, block_size=None, gather="global",
+        name="jaccard_supcon", **kwargs
     ):
         super().__init__(name=name, **kwargs)
         _validate_arguments(temperature, threshold, base_temperature)
         validate_block_size(block_size)
+        validate_gather(gather)
+        self.gather = gather
         self.temperature = temperature
         self.threshold = threshold
         self.base_temperature = base_temperature
@@ -121,6 +148,7 @@ class JaccardSupCon(keras.losses.Loss):
             threshold=self.threshold,
             base_temperature=self.base_temperature,
             block_size=self.block_size,
+            gather=self.gather,
         )
 
     def get_config(self):
@@ -130,4 +158,5 @@ class JaccardSupCon(keras.losses.Loss):
             "threshold": self.threshold,
             "base_temperature": self.base_temperature,
             "block_size": self.block_size,
+            "gather": self.gather,
         }

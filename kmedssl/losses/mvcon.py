@@ -5,9 +5,10 @@ from keras import ops
 
 from kmedssl.losses.blocked import blocked_or_naive, blocked_paired_infonce, validate_block_size
 from kmedssl.losses.common import l2_normalize, paired_infonce, validate_pair, validate_positive
+from kmedssl.losses.replicas import gathered_paired_infonce, grouped_mean, replica_path, validate_gather
 
 
-def multiview_infonce(z_f, z_l, temperature=0.1, exclude_positive=True, block_size=None):
+def multiview_infonce(z_f, z_l, temperature=0.1, exclude_positive=True, block_size=None, gather="global"):
     """Multi-view InfoNCE over frontal/lateral pairs (paper 000, Eq. 2).
 
     With ``z = [n(z_f); n(z_l)]`` (2B anchors), anchor i in view v, and ``s(u, w) = u . w / T``:
@@ -27,6 +28,8 @@ def multiview_infonce(z_f, z_l, temperature=0.1, exclude_positive=True, block_si
         exclude_positive: see above.
         block_size: None (auto), 0 (always the plain matrices) or the rows of one tile of the row-blocked
             path.
+        gather: ``"global"`` (negatives from every data-parallel replica) or ``"local"`` (from this
+            replica's rows only); the same on one device (``kmedssl.losses.replicas``).
 
     Returns:
         float32 scalar.
@@ -40,6 +43,22 @@ def multiview_infonce(z_f, z_l, temperature=0.1, exclude_positive=True, block_si
             "Expected a batch of at least 2 studies when exclude_positive=True (the denominator of Eq. 2 "
             f"is otherwise empty). Received: z_f.shape={tuple(z_f.shape)}"
         )
+    path = replica_path(gather)
+    if path == "gathered":
+        return gathered_paired_infonce(
+            ops.concatenate([z_f, z_l], axis=0),
+            lambda a, c: ops.matmul(a, ops.transpose(c)) / temperature,
+            exclude_positive,
+        )
+    if path == "grouped":
+        return grouped_mean(
+            lambda f, l: _plain_multiview_infonce(f, l, temperature, exclude_positive, block_size), z_f, z_l
+        )
+    return _plain_multiview_infonce(z_f, z_l, temperature, exclude_positive, block_size)
+
+
+def _plain_multiview_infonce(z_f, z_l, temperature, exclude_positive, block_size):
+    """``multiview_infonce`` of the rows given (unit rows)."""
     z = ops.concatenate([z_f, z_l], axis=0)  # (2B, D), view-major
     return blocked_or_naive(
         z,
@@ -56,13 +75,18 @@ class MultiviewInfoNCE(keras.losses.Loss):
     """``multiview_infonce`` as a Keras loss. ``y_pred``: ``(B, 2, D)``, frontal then lateral on axis 1;
     ``y_true`` is ignored (pass any tensor, e.g. zeros)."""
 
-    def __init__(self, temperature=0.1, exclude_positive=True, block_size=None, name="multiview_infonce", **kwargs):
+    def __init__(
+        self, temperature=0.1, exclude_positive=True, block_size=None, gather="global", name="multiview_infonce",
+        **kwargs
+    ):
         super().__init__(name=name, **kwargs)
         validate_positive(temperature=temperature)
         validate_block_size(block_size)
+        validate_gather(gather)
         self.temperature = temperature
         self.exclude_positive = exclude_positive
         self.block_size = block_size
+        self.gather = gather
 
     def call(self, y_true, y_pred):
         return multiview_infonce(
@@ -71,6 +95,7 @@ class MultiviewInfoNCE(keras.losses.Loss):
             temperature=self.temperature,
             exclude_positive=self.exclude_positive,
             block_size=self.block_size,
+            gather=self.gather,
         )
 
     def get_config(self):
@@ -79,4 +104,5 @@ class MultiviewInfoNCE(keras.losses.Loss):
             "temperature": self.temperature,
             "exclude_positive": self.exclude_positive,
             "block_size": self.block_size,
+            "gather": self.gather,
         }

@@ -5,9 +5,10 @@ from keras import ops
 
 from kmedssl.losses.blocked import blocked_or_naive, blocked_paired_infonce, validate_block_size
 from kmedssl.losses.common import l2_normalize, paired_infonce, validate_pair, validate_positive
+from kmedssl.losses.replicas import gathered_paired_infonce, grouped_mean, replica_path, validate_gather
 
 
-def nt_xent(z_a, z_b, temperature=0.1, block_size=None):
+def nt_xent(z_a, z_b, temperature=0.1, block_size=None, gather="global"):
     """NT-Xent loss of SimCLR (Chen et al. 2020, Eq. 1; paper 001's SimCLR baseline).
 
     Anchors are the 2B rows of ``z = [n(z_a); n(z_b)]``; row i's positive is row ``(i + B) mod 2B``:
@@ -23,6 +24,8 @@ def nt_xent(z_a, z_b, temperature=0.1, block_size=None):
         temperature: T > 0.
         block_size: None (auto), 0 (always the plain matrices) or the rows of one tile of the row-blocked
             path.
+        gather: ``"global"`` (negatives from every data-parallel replica) or ``"local"`` (from this
+            replica's rows only); the same on one device (``kmedssl.losses.replicas``).
 
     Returns:
         float32 scalar.
@@ -31,6 +34,18 @@ def nt_xent(z_a, z_b, temperature=0.1, block_size=None):
     validate_block_size(block_size)
     z_a, z_b = l2_normalize(z_a), l2_normalize(z_b)
     validate_pair(z_a, z_b)
+    path = replica_path(gather)
+    if path == "gathered":
+        return gathered_paired_infonce(
+            ops.concatenate([z_a, z_b], axis=0), lambda a, c: ops.matmul(a, ops.transpose(c)) / temperature
+        )
+    if path == "grouped":
+        return grouped_mean(lambda a, b: _plain_nt_xent(a, b, temperature, block_size), z_a, z_b)
+    return _plain_nt_xent(z_a, z_b, temperature, block_size)
+
+
+def _plain_nt_xent(z_a, z_b, temperature, block_size):
+    """``nt_xent`` of the rows given (unit rows)."""
     z = ops.concatenate([z_a, z_b], axis=0)  # (2B, D)
     return blocked_or_naive(
         z,
@@ -45,15 +60,24 @@ class NTXent(keras.losses.Loss):
     """``nt_xent`` as a Keras loss. ``y_pred``: ``(B, 2, D)``, the two views stacked on axis 1;
     ``y_true`` is ignored (pass any tensor, e.g. zeros)."""
 
-    def __init__(self, temperature=0.1, block_size=None, name="nt_xent", **kwargs):
+    def __init__(self, temperature=0.1, block_size=None, gather="global", name="nt_xent", **kwargs):
         super().__init__(name=name, **kwargs)
         validate_positive(temperature=temperature)
         validate_block_size(block_size)
+        validate_gather(gather)
         self.temperature = temperature
         self.block_size = block_size
+        self.gather = gather
 
     def call(self, y_true, y_pred):
-        return nt_xent(y_pred[:, 0], y_pred[:, 1], temperature=self.temperature, block_size=self.block_size)
+        return nt_xent(
+            y_pred[:, 0], y_pred[:, 1], temperature=self.temperature, block_size=self.block_size, gather=self.gather
+        )
 
     def get_config(self):
-        return {**super().get_config(), "temperature": self.temperature, "block_size": self.block_size}
+        return {
+            **super().get_config(),
+            "temperature": self.temperature,
+            "block_size": self.block_size,
+            "gather": self.gather,
+        }

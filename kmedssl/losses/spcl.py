@@ -13,6 +13,7 @@ from kmedssl.losses.common import (
     validate_pair,
     validate_positive,
 )
+from kmedssl.losses.replicas import gathered_paired_infonce, grouped_mean, replica_path, validate_gather
 from kmedssl.ops.kernels import fused_op, use_triton
 
 
@@ -47,7 +48,7 @@ def tsp_similarity(a, b, kappa):
     return 0.5 * (1.0 + cosine) / (1.0 + (1.0 - cosine) * kappa)
 
 
-def tsp_infonce(z_1, z_2, kappa=16.0, scale=1 / 0.07, block_size=None):
+def tsp_infonce(z_1, z_2, kappa=16.0, scale=1 / 0.07, block_size=None, gather="global"):
     """S-PCL InfoNCE with T-SP similarity (paper 003, Eq. 2).
 
     Anchors are the 2B rows of ``z = [z_1; z_2]``; row i's positive is row ``(i + B) mod 2B``:
@@ -69,6 +70,10 @@ def tsp_infonce(z_1, z_2, kappa=16.0, scale=1 / 0.07, block_size=None):
             model passes its trainable, clamped scale, which receives gradients through this function.
         block_size: None (auto, see above), 0 (always the plain matrices) or the rows of one tile of
             the row-blocked path.
+        gather: ``"global"`` (negatives from every data-parallel replica) or ``"local"`` (from this
+            replica's rows only); the same on one device (``kmedssl.losses.replicas``). The Triton and
+            row-blocked paths serve the rows one replica sees; the gathered global batch of several replicas
+            takes the plain ``(2b, R 2b)`` logits.
 
     Returns:
         float32 scalar.
@@ -77,6 +82,18 @@ def tsp_infonce(z_1, z_2, kappa=16.0, scale=1 / 0.07, block_size=None):
     _validate_kappa(kappa)
     validate_pair(z_1, z_2, names=("z_1", "z_2"))
     validate_block_size(block_size)
+    path = replica_path(gather)
+    if path == "gathered":
+        local = ops.concatenate([ops.cast(z_1, "float32"), ops.cast(z_2, "float32")], axis=0)  # (2b, D)
+        applied = ops.cast(scale, "float32")
+        return gathered_paired_infonce(local, lambda a, c: applied * tsp_similarity(a, c, kappa))
+    if path == "grouped":
+        return grouped_mean(lambda a, b: _plain_tsp_infonce(a, b, kappa, scale, block_size), z_1, z_2)
+    return _plain_tsp_infonce(z_1, z_2, kappa, scale, block_size)
+
+
+def _plain_tsp_infonce(z_1, z_2, kappa, scale, block_size):
+    """``tsp_infonce`` of the rows given: the Triton, row-blocked or plain path."""
     if isinstance(kappa, numbers.Real) and use_triton(z_1, z_2, *tensor_arguments(scale)):
         return fused_op("tsp_infonce")(z_1, z_2, kappa=kappa, scale=scale)
     z = ops.concatenate([ops.cast(z_1, "float32"), ops.cast(z_2, "float32")], axis=0)  # (2B, D)
@@ -95,17 +112,28 @@ class TSPInfoNCE(keras.losses.Loss):
     stacked on axis 1; ``y_true`` is ignored (pass any tensor, e.g. zeros). A trainable scale lives in the
     S-PCL model, which calls ``tsp_infonce`` directly."""
 
-    def __init__(self, kappa=16.0, scale=1 / 0.07, block_size=None, name="tsp_infonce", **kwargs):
+    def __init__(self, kappa=16.0, scale=1 / 0.07, block_size=None, gather="global", name="tsp_infonce", **kwargs):
         super().__init__(name=name, **kwargs)
         _validate_kappa(kappa)
         validate_positive(scale=scale)
         validate_block_size(block_size)
+        validate_gather(gather)
         self.kappa = kappa
         self.scale = scale
         self.block_size = block_size
+        self.gather = gather
 
     def call(self, y_true, y_pred):
-        return tsp_infonce(y_pred[:, 0], y_pred[:, 1], kappa=self.kappa, scale=self.scale, block_size=self.block_size)
+        return tsp_infonce(
+            y_pred[:, 0], y_pred[:, 1], kappa=self.kappa, scale=self.scale, block_size=self.block_size,
+            gather=self.gather,
+        )
 
     def get_config(self):
-        return {**super().get_config(), "kappa": self.kappa, "scale": self.scale, "block_size": self.block_size}
+        return {
+            **super().get_config(),
+            "kappa": self.kappa,
+            "scale": self.scale,
+            "block_size": self.block_size,
+            "gather": self.gather,
+        }

@@ -13,6 +13,7 @@ import numbers
 import keras
 from keras import ops
 
+from kmedssl.distributed import all_reduce_mean, scale_loss
 from kmedssl.losses.ace import ace_global_loss, ace_matching_loss_from_pairs, validate_kernel
 from kmedssl.methods.base import PretrainingMethod
 
@@ -394,17 +395,19 @@ class ACE(PretrainingMethod):
         self.track_loss_terms({"global": global_loss, "composition": comp_loss, "decomposition": decomp_loss})
         if training:
             self.update_center(x, y_pred)
-        return loss
+        return scale_loss(loss)
 
     def update_center(self, x, y_pred):
-        """``center <- m center + (1 - m) mean(teacher rows)`` over the non-empty pooled regions."""
+        """``center <- m center + (1 - m) mean(teacher rows)`` over the non-empty pooled regions of the global
+        batch (sums and counts averaged over the data-parallel replicas, as DINO all-reduces its centre)."""
         rows = ops.stack([ops.cast(y_pred[k], "float32") for k in
                           ("teacher_1", "teacher_2", "teacher_1_rest", "teacher_2_rest")], axis=0)  # (4, B, K)
         mask_1, mask_2 = ops.cast(x["mask_1"], "float32"), ops.cast(x["mask_2"], "float32")
         counts = ops.stack([ops.sum(mask_1, -1), ops.sum(mask_2, -1), ops.sum(1.0 - mask_1, -1),
                             ops.sum(1.0 - mask_2, -1)], axis=0)  # (4, B)
         valid = ops.cast(counts > 0, "float32")
-        batch_center = ops.sum(rows * valid[..., None], axis=(0, 1)) / ops.maximum(ops.sum(valid), 1.0)
+        row_sum = all_reduce_mean(ops.sum(rows * valid[..., None], axis=(0, 1)))  # (K,)
+        batch_center = row_sum / ops.maximum(all_reduce_mean(ops.sum(valid)), 1.0)
         m = self.center_momentum
         self.center.assign(m * self.center + (1.0 - m) * batch_center)
 

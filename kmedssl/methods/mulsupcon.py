@@ -4,6 +4,7 @@ Jaccard-weighted positives (paper 001 §3, Eq. 3; SPEC §3.3)."""
 import keras
 from keras import ops
 
+from kmedssl.distributed import scale_loss
 from kmedssl.losses.mulsupcon import jaccard_supcon
 from kmedssl.methods.simclr import SimCLR
 
@@ -32,10 +33,10 @@ class MulSupCon(SimCLR):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         features = ops.stack([y_pred["z_1"], y_pred["z_2"]], axis=1)  # (B, 2, P)
         loss = jaccard_supcon(
-            features, x["metadata"], self.temperature, self.threshold, self.base_temperature
+            features, x["metadata"], self.temperature, self.threshold, self.base_temperature, gather=self.gather
         )
         self.track_loss_terms({"supcon": loss})
-        return loss
+        return scale_loss(loss)
 
     def get_config(self):
         config = super().get_config()

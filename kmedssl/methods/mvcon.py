@@ -3,7 +3,9 @@
 
 import keras
 
+from kmedssl.distributed import scale_loss
 from kmedssl.losses.mvcon import multiview_infonce
+from kmedssl.losses.replicas import validate_gather
 from kmedssl.methods.base import PretrainingMethod
 
 
@@ -16,18 +18,22 @@ class MVCon(PretrainingMethod):
         temperature: τ of Eq. 2 (paper 0.1; the authors' code 0.5).
         exclude_positive: ``True`` is exactly Eq. 2 (positive not in the denominator); ``False`` is the
             NT-Xent of the authors' code.
+        gather: ``"global"`` (negatives from every data-parallel replica) or ``"local"`` (from each replica's
+            own rows); the same on one device (docs/distributed.md).
 
     Input: ``{"frontal": (B, H, W, C), "lateral": (B, H, W, C)}``.
     """
 
     loss_terms = ("infonce",)
 
-    def __init__(self, encoder, temperature=0.1, exclude_positive=True, **kwargs):
+    def __init__(self, encoder, temperature=0.1, exclude_positive=True, gather="global", **kwargs):
         super().__init__(encoder, **kwargs)
         if temperature <= 0:
             raise ValueError(f"Expected temperature > 0. Received: temperature={temperature}")
         self.temperature = float(temperature)
         self.exclude_positive = bool(exclude_positive)
+        validate_gather(gather)
+        self.gather = gather
 
     def call(self, inputs, training=False):
         return {
@@ -37,12 +43,12 @@ class MVCon(PretrainingMethod):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         loss = multiview_infonce(
-            y_pred["z_frontal"], y_pred["z_lateral"], self.temperature, self.exclude_positive
+            y_pred["z_frontal"], y_pred["z_lateral"], self.temperature, self.exclude_positive, gather=self.gather
         )
         self.track_loss_terms({"infonce": loss})
-        return loss
+        return scale_loss(loss)
 
     def get_config(self):
         config = super().get_config()
-        config.update(temperature=self.temperature, exclude_positive=self.exclude_positive)
+        config.update(temperature=self.temperature, exclude_positive=self.exclude_positive, gather=self.gather)
         return config

@@ -4,6 +4,7 @@
 import keras
 from keras import ops
 
+from kmedssl.distributed import replica_uniform, scale_loss
 from kmedssl.losses.mvmae import latent_alignment, mae_reconstruction
 from kmedssl.methods.base import PretrainingMethod
 from kmedssl.ops import mae_masking
@@ -68,8 +69,8 @@ class MVMAE(PretrainingMethod):
     def call(self, inputs, training=False):
         frontal, lateral = inputs["frontal"], inputs["lateral"]
         shape = (ops.shape(frontal)[0], self.encoder.num_patches)
-        noise_f = keras.random.uniform(shape, seed=self.seed_generator)
-        noise_l = noise_f if self.alignment == "tokens" else keras.random.uniform(shape, seed=self.seed_generator)
+        noise_f = replica_uniform(shape, seed=self.seed_generator)  # this replica's rows of one global draw
+        noise_l = noise_f if self.alignment == "tokens" else replica_uniform(shape, seed=self.seed_generator)
         tokens_f, pred_f, mask_f = self.encode_decode(frontal, noise_f, training)
         tokens_l, pred_l, mask_l = self.encode_decode(lateral, noise_l, training)
         return {
@@ -98,7 +99,7 @@ class MVMAE(PretrainingMethod):
         self.track_loss_terms(
             {"reconstruction_frontal": rec_f, "reconstruction_lateral": rec_l, "alignment": align}
         )
-        return 0.5 * (rec_f + rec_l) + self.current_beta() * align
+        return scale_loss(0.5 * (rec_f + rec_l) + self.current_beta() * align)
 
     def get_config(self):
         config = super().get_config()

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from kmedssl.distributed import scale_loss
+from kmedssl.losses.replicas import validate_gather
 from kmedssl.losses.simclr import nt_xent
 from kmedssl.methods.base import PretrainingMethod
 from kmedssl.methods.heads import ProjectionHead
@@ -20,6 +22,8 @@ class SimCLR(PretrainingMethod):
         crop_size: side of the augmented crops (defaults to the encoder's input size when None).
         crop_scale: RandomResizedCrop area range (paper 001: 0.2-1).
         seed: seed of the augmentation.
+        gather: ``"global"`` (negatives from every data-parallel replica) or ``"local"`` (from each replica's
+            own rows); the same on one device (docs/distributed.md).
 
     Input: ``{"image": (B, H, W, C)}`` (MulSupCon adds ``"metadata"``).
     """
@@ -27,7 +31,7 @@ class SimCLR(PretrainingMethod):
     loss_terms = ("nt_xent",)
 
     def __init__(self, encoder, temperature=0.1, projection_dim=128, hidden_dim=512, crop_size=None,
-                 crop_scale=(0.2, 1.0), seed=None, **kwargs):
+                 crop_scale=(0.2, 1.0), seed=None, gather="global", **kwargs):
         super().__init__(encoder, **kwargs)
         if temperature <= 0:
             raise ValueError(f"Expected temperature > 0. Received: temperature={temperature}")
@@ -37,6 +41,8 @@ class SimCLR(PretrainingMethod):
         self.crop_size = crop_size
         self.crop_scale = tuple(crop_scale)
         self.seed = seed
+        validate_gather(gather)
+        self.gather = gather
         self.head = ProjectionHead(self.hidden_dim, self.projection_dim, name="projection_head")
         self.augment = None
 
@@ -57,14 +63,14 @@ class SimCLR(PretrainingMethod):
         return {"z_1": z_1, "z_2": z_2}
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        loss = nt_xent(y_pred["z_1"], y_pred["z_2"], self.temperature)
+        loss = nt_xent(y_pred["z_1"], y_pred["z_2"], self.temperature, gather=self.gather)
         self.track_loss_terms({"nt_xent": loss})
-        return loss
+        return scale_loss(loss)
 
     def get_config(self):
         config = super().get_config()
         config.update(
             temperature=self.temperature, projection_dim=self.projection_dim, hidden_dim=self.hidden_dim,
-            crop_size=self.crop_size, crop_scale=self.crop_scale, seed=self.seed,
+            crop_size=self.crop_size, crop_scale=self.crop_scale, seed=self.seed, gather=self.gather,
         )
         return config

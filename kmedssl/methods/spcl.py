@@ -5,6 +5,8 @@ import math
 import keras
 from keras import ops
 
+from kmedssl.distributed import scale_loss
+from kmedssl.losses.replicas import validate_gather
 from kmedssl.losses.spcl import tsp_infonce
 from kmedssl.methods.base import PretrainingMethod
 from kmedssl.views.spcl import partition_tokens
@@ -26,6 +28,8 @@ class SPCL(PretrainingMethod):
         scale_init: initial logit scale 1/τ.
         scale_bounds: clamp of the applied scale.
         seed: seed of the partition noise.
+        gather: ``"global"`` (negatives from every data-parallel replica) or ``"local"`` (from each replica's
+            own rows); the same on one device (docs/distributed.md).
 
     Input: ``{"image": (B, H, W, C)}``. Output of ``call``: ``{"z_1": (B, D), "z_2": (B, D)}``.
     """
@@ -33,7 +37,7 @@ class SPCL(PretrainingMethod):
     loss_terms = ("tsp",)
 
     def __init__(self, encoder, mask_ratio=0.6, kappa=16.0, scale_init=1 / 0.07, scale_bounds=(1.0, 100.0),
-                 seed=None, **kwargs):
+                 seed=None, gather="global", **kwargs):
         super().__init__(encoder, **kwargs)
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"Expected 0 <= mask_ratio < 1. Received: mask_ratio={mask_ratio}")
@@ -43,6 +47,8 @@ class SPCL(PretrainingMethod):
         self.kappa = float(kappa)
         self.scale_init = float(scale_init)
         self.scale_bounds = tuple(float(b) for b in scale_bounds)
+        validate_gather(gather)
+        self.gather = gather
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.log_scale = self.add_weight(
@@ -63,12 +69,12 @@ class SPCL(PretrainingMethod):
         return ops.clip(ops.exp(self.log_scale), *self.scale_bounds)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        loss = tsp_infonce(y_pred["z_1"], y_pred["z_2"], kappa=self.kappa, scale=self.scale())
+        loss = tsp_infonce(y_pred["z_1"], y_pred["z_2"], kappa=self.kappa, scale=self.scale(), gather=self.gather)
         self.track_loss_terms({"tsp": loss})
-        return loss
+        return scale_loss(loss)
 
     def get_config(self):
         config = super().get_config()
         config.update(mask_ratio=self.mask_ratio, kappa=self.kappa, scale_init=self.scale_init,
-                      scale_bounds=self.scale_bounds, seed=self.seed)
+                      scale_bounds=self.scale_bounds, seed=self.seed, gather=self.gather)
         return config

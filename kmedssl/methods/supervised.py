@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from kmedssl.distributed import scale_loss
 from kmedssl.methods.base import PretrainingMethod
 
 
@@ -42,7 +43,7 @@ class Supervised(PretrainingMethod):
         else:
             loss = ops.mean(ops.sparse_categorical_crossentropy(ops.cast(y, "int32"), logits, from_logits=True))
         self.track_loss_terms({"classification": loss})
-        return loss
+        return scale_loss(loss)
 
     def get_config(self):
         config = super().get_config()

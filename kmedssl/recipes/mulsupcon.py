@@ -18,4 +18,5 @@ class MulSupConRecipe(SimCLRRecipe):
     def build_model(self, encoder, total_steps, seed, num_labels):
         return MulSupCon(encoder, temperature=self.temperature, threshold=self.threshold,
                          base_temperature=self.temperature, projection_dim=self.projection_dim,
-                         hidden_dim=encoder.dim, crop_scale=self.crop_scale, seed=seed)
+                         hidden_dim=encoder.dim, crop_scale=self.crop_scale, seed=seed,
+                         gather=self.gather)

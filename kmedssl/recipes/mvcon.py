@@ -22,6 +22,9 @@ class MVConRecipe(MultiViewRecipe):
     batch_size: int = 256
     temperature: float = 0.1
     exclude_positive: bool = True
+    # Negatives of the contrastive loss under data parallelism: "global" (every replica) or "local".
+    gather: str = "global"
 
     def build_model(self, encoder, total_steps, seed, num_labels):
-        return MVCon(encoder, temperature=self.temperature, exclude_positive=self.exclude_positive)
+        return MVCon(encoder, temperature=self.temperature, exclude_positive=self.exclude_positive,
+                     gather=self.gather)

@@ -31,6 +31,8 @@ class SimCLRRecipe(Recipe):
     resnet_width: int = 64
     temperature: float = 0.1
     projection_dim: int = 128
+    # Negatives of the contrastive loss under data parallelism: "global" (every replica) or "local".
+    gather: str = "global"
     crop_scale: tuple = (0.2, 1.0)
 
     def build_encoder(self):
@@ -46,4 +48,4 @@ class SimCLRRecipe(Recipe):
 
     def build_model(self, encoder, total_steps, seed, num_labels):
         return SimCLR(encoder, temperature=self.temperature, projection_dim=self.projection_dim,
-                      hidden_dim=encoder.dim, crop_scale=self.crop_scale, seed=seed)
+                      hidden_dim=encoder.dim, crop_scale=self.crop_scale, seed=seed, gather=self.gather)

@@ -27,6 +27,9 @@ class SPCLRecipe(Recipe):
     mask_ratio: float = 0.6
     kappa: float = 16.0
     scale_init: float = 1 / 0.07
+    # Negatives of the contrastive loss under data parallelism: "global" (every replica) or "local".
+    gather: str = "global"
 
     def build_model(self, encoder, total_steps, seed, num_labels):
-        return SPCL(encoder, mask_ratio=self.mask_ratio, kappa=self.kappa, scale_init=self.scale_init, seed=seed)
+        return SPCL(encoder, mask_ratio=self.mask_ratio, kappa=self.kappa, scale_init=self.scale_init, seed=seed,
+                    gather=self.gather)

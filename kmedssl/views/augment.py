@@ -3,7 +3,8 @@
 Every layer takes a batch ``images`` ``(B, H, W, C)`` (channels last) of floats in [0, 1] and returns the same
 dtype with values in [0, 1]. Each sample draws its own random parameters from the layer's
 ``keras.random.SeedGenerator`` (reproducible from ``seed``), all with ``keras.ops`` on whole batches, so the
-layers run inside compiled models on torch, tensorflow and jax. ``training=False`` is deterministic: the crop
+layers run inside compiled models on torch, tensorflow and jax. Under data parallelism each replica keeps its
+rows of one draw for the global batch (``kmedssl.distributed.replica_uniform``). ``training=False`` is deterministic: the crop
 resizes the full image, the other layers are the identity. Arithmetic runs in float32 and is cast back.
 
 The policy follows torchvision's transforms used by the paper's SimCLR-style TwoCropTransform, with two
@@ -16,6 +17,8 @@ import numbers
 
 import keras
 from keras import ops
+
+from kmedssl.distributed import replica_uniform
 
 # ITU-R 601-2 luma weights, as torchvision's rgb_to_grayscale.
 _LUMA = (0.2989, 0.587, 0.114)
@@ -60,7 +63,7 @@ def _check_probability(name, value):
 def _batch_uniform(images, seed_generator, minval=0.0, maxval=1.0):
     """One uniform draw per sample, shaped (B, 1, 1, 1) to broadcast over an image batch."""
     shape = (ops.shape(images)[0], 1, 1, 1)
-    return keras.random.uniform(shape, minval=minval, maxval=maxval, seed=seed_generator)
+    return replica_uniform(shape, minval=minval, maxval=maxval, seed=seed_generator)
 
 
 def _interpolation_matrix(start, extent, size, length):
@@ -165,8 +168,8 @@ class RandomResizedCrop(_ImageAugmentation):
         shape = ops.shape(images)
         height, width = ops.cast(shape[1], "float32"), ops.cast(shape[2], "float32")
         draws = (shape[0], self.attempts)
-        area = height * width * keras.random.uniform(draws, *self.scale, seed=self.seed_generator)  # (B, 10)
-        log_ratio = keras.random.uniform(draws, *(math.log(r) for r in self.ratio), seed=self.seed_generator)
+        area = height * width * replica_uniform(draws, *self.scale, seed=self.seed_generator)  # (B, 10)
+        log_ratio = replica_uniform(draws, *(math.log(r) for r in self.ratio), seed=self.seed_generator)
         aspect = ops.exp(log_ratio)
         crop_w, crop_h = ops.sqrt(area * aspect), ops.sqrt(area / aspect)  # (B, 10)
         fits = ops.logical_and(crop_w <= width, crop_h <= height)  # (B, 10)
@@ -183,7 +186,7 @@ class RandomResizedCrop(_ImageAugmentation):
         fallback_h = ops.where(image_ratio < low, width / low, height)
         crop_w = ops.where(found, crop_w, fallback_w)
         crop_h = ops.where(found, crop_h, fallback_h)
-        placement = keras.random.uniform((shape[0], 2), seed=self.seed_generator)  # (B, 2)
+        placement = replica_uniform((shape[0], 2), seed=self.seed_generator)  # (B, 2)
         placement = ops.where(found[:, None], placement, 0.5)
         top = placement[:, 0] * (height - crop_h)
         left = placement[:, 1] * (width - crop_w)
