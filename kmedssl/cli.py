@@ -40,7 +40,7 @@ def run_user_command(debug, function, *args, **kwargs):
 
 # pretrain() arguments that have their own option: `--set` cannot set them.
 OWN_OPTIONS = ("data", "format", "on_error", "size", "seed", "output_dir", "resume", "overwrite", "backend",
-               "verbose", "callbacks")
+               "verbose", "callbacks", "devices")
 
 
 def parse_sets(values):
@@ -90,9 +90,13 @@ def main():
 @click.option("--checkpoint-every", type=click.IntRange(min=1), metavar="STEPS",
               help="Also checkpoint every STEPS training steps (always at each epoch end).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, data order and views.")
+@click.option("--devices", type=click.IntRange(min=1), metavar="N",
+              help="Data-parallel devices (docs/distributed.md): jax and tensorflow use N local devices; torch "
+                   "needs one process per device, e.g. torchrun --nproc_per_node N -m kmedssl.cli pretrain ... "
+                   "--devices N. --batch-size is the global batch.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def pretrain(method, data, data_format, on_error, size, sets, epochs, steps_per_epoch, batch_size, image_size,
-             backend, output, resume, overwrite, checkpoint_every, seed, debug):
+             backend, output, resume, overwrite, checkpoint_every, seed, devices, debug):
     """Pretrain METHOD (ace, mulsupcon, mvcon, mvmae, simclr, spcl, supervised) and write a run directory.
 
     A run killed at any moment continues with the same command plus --resume and ends with the weights of
@@ -104,8 +108,17 @@ def pretrain(method, data, data_format, on_error, size, sets, epochs, steps_per_
       kmedssl pretrain spcl --data phantom --size phantom --epochs 5 --set mask_ratio=0.5 --output runs/spcl
       kmedssl pretrain mvmae --data /data/mimic-cxr-jpg --format mimic-cxr --size paper --checkpoint-every 500 \\
           --output runs/mvmae          # after an interruption: the same command plus --resume
+      kmedssl pretrain simclr --backend jax --devices 8 --batch-size 1024   # 8 GPUs, negatives from all of them
+      torchrun --nproc_per_node 4 -m kmedssl.cli pretrain spcl --backend torch --devices 4
     """
     use_backend(backend)
+    if devices and devices > 1 and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+        # JAX on CPU: N host devices (read when JAX starts; it does not change the GPUs a GPU machine uses)
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
+    if devices and devices > 1 and os.environ["KERAS_BACKEND"] == "tensorflow":
+        from kmedssl.distributed.tf_devices import split_host_cpu
+
+        split_host_cpu(devices)  # before Keras runs its first TensorFlow op
     overrides = parse_sets(sets)
     from kmedssl import recipes
 
@@ -114,8 +127,10 @@ def pretrain(method, data, data_format, on_error, size, sets, epochs, steps_per_
     overrides.update({key: value for key, value in options.items() if value is not None})
     result = run_user_command(
         debug, recipes.pretrain, method, data=data, size=size, seed=seed, output_dir=output, resume=resume,
-        overwrite=overwrite, format=data_format, on_error=on_error, **overrides,
+        overwrite=overwrite, format=data_format, on_error=on_error, devices=devices, **overrides,
     )
+    if int(os.environ.get("RANK", "0")) != 0:  # a torchrun process other than the first: it wrote nothing
+        return
     if result.resumed_from is not None:
         click.echo(f"Resumed {result.run_dir} at step {result.resumed_from}")
     losses = {k: v[-1] for k, v in result.history.items() if k.endswith("loss")}

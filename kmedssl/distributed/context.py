@@ -124,6 +124,17 @@ def all_reduce_mean(x):
     return x
 
 
+def metric_mean(x):
+    """A logged value as the mean over the replicas: the mean over the processes of a torch process group, whose
+    metrics Keras does not aggregate; ``x`` elsewhere (tf.distribute aggregates metric variables itself, and
+    JAX's program already computes global means)."""
+    if _backend() == "torch" and _torch_process_group_size() > 1:
+        from kmedssl.distributed.torch_collectives import mean_over_processes
+
+        return mean_over_processes(x)
+    return x
+
+
 def scale_loss(loss):
     """The loss a replica hands to its optimizer, so that the engine's gradient reduction gives the gradient of
     the mean over replicas: ``loss / replica_count()`` on TensorFlow (tf.distribute sums the replicas'

@@ -19,6 +19,8 @@ import os
 
 import keras
 
+from kmedssl.distributed.tf_devices import split_host_cpu
+
 
 class DataParallelEngine:
     """The engine of the active backend for ``replicas`` devices.
@@ -48,6 +50,13 @@ class DataParallelEngine:
                 f"Expected a global batch_size divisible by the {self.replicas} devices (each trains on "
                 f"batch_size / {self.replicas} rows). Received: batch_size={batch_size}"
             )
+
+    def barrier(self):
+        """Wait for every process of a multi-process torch group (a no-op for single-process engines)."""
+        if keras.backend.backend() == "torch" and self._processes > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
 
     def prepare(self, model):
         """After the model, its optimizer and any restored state exist: torch wraps the model in DDP."""
@@ -153,27 +162,11 @@ def _tensorflow_engine(devices):
             raise ValueError(f"Expected at least {devices} GPUs. Received: {len(gpus)}")
         names, kind = [d.name for d in gpus[:devices]], "GPU"
     else:
-        names, kind = [d.name for d in _logical_cpus(tf, devices)], "CPU"
+        split_host_cpu(devices)
+        names, kind = [d.name for d in tf.config.list_logical_devices("CPU")[:devices]], "CPU"
     strategy = tf.distribute.MirroredStrategy(names)
     return DataParallelEngine(devices, f"tensorflow MirroredStrategy over {devices} {kind} devices",
                               scope=strategy.scope)
-
-
-def _logical_cpus(tf, devices):
-    """``devices`` logical CPU devices: the CPU is split before TensorFlow's runtime starts, else the existing
-    split must have enough."""
-    cpus = tf.config.list_logical_devices("CPU")
-    if len(cpus) >= devices:
-        return cpus[:devices]
-    try:
-        physical = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(physical, [tf.config.LogicalDeviceConfiguration()] * devices)
-    except RuntimeError as error:
-        raise ValueError(
-            f"Expected to split the CPU into {devices} logical devices, but TensorFlow's runtime had already "
-            f"started with {len(cpus)}. Choose the devices before running TensorFlow ops. ({error})"
-        ) from error
-    return tf.config.list_logical_devices("CPU")[:devices]
 
 
 def _torch_engine(devices):

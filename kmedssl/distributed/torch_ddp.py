@@ -13,6 +13,8 @@ import keras
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from kmedssl.distributed.context import metric_mean
+
 
 def local_device():
     """``cuda:LOCAL_RANK`` on a GPU machine (one GPU per process), else None (CPU, gloo)."""
@@ -39,7 +41,7 @@ def attach_ddp(model):
         model.zero_grad()
         loss = model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
         batch_size = next(t for t in keras.tree.flatten(x) if t is not None).shape[0]
-        model._loss_tracker.update_state(loss, sample_weight=batch_size)
+        model._loss_tracker.update_state(metric_mean(loss), sample_weight=batch_size)  # the global batch's mean
         loss = model.optimizer.scale_loss(loss)
         loss.backward()  # DDP's hooks average the gradients over the processes here
         trainable = model.trainable_weights[:]

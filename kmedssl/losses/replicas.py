@@ -56,7 +56,7 @@ def grouped_mean(loss_fn, *tensors):
 def _local_anchor_ids(num_local):
     """Global row ids of this replica's rows in the replica-major gathered matrix: ``r * n + [0, n)``."""
     offset = ops.cast(replica_index(), "int32") * num_local
-    return offset + ops.arange(num_local, dtype="int32")  # (n,)
+    return offset + ops.cast(ops.arange(num_local), "int32")  # (n,)
 
 
 def gathered_paired_infonce(z_local, logits_fn, exclude_positive=False):
@@ -76,7 +76,7 @@ def gathered_paired_infonce(z_local, logits_fn, exclude_positive=False):
     Returns:
         float32 scalar: this replica's share (its local mean); the engine averages the replicas.
     """
-    num_local = z_local.shape[0]
+    num_local = ops.shape(z_local)[0]  # 2b (a tensor when the batch is unknown while tracing)
     candidates = all_gather(z_local)  # (R * 2b, D), replica-major
     logits = ops.cast(logits_fn(z_local, candidates), "float32")  # (2b, R * 2b)
     anchor_ids = _local_anchor_ids(num_local)  # (2b,)
@@ -108,7 +108,7 @@ def gathered_jaccard_supcon(z_local, labels_local, temperature, threshold):
     intersection = ops.matmul(labels_local, ops.transpose(labels))  # (n, R n)
     union = ops.sum(labels_local, axis=1)[:, None] + ops.sum(labels, axis=1)[None, :] - intersection
     jaccard = ops.divide_no_nan(intersection, union)
-    anchor_ids = _local_anchor_ids(z_local.shape[0])
+    anchor_ids = _local_anchor_ids(ops.shape(z_local)[0])
     is_self = anchor_ids[:, None] == ops.arange(ops.shape(candidates)[0], dtype="int32")[None, :]
     is_positive = ops.logical_and(jaccard >= threshold, ops.logical_not(is_self))
     weights = ops.where(is_positive, jaccard, 0.0)  # (n, R n)

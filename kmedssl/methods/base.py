@@ -7,6 +7,8 @@ Subclasses list their terms in ``loss_terms`` and call ``self.track_loss_terms({
 
 import keras
 
+from kmedssl.distributed import metric_mean
+
 
 class PretrainingMethod(keras.Model):
     """Base class: holds ``encoder`` and one Mean tracker per entry of ``loss_terms``.
@@ -23,9 +25,10 @@ class PretrainingMethod(keras.Model):
         self.loss_trackers = {term: keras.metrics.Mean(name=f"{term}_loss") for term in self.loss_terms}
 
     def track_loss_terms(self, terms):
-        """Update the Mean tracker of every named loss term; ``terms`` maps term name -> scalar tensor."""
+        """Update the Mean tracker of every named loss term; ``terms`` maps term name -> scalar tensor (a replica's
+        value; the logged one is the mean over the data-parallel replicas)."""
         for name, value in terms.items():
-            self.loss_trackers[name].update_state(value)
+            self.loss_trackers[name].update_state(metric_mean(value))
 
     # === Config ===
     nested_objects = ("encoder",)

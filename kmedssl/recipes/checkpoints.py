@@ -101,10 +101,10 @@ def state_variables(model):
 
 def variable_array(variable):
     """The value of ``variable`` as NumPy (bfloat16 widened to float32, which restores exactly)."""
-    value = variable.value
+    array = np.asarray(variable.numpy())  # also reads tf.distribute's mirrored and sync-on-read variables
     if keras.backend.standardize_dtype(variable.dtype) == "bfloat16":
-        value = keras.ops.cast(value, "float32")
-    return np.asarray(keras.ops.convert_to_numpy(value))
+        array = array.astype("float32")
+    return array
 
 
 def save_checkpoint(run_dir, model, epoch, batch, step, **meta):

@@ -6,14 +6,18 @@ overwritten, or a run to resume, whose settings must match) -> data and model ->
 epoch, from the newest checkpoint when resuming) -> the final encoder.
 """
 
+import contextlib
 import dataclasses
 import math
 import pathlib
+import shutil
+import tempfile
 
 import keras
 import numpy as np
 
 from kmedssl.data.sources import open_source, split_records
+from kmedssl.distributed.strategy import data_parallel
 from kmedssl.eval.monitor import ProbeMonitor
 from kmedssl.ops.runtime import device_description, seed_everything
 from kmedssl.recipes import runs
@@ -62,7 +66,7 @@ def check_backend(backend):
 def pretrain(name, data="phantom", size="phantom", epochs=None, steps_per_epoch=None, batch_size=None,
              image_size=None, seed=0, output_dir=None, resume=False, backend=None, overwrite=False,
              format=None, on_error="raise", verbose="auto", checkpoint_every=None, keep_checkpoints=3,
-             on_nonfinite="stop", callbacks=(), **overrides):
+             on_nonfinite="stop", callbacks=(), devices=None, **overrides):
     """Pretrain method ``name`` and write its run directory; continue an interrupted run with ``resume``.
 
     Args:
@@ -88,6 +92,10 @@ def pretrain(name, data="phantom", size="phantom", epochs=None, steps_per_epoch=
         on_nonfinite: ``"stop"`` (raise ``NonFiniteLossError`` at the first NaN/Inf loss; the last good
             checkpoint stays) or ``"skip"`` (undo such steps and count them as ``skipped_steps`` in the log).
         callbacks: extra Keras callbacks, run before the run's own (so they may add logged values).
+        devices: data-parallel devices (docs/distributed.md): JAX ``keras.distribution.DataParallel``, TensorFlow
+            ``MirroredStrategy`` (``MultiWorkerMirroredStrategy`` with ``TF_CONFIG``), torch DDP (one process per
+            device under ``torchrun``; None there means its world size). ``batch_size`` is the global batch.
+            Only the main process writes the run directory.
         **overrides: any recipe field, e.g. ``mask_ratio=0.5``; the three run options above may also come
             here as strings (``--set on_nonfinite=skip``).
 
@@ -101,11 +109,15 @@ def pretrain(name, data="phantom", size="phantom", epochs=None, steps_per_epoch=
         OutOfMemoryError: a training step ran out of memory.
     """
     check_backend(backend)
+    engine = data_parallel(devices)  # first: TensorFlow's CPU split must precede its first op
     options = run_options(checkpoint_every, keep_checkpoints, on_nonfinite)
     shortcuts = dict(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, image_size=image_size)
     overrides.update({key: value for key, value in shortcuts.items() if value is not None})
     recipe = make_recipe(name, size, **overrides)
     check_batch_size(recipe)
+    if engine is not None:
+        engine.check_batch_size(recipe.batch_size)
+        verbose = verbose if engine.is_main else 0
     if resume and output_dir is None:
         raise ValueError("Expected output_dir (--output) naming the run to resume. Received: none")
     run_dir = pathlib.Path(output_dir or runs.default_run_dir(name))
@@ -113,29 +125,34 @@ def pretrain(name, data="phantom", size="phantom", epochs=None, steps_per_epoch=
     resuming = runs.existing_run(run_dir, overwrite=overwrite, resume=resume)
     if resuming:
         check_same_run(run_dir, recipe, seed, settings)
+    if engine is not None:
+        engine.barrier()  # every process has read the run directory before the main one writes it
     seed_everything(seed)
 
-    source, splits, dataset = open_training_data(recipe, data, seed, format=format, on_error=on_error)
-    steps = min(recipe.steps_per_epoch or len(dataset), len(dataset))
-    total_steps = steps * recipe.epochs
+    with engine.scope() if engine is not None else contextlib.nullcontext(), \
+            process_run_dir(engine, run_dir) as write_dir:
+        source, splits, dataset = open_training_data(recipe, data, seed, format=format, on_error=on_error)
+        steps = min(recipe.steps_per_epoch or len(dataset), len(dataset))
+        total_steps = steps * recipe.epochs
 
-    encoder = recipe.build_encoder()
-    model = recipe.build_model(encoder, total_steps=total_steps, seed=seed, num_labels=len(source.label_names))
-    model.compile(optimizer=recipe.build_optimizer(total_steps, steps))
+        encoder = recipe.build_encoder()
+        model = recipe.build_model(encoder, total_steps=total_steps, seed=seed, num_labels=len(source.label_names))
+        model.compile(optimizer=recipe.build_optimizer(total_steps, steps))
 
-    monitors = probe_monitor(recipe, source, splits["val"], seed)
+        monitors = probe_monitor(recipe, source, splits["val"], seed)
 
-    start = newest_checkpoint(run_dir, steps) if resuming else None
-    if resuming:
-        runs.record_resume(run_dir, start.step if start else 0, run_options=options)
-    else:
-        runs.prepare_run_dir(run_dir, overwrite=overwrite)
-        runs.write_recipe(run_dir, recipe, seed)
-        runs.write_environment(run_dir, seed, **settings, run_options=options)
-    rows = train(model, dataset, run_dir, recipe.epochs, steps, start=start, callbacks=[*monitors, *callbacks],
-                 verbose=verbose, **options)
-    runs.save_model_file(encoder, run_dir / runs.ENCODER_FILE)
-    runs.write_skipped(run_dir, [*source.skipped, *dataset.skipped])
+        start = newest_checkpoint(run_dir, steps) if resuming else None
+        if resuming and write_dir == run_dir:
+            runs.record_resume(run_dir, start.step if start else 0, run_options=options)
+        else:  # a new run, or the scratch directory of a non-main process
+            runs.prepare_run_dir(write_dir, overwrite=overwrite)
+            runs.write_recipe(write_dir, recipe, seed)
+            runs.write_environment(write_dir, seed, **settings, run_options=options,
+                                   **({"devices": engine.description} if engine is not None else {}))
+        rows = train(model, dataset, write_dir, recipe.epochs, steps, start=start, callbacks=[*monitors, *callbacks],
+                     verbose=verbose, engine=engine, **options)
+        runs.save_model_file(encoder, write_dir / runs.ENCODER_FILE)
+        runs.write_skipped(write_dir, [*source.skipped, *dataset.skipped])
     return PretrainResult(model=model, encoder=encoder, history=history_of(rows), run_dir=run_dir, recipe=recipe,
                           resumed_from=start.step if start else (0 if resuming else None))
 
@@ -227,15 +244,31 @@ def newest_checkpoint(run_dir, steps_per_epoch):
 # === Training ===
 
 
+@contextlib.contextmanager
+def process_run_dir(engine, run_dir):
+    """The directory this process writes: ``run_dir`` on the main process; on the other processes of a
+    multi-process engine (their state equals the main one's), a temporary directory removed at the end."""
+    if engine is None or engine.is_main:
+        yield pathlib.Path(run_dir)
+        return
+    scratch = pathlib.Path(tempfile.mkdtemp(prefix="kmedssl-replica-"))
+    try:
+        yield scratch / "run"
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def train(model, dataset, run_dir, epochs, steps_per_epoch, start=None, checkpoint_every=None, keep_checkpoints=3,
-          on_nonfinite="stop", callbacks=(), verbose="auto"):
+          on_nonfinite="stop", callbacks=(), verbose="auto", engine=None):
     """Train a compiled ``model`` on ``dataset`` epoch by epoch, writing the log and checkpoints to ``run_dir``.
 
     Each epoch ``e`` is one ``fit`` over ``dataset.epoch_batches(e, first, steps_per_epoch)``, with
     ``initial_epoch=e``; ``first`` is 0, or ``start.batch`` in the epoch a resumed run starts in. With a
     ``start`` checkpoint, the model and its optimizer are built, their variables (and the data items skipped
     so far) are restored, the log is rewritten to the checkpoint's rows, and training continues at
-    ``(start.epoch, start.batch)``; a finished run only has its state restored.
+    ``(start.epoch, start.batch)``; a finished run only has its state restored. With a data-parallel ``engine``
+    (``kmedssl.distributed.strategy``) the model is prepared for it (torch: DDP) once its state exists, and each
+    process feeds its rows of every global batch (``engine.shard``).
 
     Returns:
         The log rows of every finished epoch of the run (``Checkpointer.history``).
@@ -244,12 +277,15 @@ def train(model, dataset, run_dir, epochs, steps_per_epoch, start=None, checkpoi
         OutOfMemoryError: a step ran out of memory (the message names it, and the batch size).
     """
     first_epoch, first_batch = (start.epoch, start.batch) if start is not None else (0, 0)
-    if start is not None:
+    if start is not None or engine is not None:
         build_training_state(model, dataset.batch(0, 0))
+    if start is not None:
         restore_checkpoint(model, start)
         data = start.meta.get("data", {})
         dataset.skipped[:] = [tuple(item) for item in data.get("skipped", [])]
         dataset.bad = set(data.get("bad", []))
+    if engine is not None:
+        engine.prepare(model)
     guard = NonFiniteLossGuard(on_nonfinite, start=(first_epoch, first_batch),
                                skipped=start.meta.get("skipped_steps", 0) if start is not None else 0)
     checkpointer = Checkpointer(
@@ -264,7 +300,8 @@ def train(model, dataset, run_dir, epochs, steps_per_epoch, start=None, checkpoi
         first = first_batch if epoch == first_epoch else 0
         callback_list.set_params({"verbose": verbose, "epochs": epochs, "steps": steps_per_epoch - first})
         try:
-            model.fit(dataset.epoch_batches(epoch, first, steps_per_epoch), epochs=epoch + 1, initial_epoch=epoch,
+            batches = dataset.epoch_batches(epoch, first, steps_per_epoch)
+            model.fit(batches if engine is None else engine.shard(batches), epochs=epoch + 1, initial_epoch=epoch,
                       callbacks=callback_list, shuffle=False, verbose=verbose)
         except Exception as error:
             if verbose != 0:

@@ -1,0 +1,30 @@
+"""TensorFlow's host CPU as N logical devices, for ``MirroredStrategy`` on a machine without GPU.
+
+Keras-free on purpose: the split must happen before TensorFlow runs its first op, and importing Keras with the
+TensorFlow backend already runs some. ``kmedssl pretrain --backend tensorflow --devices N`` calls it before
+importing Keras; in Python, call it first thing (``kmedssl.distributed.tf_devices.split_host_cpu(2)``).
+"""
+
+
+def split_host_cpu(devices):
+    """Split the host CPU into ``devices`` logical devices when there is no GPU (GPUs are used as they are).
+
+    Raises:
+        ValueError: TensorFlow's runtime already started with fewer logical CPU devices.
+    """
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return
+    physical = tf.config.list_physical_devices("CPU")[0]
+    current = tf.config.get_logical_device_configuration(physical) or [None]
+    if len(current) >= devices:
+        return
+    try:
+        tf.config.set_logical_device_configuration(physical, [tf.config.LogicalDeviceConfiguration()] * devices)
+    except RuntimeError as error:
+        raise ValueError(
+            f"Expected to split the CPU into {devices} logical devices, but TensorFlow's runtime had already "
+            f"started with {len(current)}: call kmedssl.distributed.tf_devices.split_host_cpu({devices}) before "
+            f"importing Keras. ({error})"
+        ) from error
