@@ -66,9 +66,10 @@ class DataParallelEngine:
             self.ddp = attach_ddp(model)
 
     def shard(self, batches):
-        """The rows of each global batch this process feeds: torch processes take their rank's rows; TensorFlow
-        and JAX split the global batch over their devices themselves."""
-        if keras.backend.backend() == "torch" and self._processes > 1:
+        """The rows of each global batch this process feeds: the process's rows when several processes feed
+        one step (torch DDP ranks, JAX hosts, each assembling the global batch from its part); the whole batch
+        for one process, whose engine splits it over its devices (TensorFlow, single-host JAX)."""
+        if self._processes > 1:
             return ProcessRows(batches, self._process_rank, self._processes)
         return batches
 
@@ -130,7 +131,8 @@ def _jax_engine(devices):
 
     return DataParallelEngine(
         devices, f"jax keras.distribution.DataParallel over {devices} devices ({jax.process_count()} processes)",
-        is_main=jax.process_index() == 0, scope=distribution.scope,
+        is_main=jax.process_index() == 0, scope=distribution.scope, process_rank=jax.process_index(),
+        processes=jax.process_count(),
     )
 
 
