@@ -10,13 +10,21 @@ Features ``(B, V, D)`` are stacked view-major into N = VB anchors (row a = v B +
     loss   = 1/N sum_a loss_a
 
 The (N, N) matrices are never stored: the forward kernel streams tiles of the cosine GEMM (over D) and of the
-label intersections (a GEMM of label tiles over K) through an online log-sum-exp and keeps four numbers per
-row. The backward kernel recomputes the tiles. ``l`` and ``w`` are symmetric, so the gradient of row a collects
-its anchor terms and its column terms in one deterministic pass (no atomics):
+label intersections (a GEMM of label tiles over K) through an online log-sum-exp and keeps five numbers per
+row (m_a, 1 / S_a, n_a, W_a, loss_a). The backward kernel recomputes the tiles. ``l`` and ``w`` are symmetric,
+so the gradient of row a collects its anchor terms and its column terms in one deterministic pass (no atomics):
 
-    dL/dc_aj + dL/dc_ja = r_a (W_a p_aj - w_aj) + r_j (W_j p_ja - w_aj),   p_aj = exp(l_aj - lse_a),
-                          r_a = 1 / (N T_base max(n_a, 1))
+    dL/dc_aj + dL/dc_ja = r_a (W_a p_aj - w_aj) + r_j (W_j p_ja - w_aj),   r_a = 1 / (N T_base max(n_a, 1))
+    p_aj                = exp(l_aj - m_a) / S_a,   m_a = max_{j != a} l_aj,   S_a = sum_{j != a} exp(l_aj - m_a)
     dL/du_a             = sum_{j != a} (dL/dc_aj + dL/dc_ja) u_j
+
+Both kernels form ``l_aj - m`` as one explicit fused multiply-add of the cosine (``fma(c, 1/T, -m)``, rounded
+once), so the compiler cannot round it differently in the two kernels, and ``p`` is exact to a few ulps of ``p``
+itself (``exp(l - lse)`` would carry the rounding of ``lse`` at the logit scale 1/T). An anchor with a single
+candidate (B·V = 2) gets ``exp(l - m) == S`` bit for bit, p = 1 up to the rounding of 1/S, and (the loss being
+constant) a zero gradient: measured exactly 0 on an H200. With ``exp(l - lse)``, and the GPU compiler
+contracting ``c / T - shift`` into an fma (the interpreter never does), that gradient was up to 2e-6 there,
+and 0 with ``TRITON_DEFAULT_FP_FUSION=0``.
 
 The row normalisation ``n(x) = x / max(||x||, 1e-12)`` runs as torch ops on the (N, D) rows (autograd gives its
 gradient); the kernels compute in float32 whatever the input dtype, and the gradient returns in the input dtype.
@@ -57,11 +65,13 @@ def _jaccard_weight_tile(y_ptr, size_ptr, rows, cols, keep, batch, num_labels, t
 
 
 @triton.jit
-def _jaccard_supcon_forward_kernel(u_ptr, y_ptr, size_ptr, lse_ptr, count_ptr, total_ptr, loss_ptr, num_rows, batch,
-                                   dim, num_labels, inv_temperature, threshold, loss_factor, BLOCK_M: tl.constexpr,
-                                   BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr):
+def _jaccard_supcon_forward_kernel(u_ptr, y_ptr, size_ptr, max_ptr, inv_sum_ptr, count_ptr, total_ptr, loss_ptr,
+                                   num_rows, batch, dim, num_labels, inv_temperature, threshold, loss_factor,
+                                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                                   BLOCK_K: tl.constexpr):
     # One program per block of BLOCK_M anchors a, streaming every column block j (online log-sum-exp):
-    #   lse_a = log sum_{j != a} exp(l_aj),  n_a = |P(a)|,  W_a = sum_j w_aj,
+    #   m_a = max_{j != a} l_aj,  S_a = sum_{j != a} exp(l_aj - m_a),  lse_a = m_a + log S_a,
+    #   n_a = |P(a)|,  W_a = sum_j w_aj,
     #   loss_a = -loss_factor / max(n_a, 1) * (sum_j w_aj l_aj - W_a lse_a),   loss_factor = T / T_base
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     valid = rows < num_rows
@@ -72,54 +82,63 @@ def _jaccard_supcon_forward_kernel(u_ptr, y_ptr, size_ptr, lse_ptr, count_ptr, t
     weighted = tl.zeros((BLOCK_M,), dtype=tl.float32)  # sum_j w_aj l_aj
     for col_start in range(0, num_rows, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
-        logits = cosine_tile(u_ptr, rows, cols, num_rows, dim, BLOCK_M, BLOCK_N, BLOCK_D) * inv_temperature
+        cosine = cosine_tile(u_ptr, rows, cols, num_rows, dim, BLOCK_M, BLOCK_N, BLOCK_D)
+        logits = cosine * inv_temperature
         keep = valid[:, None] & (cols[None, :] < num_rows) & (cols[None, :] != rows[:, None])
         positive, weight = _jaccard_weight_tile(y_ptr, size_ptr, rows, cols, keep, batch, num_labels, threshold,
                                                 BLOCK_M, BLOCK_N, BLOCK_K)
         count += tl.sum(positive.to(tl.float32), axis=1)
         total += tl.sum(weight, axis=1)
         weighted += tl.sum(weight * logits, axis=1)
-        logits = tl.where(keep, logits, float("-inf"))
-        new_max = tl.maximum(run_max, tl.max(logits, axis=1))
+        new_max = tl.maximum(run_max, tl.max(tl.where(keep, logits, float("-inf")), axis=1))
         shift = tl.where(new_max == float("-inf"), 0.0, new_max)  # a row with nothing kept yet
-        run_sum = run_sum * tl.exp(run_max - shift) + tl.sum(tl.exp(logits - shift[:, None]), axis=1)
+        # exp(l - shift) with l - shift = fma(c, 1/T, -shift), as the backward kernel recomputes it
+        shifted = tl.where(keep, tl.fma(cosine, inv_temperature, -shift[:, None]), float("-inf"))
+        run_sum = run_sum * tl.exp(run_max - shift) + tl.sum(tl.exp(shifted), axis=1)
         run_max = new_max
-    lse = tl.where(valid, run_max + tl.log(tl.where(valid, run_sum, 1.0)), 0.0)
+    run_sum = tl.where(valid, run_sum, 1.0)
+    lse = tl.where(valid, run_max + tl.log(run_sum), 0.0)
     loss = -loss_factor * (weighted - total * lse) / tl.maximum(count, 1.0)
-    tl.store(lse_ptr + rows, lse, mask=valid)
+    tl.store(max_ptr + rows, run_max, mask=valid)
+    tl.store(inv_sum_ptr + rows, tl.math.div_rn(tl.full((BLOCK_M,), 1.0, tl.float32), run_sum), mask=valid)
     tl.store(count_ptr + rows, count, mask=valid)
     tl.store(total_ptr + rows, total, mask=valid)
     tl.store(loss_ptr + rows, loss, mask=valid)
 
 
 @triton.jit
-def _jaccard_supcon_backward_kernel(u_ptr, y_ptr, size_ptr, lse_ptr, total_ptr, coef_ptr, grad_u_ptr, num_rows,
-                                    batch, dim, num_labels, inv_temperature, threshold, BLOCK_M: tl.constexpr,
-                                    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_K: tl.constexpr,
-                                    BLOCK_DO: tl.constexpr):
+def _jaccard_supcon_backward_kernel(u_ptr, y_ptr, size_ptr, max_ptr, inv_sum_ptr, total_ptr, coef_ptr, grad_u_ptr,
+                                    num_rows, batch, dim, num_labels, inv_temperature, threshold,
+                                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                                    BLOCK_K: tl.constexpr, BLOCK_DO: tl.constexpr):
     # Program (row block, output dim block): for its BLOCK_M rows a and BLOCK_DO columns d of the gradient,
     #   grad_u[a, d] = sum_{j != a} [r_a (W_a p_aj - w_aj) + r_j (W_j p_ja - w_aj)] u[j, d]
-    # with p_aj = exp(l_aj - lse_a), p_ja = exp(l_aj - lse_j) (l symmetric), W = total and r = coef (per row:
-    # upstream gradient / (N T_base max(n, 1))).
+    # with p_aj = exp(l_aj - m_a) / S_a, p_ja = exp(l_aj - m_j) / S_j (l symmetric), W = total and r = coef
+    # (per row: upstream gradient / (N T_base max(n, 1))); m and 1 / S come from the forward kernel.
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     out_d = tl.program_id(1) * BLOCK_DO + tl.arange(0, BLOCK_DO)
     valid_rows = rows < num_rows
-    lse_rows = tl.load(lse_ptr + rows, mask=valid_rows, other=float("inf"))
+    max_rows = tl.load(max_ptr + rows, mask=valid_rows, other=0.0)
+    inv_sum_rows = tl.load(inv_sum_ptr + rows, mask=valid_rows, other=0.0)
     total_rows = tl.load(total_ptr + rows, mask=valid_rows, other=0.0)
     coef_rows = tl.load(coef_ptr + rows, mask=valid_rows, other=0.0)
     grad = tl.zeros((BLOCK_M, BLOCK_DO), dtype=tl.float32)
     for col_start in range(0, num_rows, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
         valid_cols = cols < num_rows
-        logits = cosine_tile(u_ptr, rows, cols, num_rows, dim, BLOCK_M, BLOCK_N, BLOCK_D) * inv_temperature
+        cosine = cosine_tile(u_ptr, rows, cols, num_rows, dim, BLOCK_M, BLOCK_N, BLOCK_D)
         keep = valid_rows[:, None] & valid_cols[None, :] & (cols[None, :] != rows[:, None])
         _, weight = _jaccard_weight_tile(y_ptr, size_ptr, rows, cols, keep, batch, num_labels, threshold,
                                          BLOCK_M, BLOCK_N, BLOCK_K)
-        lse_cols = tl.load(lse_ptr + cols, mask=valid_cols, other=float("inf"))
+        max_cols = tl.load(max_ptr + cols, mask=valid_cols, other=0.0)
+        inv_sum_cols = tl.load(inv_sum_ptr + cols, mask=valid_cols, other=0.0)
         total_cols = tl.load(total_ptr + cols, mask=valid_cols, other=0.0)
         coef_cols = tl.load(coef_ptr + cols, mask=valid_cols, other=0.0)
-        p_rows = tl.exp(tl.where(keep, logits - lse_rows[:, None], float("-inf")))
-        p_cols = tl.exp(tl.where(keep, logits - lse_cols[None, :], float("-inf")))
+        # exp(l - m) formed exactly as in the forward kernel (one fma), then divided by S (times 1 / S)
+        p_rows = tl.exp(tl.where(keep, tl.fma(cosine, inv_temperature, -max_rows[:, None]), float("-inf")))
+        p_rows *= inv_sum_rows[:, None]
+        p_cols = tl.exp(tl.where(keep, tl.fma(cosine, inv_temperature, -max_cols[None, :]), float("-inf")))
+        p_cols *= inv_sum_cols[None, :]
         tile = coef_rows[:, None] * (total_rows[:, None] * p_rows - weight)
         tile += coef_cols[None, :] * (total_cols[None, :] * p_cols - weight)
         u_cols = tl.load(u_ptr + cols[:, None] * dim + out_d[None, :],
@@ -148,28 +167,29 @@ def block_sizes(num_rows, dim, num_labels):
 
 
 def _forward(u, y, sizes, batch, temperature, threshold, loss_factor):
-    """u ``(N, D)`` float32 normalised rows, y ``(B, K)`` float32, sizes ``(B,)`` -> lse, count, total, loss
-    per row, each ``(N,)`` float32."""
+    """u ``(N, D)`` float32 normalised rows, y ``(B, K)`` float32, sizes ``(B,)`` -> max logit, 1 / sum of
+    exp(logit - max), count, total, loss per row, each ``(N,)`` float32."""
     num_rows, dim = u.shape
     block_m, block_n, block_d, _, block_k = block_sizes(num_rows, dim, y.shape[1])
-    lse, count, total, loss = (torch.empty(num_rows, dtype=torch.float32, device=u.device) for _ in range(4))
+    row_max, inv_sum, count, total, loss = (torch.empty(num_rows, dtype=torch.float32, device=u.device)
+                                            for _ in range(5))
     grid = (triton.cdiv(num_rows, block_m),)
     _jaccard_supcon_forward_kernel[grid](
-        u, y, sizes, lse, count, total, loss, num_rows, batch, dim, y.shape[1], 1.0 / temperature, threshold,
-        loss_factor, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_K=block_k, num_warps=NUM_WARPS,
+        u, y, sizes, row_max, inv_sum, count, total, loss, num_rows, batch, dim, y.shape[1], 1.0 / temperature,
+        threshold, loss_factor, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_K=block_k, num_warps=NUM_WARPS,
     )
-    return lse, count, total, loss
+    return row_max, inv_sum, count, total, loss
 
 
-def _backward(u, y, sizes, lse, total, coef, batch, temperature, threshold):
+def _backward(u, y, sizes, row_max, inv_sum, total, coef, batch, temperature, threshold):
     """Gradient w.r.t. u ``(N, D)`` float32 given the per-row coefficients ``coef`` ``(N,)`` (see the kernel)."""
     num_rows, dim = u.shape
     block_m, block_n, block_d, block_do, block_k = block_sizes(num_rows, dim, y.shape[1])
     grad_u = torch.empty_like(u)
     grid = (triton.cdiv(num_rows, block_m), triton.cdiv(dim, block_do))
     _jaccard_supcon_backward_kernel[grid](
-        u, y, sizes, lse, total, coef, grad_u, num_rows, batch, dim, y.shape[1], 1.0 / temperature, threshold,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_K=block_k, BLOCK_DO=block_do,
+        u, y, sizes, row_max, inv_sum, total, coef, grad_u, num_rows, batch, dim, y.shape[1], 1.0 / temperature,
+        threshold, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_K=block_k, BLOCK_DO=block_do,
         num_warps=NUM_WARPS,
     )
     return grad_u
@@ -181,20 +201,21 @@ class JaccardSupConFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, y, temperature, threshold, base_temperature):
         sizes = torch.sum(y, dim=1)  # (B,)
-        lse, count, total, loss = _forward(u, y, sizes, y.shape[0], temperature, threshold,
-                                           temperature / base_temperature)
-        ctx.save_for_backward(u, y, sizes, lse, count, total)
+        row_max, inv_sum, count, total, loss = _forward(u, y, sizes, y.shape[0], temperature, threshold,
+                                                        temperature / base_temperature)
+        ctx.save_for_backward(u, y, sizes, row_max, inv_sum, count, total)
         ctx.hyper = (temperature, threshold, base_temperature)
         return torch.mean(loss)
 
     @staticmethod
     def backward(ctx, grad_output):
-        u, y, sizes, lse, count, total = ctx.saved_tensors
+        u, y, sizes, row_max, inv_sum, count, total = ctx.saved_tensors
         temperature, threshold, base_temperature = ctx.hyper
         if not ctx.needs_input_grad[0]:
             return None, None, None, None, None
         coef = grad_output.float() / (u.shape[0] * base_temperature * torch.clamp(count, min=1.0))  # (N,)
-        grad_u = _backward(u, y, sizes, lse, total, coef.contiguous(), y.shape[0], temperature, threshold)
+        grad_u = _backward(u, y, sizes, row_max, inv_sum, total, coef.contiguous(), y.shape[0], temperature,
+                           threshold)
         return grad_u, None, None, None, None
 
 

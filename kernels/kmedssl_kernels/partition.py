@@ -252,6 +252,11 @@ def mae_masking_reference(noise, mask_ratio):
 
 
 def gather_tokens_reference(tokens, ids):
-    """Plain-torch ``gather_tokens`` (``torch.gather``; its autograd scatter-adds)."""
+    """Plain-torch ``gather_tokens`` (``torch.gather``; its autograd scatter-adds).
+
+    The gather runs on an (at least) float32 copy, so that the backward adds the gradient rows of a repeated id
+    in float32 and rounds once to the input dtype, as the kernel does; a float16/bfloat16 scatter-add on CUDA
+    rounds after every add (the value is an exact copy either way)."""
     index = ids.long()[..., None].expand(-1, -1, tokens.shape[-1])
-    return torch.gather(tokens, 1, index)
+    wide = torch.promote_types(tokens.dtype, torch.float32)
+    return torch.gather(tokens.to(wide), 1, index).to(tokens.dtype)

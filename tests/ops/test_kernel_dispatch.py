@@ -1,6 +1,7 @@
 """kmedssl.ops.kernels (SPEC §6, §9): the KMEDSSL_KERNELS modes, which tensors may take the Triton path, and
-the routing of tsp_infonce / jaccard_supcon to the fused ops (torch backend, CPU tensors in Triton's
-interpreter: TRITON_INTERPRET=1 from tests/conftest.py) compared with KMEDSSL_KERNELS=off."""
+the routing of tsp_infonce / jaccard_supcon to the fused ops (torch backend, on Keras's device: CPU tensors in
+Triton's interpreter, TRITON_INTERPRET=1 from tests/conftest.py, or CUDA tensors and compiled kernels with
+TRITON_INTERPRET=0 on a GPU machine) compared with KMEDSSL_KERNELS=off."""
 
 import importlib
 
@@ -15,10 +16,13 @@ ON_TORCH = keras.backend.backend() == "torch"
 torch_only = pytest.mark.skipif(not ON_TORCH, reason="the Triton path exists on the torch backend only")
 
 
-def _torch_tensor(array, requires_grad=False):
+def _torch_tensor(array, requires_grad=False, device=None):
+    """A float32 leaf tensor on ``device`` (default: Keras's torch device, CUDA on a GPU machine)."""
     import torch
 
-    return torch.tensor(np.asarray(array), dtype=torch.float32, requires_grad=requires_grad)
+    if device is None:
+        return keras.ops.convert_to_tensor(np.asarray(array), "float32").detach().requires_grad_(requires_grad)
+    return torch.tensor(np.asarray(array), dtype=torch.float32, device=device, requires_grad=requires_grad)
 
 
 # === Modes ===
@@ -64,12 +68,16 @@ def test_other_backends_take_the_reference_and_triton_mode_raises(monkeypatch):
 
 @torch_only
 def test_cpu_tensors_take_triton_only_when_forced_and_interpreted(monkeypatch):
-    tensor = _torch_tensor(np.ones((2, 3)))
+    import torch
+
+    tensor = _torch_tensor(np.ones((2, 3)), device="cpu")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # as tests/conftest.py sets it on CPU (a GPU run sets 0)
     monkeypatch.setenv("KMEDSSL_KERNELS", "auto")
     assert kernels.use_triton(tensor) is False  # auto: CUDA tensors only, interpreter or not
     monkeypatch.setenv("KMEDSSL_KERNELS", "triton")
     assert kernels.use_triton(tensor, None) is True  # None arguments are ignored
-    assert "TRITON_INTERPRET=1" in kernels.describe_kernel_path()
+    where = "CUDA tensors" if torch.cuda.is_available() else "TRITON_INTERPRET=1"
+    assert where in kernels.describe_kernel_path()
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(RuntimeError, match="CUDA"):
         kernels.use_triton(tensor)
@@ -78,7 +86,7 @@ def test_cpu_tensors_take_triton_only_when_forced_and_interpreted(monkeypatch):
 @torch_only
 def test_symbolic_and_non_torch_inputs_take_the_reference_in_every_mode(monkeypatch):
     monkeypatch.setenv("KMEDSSL_KERNELS", "triton")
-    concrete = _torch_tensor(np.ones((2, 3)))
+    concrete = _torch_tensor(np.ones((2, 3)), device="cpu")
     assert kernels.use_triton(concrete, keras.KerasTensor((None, 3))) is False
     assert kernels.use_triton(np.ones((2, 3), "float32")) is False
 
@@ -112,7 +120,7 @@ def _value_and_grads(fn, arrays):
 
     tensors = [_torch_tensor(a, requires_grad=True) for a in arrays]
     value = fn(*tensors)
-    return value.detach().numpy(), [g.numpy() for g in torch.autograd.grad(value, tensors)]
+    return value.detach().cpu().numpy(), [g.cpu().numpy() for g in torch.autograd.grad(value, tensors)]
 
 
 def _compare_modes(monkeypatch, fn, arrays):
