@@ -1,9 +1,9 @@
-"""One training step of a tiny contrastive method, single-device or data-parallel, for the equivalence tests.
+"""Training steps of tiny methods, single-device or data-parallel, for the equivalence tests (test_equivalence.py).
 
-Run as a script (each engine needs its own process: XLA's device count, TensorFlow's logical devices and
-torchrun's process group are fixed at start-up):
+Run as a script, one process per engine (XLA's device count, TensorFlow's logical devices and torchrun's process
+group are fixed at start-up); each process runs every case, since starting an engine is the slow part:
 
-    python tests/distributed/worker.py MODE METHOD GATHER OUT.npz
+    python tests/distributed/worker.py MODE OUT_DIR
 
 MODE:
   single     one device, the global batch: gather "global" -> the plain loss; gather "local" -> the
@@ -12,22 +12,37 @@ MODE:
              every other mode; see kmedssl.distributed.replica_uniform)
   jax        keras.distribution.DataParallel over REPLICAS devices (XLA_FLAGS sets the host device count)
   tensorflow MirroredStrategy over REPLICAS logical CPU devices
-  torch      DDP, one process per replica (under torchrun, gloo); rank 0 writes OUT
+  torch      DDP, one process per replica (under torchrun, gloo); each rank feeds its rows of every global
+             batch (``engine.shard``, as pretrain does)
 
-Writes ``loss`` (the step's logged loss: the mean over the global batch) and ``w0 ... wN`` (every trainable
-weight after the step, in ``model.trainable_weights`` order).
+Cases, each built after ``keras.utils.set_random_seed(SEED)`` (identical initial weights in every mode):
+
+- ``{method}-{gather}.npz`` for method in METHODS and gather in GATHERS: one SGD step on a global batch of
+  GLOBAL_BATCH rows. Holds ``loss`` (the step's logged loss: the mean over the global batch), ``init{i}`` and
+  ``w{i}`` (every trainable weight before and after the step, in ``model.trainable_weights`` order). Written by
+  the main process.
+- ``ace-rank{r}.npz`` from every process r (``ace-rank0.npz`` on one process): a tiny ACE (teacher EMA
+  momentum 0.5) after ACE_STEPS SGD steps of ACE_BATCH global rows: ``loss`` (the epoch's), ``init{i}`` and
+  ``w{i}`` (the trainable weights before and after), ``teacher_init{i}`` and ``teacher{i}`` (the teacher
+  encoder's and head's weights before and after) and ``center`` (after; zeros before).
 """
 
 import os
 import sys
 
-MODE, METHOD, GATHER, OUT = sys.argv[1:5]
-REPLICAS, GLOBAL_BATCH, SIZE, LABELS = 2, 8, 16, 6
+MODE, OUT_DIR = sys.argv[1:3]
+REPLICAS, GLOBAL_BATCH, SIZE, LABELS, SEED = 2, 8, 16, 6, 11
+METHODS, GATHERS = ("mvcon", "simclr", "spcl", "mulsupcon"), ("global", "local")
+ACE_GRID, ACE_CELLS, ACE_PATCH, ACE_BATCH, ACE_STEPS = 4, 10, 8, 4, 2  # 32 px crops of an 80 px source
 
 os.environ["KERAS_BACKEND"] = {"single": os.environ.get("KERAS_BACKEND", "jax")}.get(MODE, MODE)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# XLA (JAX, and TensorFlow's jit-compiled train step) compiles every case's step once: a cheap CPU compile
+# halves the run time, and every mode compiles the same way.
+XLA_FLAGS = ["--xla_backend_optimization_level=0", "--xla_llvm_disable_expensive_passes=true"]
 if MODE == "jax":
-    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={REPLICAS}"
+    XLA_FLAGS.append(f"--xla_force_host_platform_device_count={REPLICAS}")
+os.environ["XLA_FLAGS"] = " ".join(XLA_FLAGS)
 if os.environ["KERAS_BACKEND"] == "tensorflow":
     import tensorflow as tf
 
@@ -43,10 +58,12 @@ from keras import ops  # noqa: E402
 from kmedssl.backbones import VisionTransformer  # noqa: E402
 from kmedssl.distributed.strategy import data_parallel  # noqa: E402
 from kmedssl.losses import jaccard_supcon, multiview_infonce, nt_xent, tsp_infonce  # noqa: E402
+from kmedssl.methods.ace import ACE  # noqa: E402
 from kmedssl.methods.mulsupcon import MulSupCon  # noqa: E402
 from kmedssl.methods.mvcon import MVCon  # noqa: E402
 from kmedssl.methods.simclr import SimCLR  # noqa: E402
 from kmedssl.methods.spcl import SPCL  # noqa: E402
+from kmedssl.views.ace import ACEViews  # noqa: E402
 
 
 def tiny_vit():
@@ -83,50 +100,121 @@ def chunk_mean(loss_fn, *tensors):
     return ops.mean(ops.stack([loss_fn(*parts) for parts in zip(*chunks)]))
 
 
-def per_replica_loss(model, x, y_pred):
+def per_replica_loss(method, model, x, y_pred):
     """The reference of gather="local": each replica's loss of its own rows, averaged over the replicas."""
-    if METHOD == "mvcon":
+    if method == "mvcon":
         return chunk_mean(lambda f, l: multiview_infonce(f, l, model.temperature), y_pred["z_frontal"],
                           y_pred["z_lateral"])
-    if METHOD == "spcl":
+    if method == "spcl":
         return chunk_mean(lambda a, b: tsp_infonce(a, b, kappa=model.kappa, scale=model.scale()), y_pred["z_1"],
                           y_pred["z_2"])
-    if METHOD == "simclr":
+    if method == "simclr":
         return chunk_mean(lambda a, b: nt_xent(a, b, model.temperature), y_pred["z_1"], y_pred["z_2"])
     features = ops.stack([y_pred["z_1"], y_pred["z_2"]], axis=1)
     return chunk_mean(lambda f, y: jaccard_supcon(f, y, model.temperature, model.threshold, model.base_temperature),
                       features, x["metadata"])
 
 
+def use_per_replica_reference(method, model):
+    """Make ``model`` train on ``per_replica_loss`` (its own ``compute_loss`` still runs, for its trackers)."""
+    compute_loss = model.compute_loss
+
+    def reference_loss(x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
+        return per_replica_loss(method, model, x, y_pred)
+
+    model.compute_loss = reference_loss
+
+
+class GlobalBatches(keras.utils.PyDataset):
+    """Consecutive global batches of ``size`` rows of a dict of arrays (what pretrain's loader yields)."""
+
+    def __init__(self, arrays, size):
+        super().__init__()
+        self.arrays = arrays
+        self.size = size
+
+    def __len__(self):
+        return len(next(iter(self.arrays.values()))) // self.size
+
+    def __getitem__(self, index):
+        return {k: v[index * self.size:(index + 1) * self.size] for k, v in self.arrays.items()}
+
+
+def train(engine, model, arrays, size):
+    """Compile ``model`` (SGD), build it and train it for one epoch over the global batches of ``size`` rows of
+    ``arrays``. Returns the logged loss of the epoch and the trainable weights before training."""
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5))
+    model(GlobalBatches(arrays, size)[0], training=False)  # every variable, before DDP wraps the model
+    initial = numpy_weights("init", model.trainable_weights)
+    if MODE == "torch":
+        engine.prepare(model)
+        # Each process feeds its rank's rows of every global batch, as pretrain does.
+        history = model.fit(engine.shard(GlobalBatches(arrays, size)), epochs=1, verbose=0, shuffle=False)
+    else:
+        history = model.fit(arrays, batch_size=size, epochs=1, verbose=0, shuffle=False)
+    return np.float64(history.history["loss"][0]), initial
+
+
+def process_rank():
+    """This process's rank under torchrun, else 0."""
+    if MODE != "torch":
+        return 0
+    import torch.distributed as dist
+
+    return dist.get_rank()
+
+
+def numpy_weights(prefix, variables):
+    """``{prefix}{i}``: the value of ``variables[i]`` as a NumPy array."""
+    return {f"{prefix}{i}": np.array(v.numpy()) for i, v in enumerate(variables)}
+
+
+def engine_scope(engine):
+    return engine.scope() if engine is not None else keras.name_scope("single")
+
+
+def contrastive_case(engine, method, gather):
+    keras.utils.set_random_seed(SEED)
+    with engine_scope(engine):
+        model = build(method, gather)
+        if MODE == "single" and gather == "local":
+            use_per_replica_reference(method, model)
+        loss, initial = train(engine, model, global_batch(method), GLOBAL_BATCH)
+    if process_rank() == 0:
+        np.savez(os.path.join(OUT_DIR, f"{method}-{gather}.npz"), loss=loss, **initial,
+                 **numpy_weights("w", model.trainable_weights))
+
+
+def ace_batch():
+    views, rng = ACEViews(grid=ACE_GRID, image_cells=ACE_CELLS), np.random.default_rng(0)
+    samples = [views(rng.uniform(size=(ACE_CELLS * ACE_PATCH,) * 2).astype(np.float32), rng)
+               for _ in range(ACE_BATCH * ACE_STEPS)]
+    return {key: np.stack([s[key] for s in samples]) for key in samples[0]}
+
+
+def ace_case(engine):
+    keras.utils.set_random_seed(SEED)
+    with engine_scope(engine):
+        encoder = VisionTransformer(image_size=ACE_GRID * ACE_PATCH, patch_size=ACE_PATCH, dim=32, depth=1,
+                                    num_heads=2)
+        model = ACE(encoder, total_steps=ACE_STEPS, head_dim=16, head_hidden_dim=32, head_bottleneck_dim=8,
+                    teacher_momentum=0.5, teacher_momentum_final=0.5)
+        teacher = model.teacher.weights + model.teacher_head.weights
+        teacher_initial = numpy_weights("teacher_init", teacher)
+        loss, initial = train(engine, model, ace_batch(), ACE_BATCH)
+    np.savez(os.path.join(OUT_DIR, f"ace-rank{process_rank()}.npz"), loss=loss, **initial, **teacher_initial,
+             center=np.array(model.center.numpy()), **numpy_weights("w", model.trainable_weights),
+             **numpy_weights("teacher", teacher))
+
+
 def main():
-    keras.utils.set_random_seed(11)
     engine = data_parallel(REPLICAS) if MODE != "single" else None
-    scope = engine.scope() if engine is not None else keras.name_scope("single")
-    batch = global_batch(METHOD)
-    with scope:
-        model = build(METHOD, GATHER)
-        if MODE == "single" and GATHER == "local":
-            compute_loss = model.compute_loss
-
-            def reference_loss(x=None, y=None, y_pred=None, sample_weight=None, training=True):
-                compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
-                return per_replica_loss(model, x, y_pred)
-
-            model.compute_loss = reference_loss
-        model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5))
-        model(batch, training=False)  # build every variable before DDP wraps the model
-        if engine is not None:
-            engine.prepare(model)
-        rows, batch_size = batch, GLOBAL_BATCH
-        if MODE == "torch":  # each process feeds its rank's rows, as ProcessRows does in pretrain
-            import torch.distributed as dist
-
-            batch_size = GLOBAL_BATCH // REPLICAS
-            rows = {k: v[dist.get_rank() * batch_size:(dist.get_rank() + 1) * batch_size] for k, v in batch.items()}
-        history = model.fit(rows, batch_size=batch_size, epochs=1, verbose=0, shuffle=False).history
-    if engine is None or engine.is_main:
-        weights = {f"w{i}": ops.convert_to_numpy(v.value) for i, v in enumerate(model.trainable_weights)}
-        np.savez(OUT, loss=np.float64(history["loss"][0]), **weights)
+    os.makedirs(OUT_DIR, exist_ok=True)
+    for method in METHODS:
+        for gather in GATHERS:
+            contrastive_case(engine, method, gather)
+    ace_case(engine)
 
 
 if __name__ == "__main__":
