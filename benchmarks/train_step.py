@@ -283,13 +283,18 @@ def main(argv=None):
                                 warmup=args.warmup, jit_compile=jit, threads=args.threads)
                     rows.append(run_worker(spec, backend, args.timeout))
                     print(format_row(rows[-1]), flush=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows({key: row.get(key, "") for key in COLUMNS} for row in rows)
     for line in efficiency_claims(rows):
         print(line)
+    write_report(path, rows, COLUMNS, start)
+
+
+def write_report(path, rows, columns, start):
+    """Write ``rows`` (dicts with an ``error`` key) as CSV, say so, and exit 1 if a measurement failed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows({key: row.get(key, "") for key in columns} for row in rows)
     failed = sum(bool(r["error"]) for r in rows)
     print(f"Wrote {path} ({len(rows)} rows, {failed} failed) in {time.perf_counter() - start:.0f} s.")
     if failed:

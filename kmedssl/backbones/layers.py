@@ -2,6 +2,9 @@
 multi-head self-attention and the pre-norm transformer block (ViT, Dosovitskiy et al. 2021; MAE, He et al.
 2022).
 
+``SyncBatchNormalization`` (the ResNet's) computes its training statistics over the global batch of every
+data-parallel replica, as SimCLR's global BN.
+
 Images are channels-last ``(B, H, W, C)``. Patches are numbered row-major (patch ``k`` sits at grid row
 ``k // g`` and column ``k % g``) and each patch is flattened as ``(p, p, C)`` (SPEC §3.1).
 """
@@ -11,6 +14,8 @@ import math
 import keras
 import numpy as np
 from keras import ops
+
+from kmedssl.distributed import all_reduce_mean, replica_count, replica_uniform
 
 
 # === Patches ===
@@ -127,7 +132,7 @@ class DropPath(keras.layers.Layer):
             return x
         keep = 1.0 - self.rate
         shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)  # one draw per sample
-        kept = ops.floor(keep + keras.random.uniform(shape, seed=self.seed_generator))  # 0 or 1
+        kept = ops.floor(keep + replica_uniform(shape, seed=self.seed_generator))  # 0 or 1
         return x * ops.cast(kept / keep, x.dtype)
 
     def compute_output_shape(self, input_shape):
@@ -239,3 +244,30 @@ class TransformerBlock(keras.layers.Layer):
             "layer_norm_epsilon": self.layer_norm_epsilon,
             "seed": self.seed,
         }
+
+
+# === Batch normalisation over the global batch ===
+
+
+@keras.saving.register_keras_serializable(package="kmedssl")
+class SyncBatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` whose training statistics cover the global batch of every data-parallel
+    replica (SimCLR's global BN, Chen et al. 2020 §2.2; torch's SyncBatchNorm), on every backend.
+
+    With R replicas of equal local batches, each replica's channel moments ``m_r = mean(x)`` and
+    ``q_r = mean(x^2)`` are averaged (``kmedssl.distributed.all_reduce_mean``, differentiable):
+
+        mean = 1/R sum_r m_r,    var = 1/R sum_r q_r - mean^2
+
+    which are the moments of the concatenated batch; gradients flow through the averages to every replica. On
+    one replica (and in JAX's global program, whose batch is already global) this is the parent layer.
+    """
+
+    def _moments(self, inputs, mask):
+        if mask is not None or replica_count() == 1:
+            return super()._moments(inputs, mask)
+        x = ops.cast(inputs, "float32")
+        mean = all_reduce_mean(ops.mean(x, axis=self._reduction_axes))  # (C,)
+        mean_square = all_reduce_mean(ops.mean(ops.square(x), axis=self._reduction_axes))  # (C,)
+        variance = ops.maximum(mean_square - ops.square(mean), 0.0)
+        return ops.cast(mean, inputs.dtype), ops.cast(variance, inputs.dtype)

@@ -3,11 +3,14 @@
 Four stages of two basic blocks, widths ``(1, 2, 4, 8) * width``, strides ``(1, 2, 2, 2)``, then global
 average pooling to a ``(B, 8 * width)`` embedding. Layouts follow torchvision: strided convolutions pad
 symmetrically (``ZeroPadding2D`` + valid convolution), BatchNorm momentum 0.9 (torch's 0.1) and epsilon
-1e-5, He-normal (fan-out) convolution kernels.
+1e-5, He-normal (fan-out) convolution kernels. BatchNorm statistics cover the global batch under data
+parallelism (``SyncBatchNormalization``).
 """
 
 import keras
 from keras import ops
+
+from kmedssl.backbones.layers import SyncBatchNormalization
 
 STEMS = ("cifar", "imagenet")
 
@@ -26,7 +29,7 @@ def _conv(filters, kernel_size, strides, policy, name):
 
 
 def _batch_norm(policy, name):
-    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, dtype=policy, name=name)
+    return SyncBatchNormalization(momentum=0.9, epsilon=1e-5, dtype=policy, name=name)
 
 
 def _build_chain(layers, input_shape):

@@ -108,7 +108,9 @@ def all_gather(x):
 
 
 def all_reduce_mean(x):
-    """The mean of ``x`` over the replicas (no gradient); the identity on one replica."""
+    """The mean of ``x`` over the replicas; the identity on one replica. Differentiable: the gradient is the mean
+    over the replicas of their upstream gradients (TensorFlow's all-reduce gradient; the torch function likewise),
+    as every replica's loss uses the mean."""
     backend = _backend()
     if backend == "tensorflow":
         context = _tf_replica_context()
@@ -116,7 +118,7 @@ def all_reduce_mean(x):
             return x
         import tensorflow as tf
 
-        return context.all_reduce(tf.distribute.ReduceOp.MEAN, ops.stop_gradient(x))
+        return context.all_reduce(tf.distribute.ReduceOp.MEAN, x)
     if backend == "torch" and _torch_process_group_size() > 1:
         from kmedssl.distributed.torch_collectives import mean_over_processes
 
@@ -131,7 +133,7 @@ def metric_mean(x):
     if _backend() == "torch" and _torch_process_group_size() > 1:
         from kmedssl.distributed.torch_collectives import mean_over_processes
 
-        return mean_over_processes(x)
+        return mean_over_processes(ops.stop_gradient(x))
     return x
 
 

@@ -158,8 +158,8 @@ def _tensorflow_engine(devices):
             f"tensorflow MultiWorkerMirroredStrategy over {strategy.num_replicas_in_sync} replicas",
             is_main=task.get("index", 0) == 0, scope=strategy.scope,
         )
-    gpus = tf.config.list_logical_devices("GPU")
-    if gpus:
+    if tf.config.list_physical_devices("GPU"):  # (logical devices would start the runtime before the CPU split)
+        gpus = tf.config.list_logical_devices("GPU")
         if len(gpus) < devices:
             raise ValueError(f"Expected at least {devices} GPUs. Received: {len(gpus)}")
         names, kind = [d.name for d in gpus[:devices]], "GPU"

@@ -1,7 +1,8 @@
 """torch.distributed collectives for the losses (``kmedssl.distributed.context`` dispatches here on torch).
 
 ``gather_rows`` is an autograd function: forward ``all_gather`` (replica-major concatenation), backward
-``all_reduce(SUM)`` of the full upstream gradient, then this rank's slice. Written with ``all_reduce`` (not
+``all_reduce(SUM)`` of the full upstream gradient, then this rank's slice. ``mean_over_processes``: forward and
+backward are both an all-mean. Written with ``all_reduce`` (not
 ``reduce_scatter`` / ``all_to_all``) so that it runs on every process-group backend, gloo included.
 """
 
@@ -30,8 +31,22 @@ def gather_rows(x):
     return _GatherRows.apply(x)
 
 
+class _MeanOverProcesses(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        summed = x.detach().clone()
+        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+        return summed / dist.get_world_size()
+
+    @staticmethod
+    def backward(ctx, upstream):
+        # y = mean_r x_r on every rank, and every rank's loss uses y: d(sum_s L_s)/dx_r = mean_s dL_s/dy.
+        summed = upstream.contiguous().clone()
+        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+        return summed / dist.get_world_size()
+
+
 def mean_over_processes(x):
-    """The mean of ``x`` over the ranks of the default process group, without gradient."""
-    summed = x.detach().clone()
-    dist.all_reduce(summed, op=dist.ReduceOp.SUM)
-    return summed / dist.get_world_size()
+    """The mean of ``x`` over the ranks of the default process group; its gradient is the mean of the ranks'
+    upstream gradients (an all-mean is its own adjoint)."""
+    return _MeanOverProcesses.apply(x)

@@ -406,7 +406,7 @@ class ACE(PretrainingMethod):
         counts = ops.stack([ops.sum(mask_1, -1), ops.sum(mask_2, -1), ops.sum(1.0 - mask_1, -1),
                             ops.sum(1.0 - mask_2, -1)], axis=0)  # (4, B)
         valid = ops.cast(counts > 0, "float32")
-        row_sum = all_reduce_mean(ops.sum(rows * valid[..., None], axis=(0, 1)))  # (K,)
+        row_sum = all_reduce_mean(ops.stop_gradient(ops.sum(rows * valid[..., None], axis=(0, 1))))  # (K,)
         batch_center = row_sum / ops.maximum(all_reduce_mean(ops.sum(valid)), 1.0)
         m = self.center_momentum
         self.center.assign(m * self.center + (1.0 - m) * batch_center)

@@ -29,7 +29,7 @@ import pytest
 BACKEND = keras.backend.backend()
 WORKER = Path(__file__).with_name("worker.py")
 ROOT = WORKER.parents[2]
-METHODS, GATHERS = ("mvcon", "simclr", "spcl", "mulsupcon"), ("global", "local")
+METHODS, GATHERS = ("mvcon", "simclr", "simclr_resnet", "spcl", "mulsupcon"), ("global", "local")
 TIMEOUT_S = 600
 STDERR_TAIL = 4000
 

@@ -32,7 +32,8 @@ import sys
 
 MODE, OUT_DIR = sys.argv[1:3]
 REPLICAS, GLOBAL_BATCH, SIZE, LABELS, SEED = 2, 8, 16, 6, 11
-METHODS, GATHERS = ("mvcon", "simclr", "spcl", "mulsupcon"), ("global", "local")
+# simclr_resnet: SimCLR on a ResNet, whose BatchNorm statistics must cover the global batch (SyncBatchNormalization)
+METHODS, GATHERS = ("mvcon", "simclr", "simclr_resnet", "spcl", "mulsupcon"), ("global", "local")
 ACE_GRID, ACE_CELLS, ACE_PATCH, ACE_BATCH, ACE_STEPS = 4, 10, 8, 4, 2  # 32 px crops of an 80 px source
 
 os.environ["KERAS_BACKEND"] = {"single": os.environ.get("KERAS_BACKEND", "jax")}.get(MODE, MODE)
@@ -55,7 +56,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from kmedssl.backbones import VisionTransformer  # noqa: E402
+from kmedssl.backbones import ResNet18, VisionTransformer  # noqa: E402
 from kmedssl.distributed.strategy import data_parallel  # noqa: E402
 from kmedssl.losses import jaccard_supcon, multiview_infonce, nt_xent, tsp_infonce  # noqa: E402
 from kmedssl.methods.ace import ACE  # noqa: E402
@@ -75,6 +76,9 @@ def build(method, gather):
         return MVCon(tiny_vit(), temperature=0.5, gather=gather)
     if method == "spcl":
         return SPCL(tiny_vit(), seed=5, gather=gather)
+    if method == "simclr_resnet":
+        encoder = ResNet18(channels=1, stem="cifar", width=4)
+        return SimCLR(encoder, projection_dim=8, hidden_dim=16, crop_scale=(0.5, 1.0), seed=5, gather=gather)
     cls = SimCLR if method == "simclr" else MulSupCon
     extra = {} if method == "simclr" else {"threshold": 0.3}
     return cls(tiny_vit(), projection_dim=8, hidden_dim=16, crop_scale=(0.5, 1.0), seed=5, gather=gather, **extra)
@@ -108,7 +112,7 @@ def per_replica_loss(method, model, x, y_pred):
     if method == "spcl":
         return chunk_mean(lambda a, b: tsp_infonce(a, b, kappa=model.kappa, scale=model.scale()), y_pred["z_1"],
                           y_pred["z_2"])
-    if method == "simclr":
+    if method.startswith("simclr"):
         return chunk_mean(lambda a, b: nt_xent(a, b, model.temperature), y_pred["z_1"], y_pred["z_2"])
     features = ops.stack([y_pred["z_1"], y_pred["z_2"]], axis=1)
     return chunk_mean(lambda f, y: jaccard_supcon(f, y, model.temperature, model.threshold, model.base_temperature),
