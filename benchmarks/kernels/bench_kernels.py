@@ -454,6 +454,7 @@ def main(argv=None):
     print(f"backend={keras.backend.backend()} device={'gpu' if place == 'gpu' else 'cpu'} dtype={args.dtype} "
           f"repeats={args.repeats} (median) block_size={args.block_size}", flush=True)
     rows = []
+    path = args.csv or f"bench_kernels_{keras.backend.backend()}_{'gpu' if place == 'gpu' else 'cpu'}.csv"
     for op in args.ops:
         sizes, dims = DEFAULTS[place][op]
         for size in args.sizes or sizes:
@@ -461,12 +462,15 @@ def main(argv=None):
                 case_rows = measure_case(op, size, dim, args)
                 print(format_table(case_rows) + "\n", flush=True)
                 rows.extend(case_rows)
-    path = args.csv or f"bench_kernels_{keras.backend.backend()}_{'gpu' if place == 'gpu' else 'cpu'}.csv"
+                write_csv(path, rows)  # after every case: a run stopped by a time limit keeps what it measured
+    print(f"wrote {path}")
+
+
+def write_csv(path, rows):
     with open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["op"])
         writer.writeheader()
         writer.writerows(rows)
-    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

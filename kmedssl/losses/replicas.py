@@ -19,8 +19,7 @@ On one device both modes are the plain loss.
 
 from keras import ops
 
-from kmedssl.distributed import batch_groups, replica_count
-from kmedssl.distributed.context import all_gather, replica_index
+from kmedssl.distributed.context import all_gather, batch_groups, replica_count, replica_index
 from kmedssl.losses.common import logsumexp_excluding
 
 GATHER_MODES = ("global", "local")
