@@ -112,7 +112,8 @@ def pretrain(method, data, data_format, on_error, size, sets, epochs, steps_per_
       torchrun --nproc_per_node 4 -m kmedssl.cli pretrain spcl --backend torch --devices 4
     """
     use_backend(backend)
-    if devices and devices > 1 and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    if (devices and devices > 1 and os.environ["KERAS_BACKEND"] == "jax"
+            and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")):
         # JAX on CPU: N host devices (read when JAX starts; it does not change the GPUs a GPU machine uses)
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
     if devices and devices > 1 and os.environ["KERAS_BACKEND"] == "tensorflow":

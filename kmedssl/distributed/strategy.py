@@ -130,7 +130,8 @@ def _jax_engine(devices):
     import jax
 
     return DataParallelEngine(
-        devices, f"jax keras.distribution.DataParallel over {devices} devices ({jax.process_count()} processes)",
+        devices, f"jax keras.distribution.DataParallel over {devices} devices"
+        + (f" ({jax.process_count()} processes)" if jax.process_count() > 1 else ""),
         is_main=jax.process_index() == 0, scope=distribution.scope, process_rank=jax.process_index(),
         processes=jax.process_count(),
     )
