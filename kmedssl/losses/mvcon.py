@@ -38,11 +38,6 @@ def multiview_infonce(z_f, z_l, temperature=0.1, exclude_positive=True, block_si
     validate_block_size(block_size)
     z_f, z_l = l2_normalize(z_f), l2_normalize(z_l)
     validate_pair(z_f, z_l, names=("z_f", "z_l"))
-    if exclude_positive and z_f.shape[0] == 1:
-        raise ValueError(
-            "Expected a batch of at least 2 studies when exclude_positive=True (the denominator of Eq. 2 "
-            f"is otherwise empty). Received: z_f.shape={tuple(z_f.shape)}"
-        )
     path = replica_path(gather)
     if path == "gathered":
         return gathered_paired_infonce(
@@ -58,7 +53,12 @@ def multiview_infonce(z_f, z_l, temperature=0.1, exclude_positive=True, block_si
 
 
 def _plain_multiview_infonce(z_f, z_l, temperature, exclude_positive, block_size):
-    """``multiview_infonce`` of the rows given (unit rows)."""
+    """``multiview_infonce`` of the rows given (unit rows): one device's batch, or one replica's rows."""
+    if exclude_positive and z_f.shape[0] == 1:
+        raise ValueError(
+            "Expected a batch of at least 2 studies (per device with gather='local') when exclude_positive=True "
+            f"(the denominator of Eq. 2 is otherwise empty). Received: z_f.shape={tuple(z_f.shape)}"
+        )
     z = ops.concatenate([z_f, z_l], axis=0)  # (2B, D), view-major
     return blocked_or_naive(
         z,
