@@ -247,6 +247,9 @@ def info(backend):
     from kmedssl.ops.kernels import describe_kernel_path
 
     click.echo(f"kernels: {describe_kernel_path()}")
+    from kmedssl.distributed.strategy import describe_data_parallel
+
+    click.echo(f"data parallel: {describe_data_parallel()}")
 
 
 from kmedssl.commands.bench import bench  # noqa: E402  (`kmedssl bench`; keras imported only when run)

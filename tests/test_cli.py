@@ -189,3 +189,14 @@ def test_pretrain_on_a_phantom_written_in_a_real_layout(method, layout, count, t
     assert result.exit_code == 0, result.output
     assert (run / "encoder.keras").is_file()
     assert '"format": "' + layout + '"' in (run / "environment.json").read_text()
+
+
+def test_info_names_backend_kernels_and_data_parallel_engine():
+    result = CliRunner().invoke(main, ["info"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert f"backend {keras.backend.backend()}" in lines[0]
+    assert [line.split(":")[0] for line in lines[1:]] == ["device", "kernels", "data parallel"]
+    engine = {"jax": "keras.distribution.DataParallel", "tensorflow": "tf.distribute.MirroredStrategy",
+              "torch": "torchrun"}[keras.backend.backend()]
+    assert engine in lines[3]

@@ -203,3 +203,26 @@ def _torch_engine(devices):
         world_size, f"torch DDP over {world_size} {kind} processes ({dist.get_backend()})", is_main=rank == 0,
         process_rank=rank, processes=world_size,
     )
+
+
+def describe_data_parallel():
+    """One line for ``kmedssl info``: what ``--devices N`` would use on the active backend."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        devices = keras.distribution.list_devices()
+        if all(d.startswith("cpu") for d in devices):
+            return "--devices N makes N XLA host devices of the CPU (keras.distribution.DataParallel)"
+        return f"--devices up to {len(devices)} ({devices[0].split(':')[0]}; keras.distribution.DataParallel)"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            return f"--devices up to {len(gpus)} GPUs (tf.distribute.MirroredStrategy)"
+        return "--devices N splits the CPU into N logical devices (tf.distribute.MirroredStrategy)"
+    import torch
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    gpus = torch.cuda.device_count()
+    return (f"torchrun world size {world_size}; {gpus} CUDA devices; --devices N needs "
+            "torchrun --nproc_per_node N (DDP)")
