@@ -23,7 +23,9 @@ every mask and W is symmetric, so
     dloss/dscale = 1/2 sum_ij (G[i, j] + G[j, i]) * sim(c_ij)
     dloss/dkappa = 1/2 sum_ij (G[i, j] + G[j, i]) * scale * dsim/dkappa (c_ij)
 
-and each row block's gradient needs only its own row of tiles. ``scale`` (and ``kappa``) are tensors of the
+and each row block's gradient needs only its own row of tiles. With ``anchors`` (a data-parallel replica's
+local anchors among the gathered rows, ``kmedssl.losses.replicas``) ``coef_i`` is 0 for the other rows and
+the mean runs over the anchors; the formulas are unchanged. ``scale`` (and ``kappa``) are tensors of the
 custom-gradient function, so S-PCL's trainable scale receives its gradient through this path.
 
 ``blocked_or_naive`` chooses the path from the losses' ``block_size`` argument: ``None`` (auto) takes this
@@ -111,7 +113,7 @@ def _jaccard_targets(threshold):
 # === Similarity of one tile ===
 
 
-def _similarity(cosine, kappa):
+def similarity(cosine, kappa):
     """``sim(c)``: the dot product (kappa None) or T-SP ``0.5 (1 + c) / (1 + (1 - c) kappa)`` (paper 003, Eq. 1)."""
     if kappa is None:
         return cosine
@@ -136,26 +138,33 @@ def _pad_rows(x, multiple):
     return ops.concatenate([x, ops.zeros((padding, ops.shape(x)[1]), x.dtype)], axis=0)
 
 
-def _blocked_loss(z, scale, kappa, labels, targets, block_size):
+def _blocked_loss(z, scale, kappa, labels, targets, block_size, anchors=None):
     """The loss of the module docstring, with its custom gradient.
 
     Args:
         z: ``(R, D)`` float32 unit rows. scale: ``()`` float32 tensor. kappa: ``()`` float32 tensor (T-SP)
         or None (dot). labels: ``(R, K)`` float32 or None. targets: ``_paired_targets`` / ``_jaccard_targets``.
         block_size: rows of a tile (clamped to R when R is static).
+        anchors: None (every row is an anchor) or ``(R,)`` float32 0/1: the loss is the mean over the rows
+            marked 1 (``coef_i`` is 0 elsewhere), every row still a candidate and receiving its gradient
+            (a data-parallel replica's local anchors against the gathered batch).
     """
     num_rows, dim = ops.shape(z)[0], ops.shape(z)[1]
     if isinstance(num_rows, int):
         block_size = min(block_size, num_rows)
     num_blocks = (num_rows + block_size - 1) // block_size
-    has_kappa, has_labels = kappa is not None, labels is not None
+    has_kappa, has_labels, has_anchors = kappa is not None, labels is not None, anchors is not None
 
     def loss_with_gradient(*args):
-        z, scale = args[0], args[1]
-        kappa = args[2] if has_kappa else None
-        labels = args[-1] if has_labels else None
+        z, scale, *rest = args
+        kappa = rest.pop(0) if has_kappa else None
+        labels = rest.pop(0) if has_labels else None
+        anchors = rest.pop(0) if has_anchors else None
+        num_anchors = ops.sum(anchors) if has_anchors else ops.cast(num_rows, "float32")
         z_pad = _pad_rows(z, block_size)  # (R_pad, D)
         labels_pad = _pad_rows(labels, block_size) if has_labels else None  # (R_pad, K)
+        if has_anchors:
+            anchors_pad = ops.reshape(_pad_rows(anchors[:, None], block_size), (-1,))  # (R_pad,)
         # Loops are ops.scan over the block ids, not fori_loop: scan runs its iterations one after another on
         # every backend, while tf.while_loop (fori_loop on tensorflow) runs up to 10 at once, 10x the tiles.
         block_ids = ops.arange(num_blocks)
@@ -171,8 +180,8 @@ def _blocked_loss(z, scale, kappa, labels, targets, block_size):
             weights, is_positive, in_denominator = targets(rows_i, rows_j, num_rows, labels_i, labels_j)
             valid = ops.logical_and((rows_i < num_rows)[:, None], (rows_j < num_rows)[None, :])  # (b, b)
             cosine = ops.matmul(rows(z_pad, start_i), ops.transpose(rows(z_pad, start_j)))  # (b, b)
-            similarity = _similarity(cosine, kappa)
-            logits = scale * similarity  # L
+            similarities = similarity(cosine, kappa)
+            logits = scale * similarities  # L
             in_denominator = ops.logical_and(in_denominator, valid)
             return {
                 "weights": ops.where(valid, weights, 0.0),  # W
@@ -181,7 +190,7 @@ def _blocked_loss(z, scale, kappa, labels, targets, block_size):
                 "logits": logits,
                 "masked_logits": ops.where(in_denominator, logits, _EXCLUDED),
                 "cosine": cosine,
-                "similarity": similarity,
+                "similarity": similarities,
             }
 
         # === Forward: online log-sum-exp over the column tiles of each row block ===
@@ -204,6 +213,8 @@ def _blocked_loss(z, scale, kappa, labels, targets, block_size):
             (peak, summed, weighted_logits, weight_sum, count), _ = ops.scan(column_tile, state, block_ids)
             lse = peak + ops.log(ops.where(summed > 0.0, summed, 1.0))  # (b,); padded rows have no terms
             is_row = ops.cast(start_i + ops.arange(block_size) < num_rows, "float32")
+            if has_anchors:
+                is_row = is_row * ops.slice(anchors_pad, [start_i], [block_size])
             coef = is_row / ops.maximum(count, 1.0)  # (b,), 0 on padded rows
             carry = (carry[0] + ops.sum(coef * (weight_sum * lse - weighted_logits)), lse, coef, coef * weight_sum)
             return carry, carry  # the per-block statistics are stacked as (nb, b)
@@ -212,7 +223,7 @@ def _blocked_loss(z, scale, kappa, labels, targets, block_size):
         state = (ops.zeros((), "float32"), zeros, zeros, zeros)
         (total, _, _, _), per_block = ops.scan(forward_row_block, state, block_ids)
         lse_all, coef_all, coef_weight_all = (ops.reshape(x, (-1,)) for x in per_block[1:])  # each (R_pad,)
-        loss = total / ops.cast(num_rows, "float32")
+        loss = total / num_anchors
 
         # === Backward: recompute the tiles; R * (G + G^T) from the saved per-row statistics ===
         def grad(*grad_args, upstream=None):
@@ -254,24 +265,27 @@ def _blocked_loss(z, scale, kappa, labels, targets, block_size):
             state = (ops.zeros((block_size, dim), "float32"), scalar, scalar)
             (_, d_scale, d_kappa), (dz_blocks, _, _) = ops.scan(backward_row_block, state, block_ids)
             dz_all = ops.reshape(dz_blocks, (-1, dim))  # (R_pad, D)
-            factor = ops.cast(upstream, "float32") / ops.cast(num_rows, "float32")
+            factor = ops.cast(upstream, "float32") / num_anchors
             grads = [factor * ops.slice(dz_all, [0, 0], [num_rows, dim]), factor * d_scale]
             if has_kappa:
                 grads.append(factor * d_kappa)
             if has_labels:
                 grads.append(ops.zeros_like(labels))
+            if has_anchors:
+                grads.append(ops.zeros_like(anchors))
             return tuple(grads)
 
         return loss, grad
 
-    args = [z, scale] + ([kappa] if has_kappa else []) + ([labels] if has_labels else [])
+    args = [z, scale] + ([kappa] if has_kappa else []) + ([labels] if has_labels else []) + (
+        [ops.cast(anchors, "float32")] if has_anchors else [])
     return ops.custom_gradient(loss_with_gradient)(*args)
 
 
 # === Entry points ===
 
 
-def blocked_paired_infonce(z, scale, kappa=None, exclude_positive=False, block_size=DEFAULT_BLOCK_SIZE):
+def blocked_paired_infonce(z, scale, kappa=None, exclude_positive=False, block_size=DEFAULT_BLOCK_SIZE, anchors=None):
     """Paired InfoNCE over the R = 2B unit rows z (positive of row i: ``(i + B) mod 2B``), row-blocked.
 
     ``L = scale * z z^T`` (``kappa=None``: ``nt_xent``, ``multiview_infonce``) or
@@ -282,24 +296,28 @@ def blocked_paired_infonce(z, scale, kappa=None, exclude_positive=False, block_s
         z: ``(2B, D)`` float32, L2-normalised rows. scale: number or ``()`` tensor (gets a gradient).
         kappa: None (dot product) or the T-SP concentration (number or ``()`` tensor, gets a gradient).
         block_size: rows of one tile.
+        anchors: None (all rows) or ``(2B,)`` 0/1: the mean runs over the marked anchors only.
 
     Returns:
         float32 scalar.
     """
     kappa = None if kappa is None else ops.cast(kappa, "float32")
-    return _blocked_loss(z, ops.cast(scale, "float32"), kappa, None, _paired_targets(exclude_positive), block_size)
+    targets = _paired_targets(exclude_positive)
+    return _blocked_loss(z, ops.cast(scale, "float32"), kappa, None, targets, block_size, anchors)
 
 
-def blocked_jaccard_supcon(z, labels, scale, threshold, block_size=DEFAULT_BLOCK_SIZE):
+def blocked_jaccard_supcon(z, labels, scale, threshold, block_size=DEFAULT_BLOCK_SIZE, anchors=None):
     """``mean_a 1/|P(a)| sum_{p in P(a)} J[a, p] * (lse_a - L[a, p])`` with ``L = scale * z z^T``, row-blocked:
     ``jaccard_supcon`` (paper 001, Eq. 3) without its ``T / T_base`` factor, for ``scale = 1 / T``.
 
     Args:
         z: ``(VB, D)`` float32, L2-normalised rows (view-major). labels: ``(VB, K)`` multi-hot rows of z.
         scale: number or ``()`` tensor. threshold: tau in [0, 1]. block_size: rows of one tile.
+        anchors: None (all rows) or ``(VB,)`` 0/1: the mean runs over the marked anchors only.
 
     Returns:
         float32 scalar.
     """
     labels = ops.cast(labels, "float32")
-    return _blocked_loss(z, ops.cast(scale, "float32"), None, labels, _jaccard_targets(threshold), block_size)
+    targets = _jaccard_targets(threshold)
+    return _blocked_loss(z, ops.cast(scale, "float32"), None, labels, targets, block_size, anchors)

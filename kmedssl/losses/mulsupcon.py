@@ -93,7 +93,7 @@ def jaccard_supcon(
         )
     if path == "gathered":
         z, y = _view_major(features, labels)
-        return (temperature / base_temperature) * gathered_jaccard_supcon(z, y, temperature, threshold)
+        return (temperature / base_temperature) * gathered_jaccard_supcon(z, y, temperature, threshold, block_size)
     return _plain_jaccard_supcon(features, labels, temperature, threshold, base_temperature, block_size)
 
 

@@ -41,9 +41,8 @@ def multiview_infonce(z_f, z_l, temperature=0.1, exclude_positive=True, block_si
     path = replica_path(gather)
     if path == "gathered":
         return gathered_paired_infonce(
-            ops.concatenate([z_f, z_l], axis=0),
-            lambda a, c: ops.matmul(a, ops.transpose(c)) / temperature,
-            exclude_positive,
+            ops.concatenate([z_f, z_l], axis=0), 1.0 / temperature, exclude_positive=exclude_positive,
+            block_size=block_size,
         )
     if path == "grouped":
         return grouped_mean(

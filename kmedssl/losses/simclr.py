@@ -36,9 +36,7 @@ def nt_xent(z_a, z_b, temperature=0.1, block_size=None, gather="global"):
     validate_pair(z_a, z_b)
     path = replica_path(gather)
     if path == "gathered":
-        return gathered_paired_infonce(
-            ops.concatenate([z_a, z_b], axis=0), lambda a, c: ops.matmul(a, ops.transpose(c)) / temperature
-        )
+        return gathered_paired_infonce(ops.concatenate([z_a, z_b], axis=0), 1.0 / temperature, block_size=block_size)
     if path == "grouped":
         return grouped_mean(lambda a, b: _plain_nt_xent(a, b, temperature, block_size), z_a, z_b)
     return _plain_nt_xent(z_a, z_b, temperature, block_size)

@@ -84,9 +84,9 @@ def tsp_infonce(z_1, z_2, kappa=16.0, scale=1 / 0.07, block_size=None, gather="g
     validate_block_size(block_size)
     path = replica_path(gather)
     if path == "gathered":
-        local = ops.concatenate([ops.cast(z_1, "float32"), ops.cast(z_2, "float32")], axis=0)  # (2b, D)
-        applied = ops.cast(scale, "float32")
-        return gathered_paired_infonce(local, lambda a, c: applied * tsp_similarity(a, c, kappa))
+        local = l2_normalize(ops.concatenate([z_1, z_2], axis=0))  # (2b, D) unit rows
+        kappa = ops.cast(kappa, "float32")
+        return gathered_paired_infonce(local, ops.cast(scale, "float32"), kappa=kappa, block_size=block_size)
     if path == "grouped":
         return grouped_mean(lambda a, b: _plain_tsp_infonce(a, b, kappa, scale, block_size), z_1, z_2)
     return _plain_tsp_infonce(z_1, z_2, kappa, scale, block_size)
