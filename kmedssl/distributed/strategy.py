@@ -29,6 +29,7 @@ class DataParallelEngine:
         replicas: devices (replicas) in the data-parallel group, over every host.
         description: what runs, for logs, e.g. ``"tensorflow MirroredStrategy over 2 CPU devices"``.
         is_main: whether this process writes the run directory (process / worker / rank 0).
+        ddp: torch's ``DistributedDataParallel`` wrapper once ``prepare`` ran with several processes, else None.
     """
 
     def __init__(self, replicas, description, is_main=True, scope=None, process_rank=0, processes=1):
