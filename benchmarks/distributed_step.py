@@ -11,8 +11,8 @@ Every (backend, method, devices) measurement runs in a fresh process, started th
 
 - jax: one process; 2 devices are 2 XLA host devices (``XLA_FLAGS=--xla_force_host_platform_device_count=2``)
   under ``keras.distribution.DataParallel``;
-- tensorflow: one process; 2 devices are 2 logical CPU devices (``kmedssl.distributed.tf_devices.split_host_cpu``
-  before TensorFlow's runtime starts) under ``MirroredStrategy``;
+- tensorflow: one process; 2 devices are 2 logical CPU devices (split by ``data_parallel`` before TensorFlow's
+  runtime starts) under ``MirroredStrategy``;
 - torch: 2 devices are 2 processes under ``python -m torch.distributed.run --standalone --nproc_per_node 2``
   (DDP over gloo), each feeding its half of the global batch (``DataParallelEngine.shard``).
 
@@ -66,10 +66,6 @@ def measure(spec):
 
         tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
         tf.config.threading.set_inter_op_parallelism_threads(spec["threads"])
-        if spec["devices"] > 1:
-            from kmedssl.distributed.tf_devices import split_host_cpu
-
-            split_host_cpu(spec["devices"])  # before Keras runs a TensorFlow op, as `kmedssl pretrain` does
     import keras
 
     from kmedssl.distributed.strategy import data_parallel

@@ -116,10 +116,6 @@ def pretrain(method, data, data_format, on_error, size, sets, epochs, steps_per_
             and "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")):
         # JAX on CPU: N host devices (read when JAX starts; it does not change the GPUs a GPU machine uses)
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
-    if devices and devices > 1 and os.environ["KERAS_BACKEND"] == "tensorflow":
-        from kmedssl.distributed.tf_devices import split_host_cpu
-
-        split_host_cpu(devices)  # before Keras runs its first TensorFlow op
     overrides = parse_sets(sets)
     from kmedssl import recipes
 

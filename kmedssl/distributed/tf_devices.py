@@ -1,8 +1,8 @@
 """TensorFlow's host CPU as N logical devices, for ``MirroredStrategy`` on a machine without GPU.
 
-Keras-free on purpose: the split must happen before TensorFlow runs its first op, and importing Keras with the
-TensorFlow backend already runs some. ``kmedssl pretrain --backend tensorflow --devices N`` calls it before
-importing Keras; in Python, call it first thing (``kmedssl.distributed.tf_devices.split_host_cpu(2)``).
+The split must happen before TensorFlow's runtime starts (its first op, or listing logical devices);
+``kmedssl.distributed.strategy.data_parallel`` calls it first thing, so ``pretrain(devices=N)`` works as long
+as nothing ran a TensorFlow op before it. The module imports no Keras, so it can also run before Keras.
 """
 
 
