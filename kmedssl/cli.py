@@ -86,7 +86,8 @@ def main():
 @click.option("--output", type=click.Path(file_okay=False), help="Run directory (default runs/METHOD-TIMESTAMP).")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --output from its newest checkpoint (same command and settings).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing run directory.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing kmedssl run directory (refused for a folder holding anything else).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), metavar="STEPS",
               help="Also checkpoint every STEPS training steps (always at each epoch end).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, data order and views.")

@@ -3,7 +3,7 @@
 import dataclasses
 
 from kmedssl.methods.ace import ACE
-from kmedssl.recipes.base import Recipe
+from kmedssl.recipes.base import AT_LEAST_ONE, Recipe
 from kmedssl.views.ace import ACEViews
 
 
@@ -21,6 +21,8 @@ class ACERecipe(Recipe):
                         epochs=20, learning_rate=5e-4, warmup_epochs=2, drop_path_rate=0.0, head_dim=1024,
                         head_hidden_dim=256, head_bottleneck_dim=64, data_size=500),
     }
+    limits = {name: AT_LEAST_ONE for name in ("image_cells", "head_dim", "head_hidden_dim", "head_bottleneck_dim",
+                                              "comp_kernel", "decomp_kernel")}
 
     image_size: int = 448
     patch_size: int = 32

@@ -4,19 +4,95 @@ A method's recipe (``kmedssl/recipes/<method>.py``) subclasses ``Recipe``: its f
 paper's settings (``size="paper"``), and ``sizes["phantom"]`` overrides them for a CPU-minutes run on
 the embedded phantom data. It knows how to build the encoder, the method model, the optimizer and the
 training data.
+
+Every numeric field is checked when a recipe is made, before anything is written: it must be a finite
+number in its ``Range``, declared in the ``limits`` of the class that adds the field (a float without one
+must be finite, an integer >= 0).
 """
 
 import abc
 import dataclasses
+import math
 import typing
 
 import keras
+import numpy as np
 
 from kmedssl.data.pipeline import ViewDataset
 from kmedssl.data.sources import PhantomSource
 from kmedssl.ops.optimizers import adam, adamw
 
 OPTIMIZERS = ("adamw", "sgd", "adam")
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric recipe field accepts: finite numbers from ``low`` to ``high`` (None: no bound),
+    each bound included unless ``low_open`` / ``high_open``."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value):
+        return ((isinstance(value, (int, np.integer)) or math.isfinite(value))
+                and (self.low is None or value > self.low or (value == self.low and not self.low_open))
+                and (self.high is None or value < self.high or (value == self.high and not self.high_open)))
+
+    def __str__(self):
+        if self.high is None:
+            return "" if self.low is None else f" {'>' if self.low_open else '>='} {self.low:g}"
+        if self.low is None:
+            return f" {'<' if self.high_open else '<='} {self.high:g}"
+        return f" in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+FINITE = Range()
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+AT_LEAST_ONE = Range(1)
+FRACTION = Range(0, 1, high_open=True)  # [0, 1)
+UNIT_INTERVAL = Range(0, 1)  # [0, 1]
+
+
+def check_numeric_fields(recipe):
+    """Raise ``ValueError`` for the first numeric field of ``recipe`` that is not a number in its range.
+
+    Integer fields need integers, float fields numbers, tuple fields numbers each in the range; a field
+    typed ``Optional[...]`` may also be None.
+    """
+    limits = field_limits(type(recipe))
+    for field in dataclasses.fields(recipe):
+        kind, optional = numeric_kind(field.type)
+        value = getattr(recipe, field.name)
+        if kind is None or (value is None and optional):
+            continue
+        limit = limits.get(field.name, FINITE if kind is float else NON_NEGATIVE)
+        if not in_range(value, kind, limit):
+            expected = {int: "an integer", float: "a finite number", tuple: "a tuple of finite numbers"}[kind]
+            raise ValueError(f"Expected {field.name} to be {expected}{limit}{' or None' if optional else ''}. "
+                             f"Received: {field.name}={value!r}")
+
+
+def field_limits(recipe_class):
+    """``{field: Range}`` of ``recipe_class``: the ``limits`` of it and of its bases."""
+    return {key: limit for cls in reversed(recipe_class.__mro__) for key, limit in vars(cls).get("limits", {}).items()}
+
+
+def numeric_kind(annotation):
+    """``(kind, optional)`` of a field's type: ``kind`` is int, float, tuple, or None for a non-numeric field."""
+    optional = typing.get_origin(annotation) is typing.Union and type(None) in typing.get_args(annotation)
+    if optional:
+        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+    return (annotation if annotation in (int, float, tuple) else None), optional
+
+
+def in_range(value, kind, limit):
+    if kind is tuple:
+        return isinstance(value, tuple) and all(in_range(v, float, limit) for v in value)
+    types = (int, np.integer) if kind is int else (int, float, np.integer, np.floating)
+    return isinstance(value, types) and not isinstance(value, bool) and value in limit
 
 
 @dataclasses.dataclass
@@ -36,6 +112,15 @@ class Recipe(abc.ABC):
     method: typing.ClassVar[str] = ""
     data_kind: typing.ClassVar[str] = "chest"
     sizes: typing.ClassVar[dict] = {}
+    # The range of each numeric field this class adds (``check_numeric_fields``; subclasses add theirs).
+    limits: typing.ClassVar[dict] = {
+        "image_size": AT_LEAST_ONE, "patch_size": AT_LEAST_ONE, "drop_path_rate": FRACTION,
+        "epochs": AT_LEAST_ONE, "steps_per_epoch": AT_LEAST_ONE, "batch_size": AT_LEAST_ONE,
+        "learning_rate": POSITIVE, "weight_decay": NON_NEGATIVE, "momentum": FRACTION,
+        "warmup_epochs": NON_NEGATIVE, "gradient_clip": NON_NEGATIVE,
+        "data_size": AT_LEAST_ONE, "data_seed": NON_NEGATIVE, "split_seed": NON_NEGATIVE, "workers": AT_LEAST_ONE,
+        "probe_every": NON_NEGATIVE,
+    }
 
     # === Encoder ===
     encoder_size: str = "base"
@@ -63,11 +148,7 @@ class Recipe(abc.ABC):
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"Expected optimizer in {OPTIMIZERS}. Received: optimizer={self.optimizer!r}")
-        for name in ("epochs", "batch_size", "image_size", "patch_size", "data_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"Expected {name} >= 1. Received: {name}={getattr(self, name)}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            raise ValueError(f"Expected steps_per_epoch >= 1 or None. Received: {self.steps_per_epoch}")
+        check_numeric_fields(self)
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"Expected image_size divisible by patch_size. Received: image_size={self.image_size}, "

@@ -17,7 +17,9 @@ label budget, on the frontal, lateral and ensemble views of one chest cohort: ch
 pretrained on the training subjects of that cohort (``data_size`` set to it), and the multi-modal
 methods on their own multi-modal phantom. Written to ``output_dir``: ``phantom_benchmark.{md,json,csv}``
 (rows = encoders, columns = view x protocol x budget) and ``auroc_vs_budget_<protocol>_<view>.png``
-(paper 000 Fig. 3), with every evaluation's reports under ``evaluations/``.
+(paper 000 Fig. 3), with every evaluation's reports under ``evaluations/``, the run directories under
+``pretrain/``, and the marker ``kmedssl-benchmark.txt`` by which ``overwrite`` knows the folder as a benchmark
+output (``BENCHMARK_LAYOUT``; anything else in it is never deleted).
 
 The step measurement used for the budget (``prepare_step``, ``run_steps``) is shared with ``kmedssl bench
 train`` (``benchmarks/train_step.py``), which adds the recipes it times (``step_recipe``: the phantom size and
@@ -51,6 +53,13 @@ EVAL_SUBJECTS = 500  # the chest cohort ``evaluate`` uses for runs pretrained on
 QUICK = dict(methods=("mvcon", "mvmae"), epochs=1, steps_per_epoch=2, batch_size=8, subjects=100,
              label_budgets=(0.2,))
 DEFAULT_LABEL_BUDGETS = (0.1, 1.0)
+BENCHMARK_HEADER = "# kmedssl phantom benchmark output"
+BENCHMARK_LAYOUT = runs.Layout(
+    "benchmark directory", "kmedssl-benchmark.txt", BENCHMARK_HEADER,
+    files=("kmedssl-benchmark.txt", "phantom_benchmark.md", "phantom_benchmark.csv", "phantom_benchmark.json",
+           "auroc_vs_budget_*.png"),
+    folders=("pretrain", "evaluations"),
+)
 TIMED_STEPS, WARMUP_STEPS = 3, 2
 
 
@@ -332,7 +341,7 @@ def phantom_benchmark(methods=None, budget_minutes=2.0, label_budgets=DEFAULT_LA
         seed: seed of pretraining, scratch weights, label budgets and probes.
         quick: a tiny run (the methods above, 1 epoch of 2 steps of batch 8, a 100-subject chest cohort,
             label budget 20 % unless others are given; no step timing) to check the whole pipeline.
-        overwrite: replace a non-empty ``output_dir``.
+        overwrite: replace a non-empty ``output_dir`` that is a benchmark output (``BENCHMARK_LAYOUT``).
         log: called with each progress line and the final table.
 
     Returns:
@@ -346,7 +355,9 @@ def phantom_benchmark(methods=None, budget_minutes=2.0, label_budgets=DEFAULT_LA
     protocols = tuple(protocols)
     check_arguments(methods, budget_minutes, label_budgets, protocols)
     subjects = QUICK["subjects"] if quick else EVAL_SUBJECTS
-    directory = runs.prepare_run_dir(output_dir or runs.default_run_dir("phantom-benchmark"), overwrite=overwrite)
+    directory = runs.prepare_run_dir(output_dir or runs.default_run_dir("phantom-benchmark"), overwrite=overwrite,
+                                     layout=BENCHMARK_LAYOUT)
+    runs.atomic_write(directory / BENCHMARK_LAYOUT.marker, f"{BENCHMARK_HEADER}: overwrite may replace this folder\n")
     budget_seconds = 60.0 * budget_minutes
     log(f"Phantom benchmark on {keras.backend.backend()} ({device_description()}): "
         + ("quick run" if quick else f"{budget_minutes:g} min of optimisation steps per method")

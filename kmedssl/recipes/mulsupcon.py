@@ -3,6 +3,7 @@
 import dataclasses
 
 from kmedssl.methods.mulsupcon import MulSupCon
+from kmedssl.recipes.base import UNIT_INTERVAL
 from kmedssl.recipes.simclr import SimCLRRecipe
 
 
@@ -11,6 +12,7 @@ class MulSupConRecipe(SimCLRRecipe):
     """Paper 001 Table 2: as SimCLR but Jaccard-weighted SupCon on modality ⊕ anatomy, T = 0.07, τ = 0.3."""
 
     method = "mulsupcon"
+    limits = {"threshold": UNIT_INTERVAL}
 
     temperature: float = 0.07
     threshold: float = 0.3

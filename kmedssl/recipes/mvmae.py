@@ -4,7 +4,7 @@ import dataclasses
 
 from kmedssl.data.pairing import study_pairs
 from kmedssl.methods.mvmae import MVMAE
-from kmedssl.recipes.base import Recipe
+from kmedssl.recipes.base import FRACTION, NON_NEGATIVE, Recipe
 
 
 @dataclasses.dataclass
@@ -32,6 +32,7 @@ class MVMAERecipe(MultiViewRecipe):
         "phantom": dict(encoder_size="phantom", decoder_size="phantom", image_size=64, patch_size=8,
                         batch_size=32, epochs=20, learning_rate=1e-3, warmup_epochs=2, data_size=500),
     }
+    limits = {"mask_ratio": FRACTION, "beta": NON_NEGATIVE}
 
     epochs: int = 800
     warmup_epochs: int = 40

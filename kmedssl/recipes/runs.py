@@ -15,17 +15,22 @@ Layout of a run directory::
 Every file is written atomically (``atomic_write``: a temporary file in the same folder, flushed and
 fsync-ed, then renamed over the target), so a run killed at any moment leaves each file either in its
 previous or in its new complete state.
+
+``--overwrite`` deletes only what kmedssl wrote (``check_overwrite``; docs/runs.md, "What --overwrite may
+delete"), and a folder whose creation was interrupted counts as empty (``occupied``).
 """
 
 import csv
 import dataclasses
 import datetime
+import fnmatch
 import io
 import json
 import math
 import os
 import pathlib
 import platform
+import re
 import shutil
 import sys
 import tomllib
@@ -42,6 +47,8 @@ ENCODER_FILE = "encoder.keras"
 REPORTS_DIR = "reports"
 SKIPPED_FILE = "data_skipped.csv"
 TEMPORARY_MARK = ".tmp-"
+TEMPORARY_NAME = re.compile(r"\.(?P<target>.+)\.tmp-\d+(\.\w+)?")  # temporary_path's names
+RECIPE_HEADER = "# kmedssl resolved recipe"
 
 
 def default_run_dir(method):
@@ -92,51 +99,156 @@ def remove_temporary_files(folder):
 # === The directory ===
 
 
-def prepare_run_dir(path, overwrite=False):
-    """Create the run directory; an existing non-empty one is never silently reused.
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """What a folder kmedssl creates holds: files and folders (``fnmatch`` patterns) and the temporary files
+    of those files; kmedssl knows the folder as its own by ``marker``, a file that starts with ``header``."""
+
+    name: str
+    marker: str
+    header: str
+    files: tuple
+    folders: tuple
+
+
+RUN_LAYOUT = Layout("run directory", RECIPE_FILE, RECIPE_HEADER,
+                    files=(RECIPE_FILE, ENVIRONMENT_FILE, LOG_FILE, LOG_JSON_FILE, ENCODER_FILE, SKIPPED_FILE),
+                    folders=(CHECKPOINT_DIR, REPORTS_DIR))
+OCCUPIED = ("Run directory {path} already exists and is not empty. Continue it with --resume (resume=True), "
+            "replace it with --overwrite (overwrite=True), or choose another --output.")
+
+
+def temporary_target(name):
+    """The name of the file that ``name`` is a temporary file of (``temporary_path``), or None."""
+    match = TEMPORARY_NAME.fullmatch(name)
+    return match["target"] if match else None
+
+
+def is_own_entry(entry, layout=RUN_LAYOUT):
+    """Whether ``entry`` (a path in a folder of ``layout``) is one kmedssl writes there: a file or folder the
+    layout names, or a temporary file of such a file; never a symbolic link."""
+    if entry.is_symlink():
+        return False
+    if entry.is_dir():
+        return any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in layout.folders)
+    name = temporary_target(entry.name) or entry.name
+    return entry.is_file() and any(fnmatch.fnmatchcase(name, pattern) for pattern in layout.files)
+
+
+def is_marked(path, layout=RUN_LAYOUT):
+    """Whether folder ``path`` holds the marker file kmedssl wrote (its header checked), or a temporary one."""
+    marker = pathlib.Path(path) / layout.marker
+    if marker.is_file() and not marker.is_symlink():
+        with open(marker, "rb") as handle:
+            return handle.read(len(layout.header)) == layout.header.encode()
+    return any(temporary_target(entry.name) == layout.marker for entry in pathlib.Path(path).iterdir())
+
+
+def is_interrupted_creation(path, layout=RUN_LAYOUT):
+    """Whether folder ``path`` holds only what a creation killed before its second file leaves: temporary
+    files and kmedssl's marker (a run directory's ``recipe.toml`` without ``environment.json``)."""
+    entries = list(pathlib.Path(path).iterdir())
+    if not all(is_own_entry(e, layout) and (e.name == layout.marker or temporary_target(e.name)) for e in entries):
+        return False
+    return not (pathlib.Path(path) / layout.marker).exists() or is_marked(path, layout)
+
+
+def occupied(path, layout=RUN_LAYOUT):
+    """Whether ``path`` is a folder that holds something: more than an interrupted creation leaves (there is
+    no run in that to lose, so a new one may start there, as in an empty folder)."""
+    path = pathlib.Path(path)
+    return path.is_dir() and any(path.iterdir()) and not is_interrupted_creation(path, layout)
+
+
+def check_overwrite(path, data=None, layout=RUN_LAYOUT):
+    """The entries of folder ``path`` that ``--overwrite`` deletes (the folder itself stays).
+
+    Only a folder of ``layout`` that kmedssl created may be overwritten: it holds the marker kmedssl wrote
+    and nothing but the layout's entries; it is not the current directory nor one holding it, and it does
+    not hold the ``data`` path.
 
     Raises:
-        FileExistsError: ``path`` exists and is not empty, and ``overwrite`` is False.
+        FileExistsError: one line naming ``path`` and why it may not be overwritten.
     """
     path = pathlib.Path(path)
-    if path.exists() and any(path.iterdir()):
+    folder, here = path.resolve(), pathlib.Path.cwd().resolve()
+    data_path = None if data in (None, "phantom") else pathlib.Path(data).expanduser().resolve()
+    foreign = sorted(entry.name for entry in path.iterdir() if not is_own_entry(entry, layout))
+    reason = None
+    if folder == here:
+        reason = "it is the current directory"
+    elif folder in here.parents:
+        reason = "it holds the current directory"
+    elif data_path is not None and (data_path == folder or folder in data_path.parents):
+        reason = f"it holds the data (--data {data})"
+    elif foreign:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        reason = f"it is not a kmedssl {layout.name} (it holds {', '.join(foreign[:3])}{more})"
+    elif not is_marked(path, layout):
+        reason = f"it is not a kmedssl {layout.name} (it has no {layout.marker} written by kmedssl)"
+    if reason:
+        raise FileExistsError(f"refusing to --overwrite {path}: {reason}")
+    return sorted(path.iterdir())
+
+
+def delete_entries(entries):
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def prepare_run_dir(path, overwrite=False, data=None, layout=RUN_LAYOUT):
+    """Create the folder ``path`` (a run directory, or another ``layout``); an occupied one is never
+    silently reused.
+
+    The leftovers of an interrupted creation are removed (``occupied``). With ``overwrite``, the entries of
+    an occupied folder are deleted if ``check_overwrite`` allows it (``data``: the data path of the run).
+
+    Raises:
+        FileExistsError: ``path`` is occupied and ``overwrite`` is False, or ``check_overwrite`` refuses.
+    """
+    path = pathlib.Path(path)
+    if occupied(path, layout):
         if not overwrite:
-            raise FileExistsError(
-                f"Run directory {path} already exists and is not empty. Continue it with --resume "
-                f"(resume=True), replace it with --overwrite (overwrite=True), or choose another --output."
-            )
-        shutil.rmtree(path)
+            raise FileExistsError(OCCUPIED.format(path=path))
+        delete_entries(check_overwrite(path, data, layout))
+    elif path.is_dir():
+        delete_entries(list(path.iterdir()))  # an interrupted creation's temporary files and marker
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def existing_run(path, overwrite=False, resume=False):
+def existing_run(path, overwrite=False, resume=False, data=None):
     """Whether ``path`` holds a run to resume; checks, without writing, that the run may start there.
 
-    With ``resume``, a missing or empty directory means a new run (so the same command can be repeated
-    after any interruption); an existing one must be a kmedssl run directory.
+    With ``resume``, a missing or empty directory, or one whose creation was interrupted (``occupied``),
+    means a new run (so the same command can be repeated after any interruption); an occupied one must be a
+    kmedssl run directory. With ``overwrite``, ``check_overwrite`` must allow deleting what ``path`` holds
+    (``data``: the data path of the run).
 
     Raises:
         ValueError: both ``overwrite`` and ``resume``.
-        FileNotFoundError: ``resume`` into a non-empty directory without ``recipe.toml``.
-        FileExistsError: an existing non-empty directory without ``resume`` or ``overwrite``.
+        FileNotFoundError: ``resume`` into an occupied directory without ``recipe.toml``.
+        FileExistsError: an occupied directory without ``resume`` or ``overwrite``, or one that
+            ``check_overwrite`` refuses to overwrite.
     """
     if overwrite and resume:
         raise ValueError("Expected at most one of --resume (resume=True) and --overwrite (overwrite=True). "
                          "Received: both")
     path = pathlib.Path(path)
-    occupied = path.is_dir() and any(path.iterdir())
-    if occupied and resume and not (path / RECIPE_FILE).is_file():
+    taken = occupied(path)
+    if taken and resume and not (path / RECIPE_FILE).is_file():
         raise FileNotFoundError(f"{path / RECIPE_FILE} not found: {path} is not a kmedssl run directory, so there "
                                 f"is nothing to resume")
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{path} is a file. Expected a run directory for --output")
-    if occupied and not (resume or overwrite):
-        raise FileExistsError(
-            f"Run directory {path} already exists and is not empty. Continue it with --resume (resume=True), "
-            f"replace it with --overwrite (overwrite=True), or choose another --output."
-        )
-    return occupied and resume
+    if taken and overwrite:
+        check_overwrite(path, data)
+    if taken and not (resume or overwrite):
+        raise FileExistsError(OCCUPIED.format(path=path))
+    return taken and resume
 
 
 # === Recipe ===
@@ -157,7 +269,7 @@ def toml_value(value):
 
 def write_recipe(path, recipe, seed):
     """Write the resolved recipe as TOML (fields that are None are left out: TOML has no null)."""
-    lines = ["# kmedssl resolved recipe", f'method = "{recipe.method}"', f'data_kind = "{recipe.data_kind}"',
+    lines = [RECIPE_HEADER, f'method = "{recipe.method}"', f'data_kind = "{recipe.data_kind}"',
              f"seed = {int(seed)}", ""]
     lines += [f"{key} = {toml_value(value)}" for key, value in dataclasses.asdict(recipe).items() if value is not None]
     atomic_write(pathlib.Path(path) / RECIPE_FILE, "\n".join(lines) + "\n")
@@ -219,6 +331,29 @@ def record_resume(run_dir, step, command=None, **extra):
     atomic_write(pathlib.Path(run_dir) / ENVIRONMENT_FILE, json.dumps(environment, indent=2) + "\n")
 
 
+# === CSV reports ===
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell):
+    """``cell`` as a CSV report writes it: text that a spreadsheet would run as a formula (it starts with
+    ``=``, ``+``, ``-``, ``@``, a tab or a carriage return: OWASP's CSV-injection rule) gets a leading ``'``.
+    Numbers, and text that is one number (``-0.5``, ``-inf``), are written as they are."""
+    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) and not is_number_text(cell):
+        return "'" + cell
+    return cell
+
+
+def is_number_text(text):
+    """Whether ``text`` is one number as Python writes it (no surrounding blanks)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text == text.strip()
+
+
 # === Training log ===
 
 
@@ -226,15 +361,16 @@ def write_log(run_dir, rows):
     """Rewrite ``training_log.csv`` and ``training_log.jsonl`` from ``rows`` (one dict per finished epoch).
 
     Columns: ``epoch``, ``step``, then every other key in sorted order; floats are written with ``repr``
-    (exact), NaN as ``nan`` in the CSV and ``null`` in the JSON lines.
+    (exact), NaN as ``nan`` in the CSV and ``null`` in the JSON lines. CSV cells pass ``spreadsheet_safe``:
+    numbers are unchanged, text that starts like a formula (a name logged by a callback) is quoted.
     """
     keys = sorted({key for row in rows for key in row} - {"epoch", "step"})
     columns = ["epoch", "step", *keys]
     table = io.StringIO()
     writer = csv.writer(table, lineterminator="\n")
-    writer.writerow(columns)
+    writer.writerow([spreadsheet_safe(key) for key in columns])
     for row in rows:
-        writer.writerow([log_text(row.get(key, "")) for key in columns])
+        writer.writerow([spreadsheet_safe(log_text(row.get(key, ""))) for key in columns])
     lines = [json.dumps({key: log_json(row[key]) for key in columns if key in row}) for row in rows]
     atomic_write(pathlib.Path(run_dir) / LOG_FILE, table.getvalue())
     atomic_write(pathlib.Path(run_dir) / LOG_JSON_FILE, "".join(line + "\n" for line in lines))
@@ -261,10 +397,11 @@ def save_model_file(model, path):
 
 
 def write_skipped(path, skipped):
-    """List every skipped data item (file, problem) in ``data_skipped.csv``; nothing is written when none."""
+    """List every skipped data item (file, problem) in ``data_skipped.csv`` (cells made ``spreadsheet_safe``:
+    file names come from the user's data); nothing is written when none."""
     if skipped:
         table = io.StringIO()
         writer = csv.writer(table, lineterminator="\n")
         writer.writerow(["file", "problem"])
-        writer.writerows(skipped)
+        writer.writerows([spreadsheet_safe(cell) for cell in item] for item in skipped)
         atomic_write(pathlib.Path(path) / SKIPPED_FILE, table.getvalue())

@@ -3,7 +3,7 @@
 import dataclasses
 
 from kmedssl.methods.simclr import SimCLR
-from kmedssl.recipes.base import Recipe
+from kmedssl.recipes.base import AT_LEAST_ONE, POSITIVE, Range, Recipe
 
 
 @dataclasses.dataclass
@@ -18,6 +18,8 @@ class SimCLRRecipe(Recipe):
         "phantom": dict(image_size=32, resnet_width=16, batch_size=64, epochs=10, data_size=1200,
                         learning_rate=0.05),
     }
+    limits = {"resnet_width": AT_LEAST_ONE, "temperature": POSITIVE, "projection_dim": AT_LEAST_ONE,
+              "crop_scale": Range(0, 1, low_open=True)}
 
     image_size: int = 224
     patch_size: int = 1

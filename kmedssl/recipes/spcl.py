@@ -3,7 +3,7 @@
 import dataclasses
 
 from kmedssl.methods.spcl import SPCL
-from kmedssl.recipes.base import Recipe
+from kmedssl.recipes.base import FRACTION, POSITIVE, Recipe
 
 
 @dataclasses.dataclass
@@ -19,6 +19,7 @@ class SPCLRecipe(Recipe):
         "phantom": dict(encoder_size="phantom", image_size=64, patch_size=4, batch_size=64, epochs=15,
                         learning_rate=1e-3, warmup_epochs=1, data_size=1000),
     }
+    limits = {"mask_ratio": FRACTION, "kappa": POSITIVE, "scale_init": POSITIVE}
 
     image_size: int = 512
     batch_size: int = 1200

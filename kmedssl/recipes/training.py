@@ -79,10 +79,12 @@ def pretrain(name, data="phantom", size="phantom", epochs=None, steps_per_epoch=
             ``resume=True`` or ``overwrite=True``.
         resume: continue the run in ``output_dir`` from its newest checkpoint, with the optimizer, RNG and
             data-order state, so that it ends exactly as an uninterrupted run would (CPU, same backend). The
-            settings (method, recipe, seed, data, format, on_error) must be those of the run; the run options
-            below may change. A missing or empty ``output_dir`` starts a new run.
+            settings (method, recipe, seed, data, format, on_error, backend) must be those of the run; the run
+            options below may change. A missing or empty ``output_dir``, or one whose creation was
+            interrupted (``runs.occupied``), starts a new run.
         backend: checked against the active Keras backend.
-        overwrite: replace an existing run directory.
+        overwrite: replace an existing run directory: only a kmedssl run directory that holds nothing else
+            and not the data (``runs.check_overwrite``); anything else is refused before anything is written.
         format: the on-disk format of ``data`` (inferred when None).
         on_error: ``"raise"`` (a bad file or row raises ``DataError``) or ``"skip"`` (skipped and listed in
             the run directory's ``data_skipped.csv``).
@@ -104,7 +106,8 @@ def pretrain(name, data="phantom", size="phantom", epochs=None, steps_per_epoch=
 
     Raises:
         ValueError: unknown method, size or field, a bad value, a resume with other settings.
-        FileExistsError: ``output_dir`` holds something and neither ``resume`` nor ``overwrite`` is set.
+        FileExistsError: ``output_dir`` holds something and neither ``resume`` nor ``overwrite`` is set, or
+            ``overwrite`` would delete what is not a kmedssl run's (``runs.check_overwrite``).
         NonFiniteLossError: a NaN/Inf loss under ``on_nonfinite="stop"``.
         OutOfMemoryError: a training step ran out of memory.
     """
@@ -122,7 +125,7 @@ def pretrain(name, data="phantom", size="phantom", epochs=None, steps_per_epoch=
         raise ValueError("Expected output_dir (--output) naming the run to resume. Received: none")
     run_dir = pathlib.Path(output_dir or runs.default_run_dir(name))
     settings = {"data": data_identity(data), "format": format, "on_error": on_error}
-    resuming = runs.existing_run(run_dir, overwrite=overwrite, resume=resume)
+    resuming = runs.existing_run(run_dir, overwrite=overwrite, resume=resume, data=data)
     if resuming:
         check_same_run(run_dir, recipe, seed, settings)
     if engine is not None:
@@ -145,7 +148,7 @@ def pretrain(name, data="phantom", size="phantom", epochs=None, steps_per_epoch=
         if resuming and write_dir == run_dir:
             runs.record_resume(run_dir, start.step if start else 0, run_options=options)
         else:  # a new run, or the scratch directory of a non-main process
-            runs.prepare_run_dir(write_dir, overwrite=overwrite)
+            runs.prepare_run_dir(write_dir, overwrite=overwrite, data=data)
             runs.write_recipe(write_dir, recipe, seed)
             runs.write_environment(write_dir, seed, **settings, run_options=options,
                                    **({"devices": engine.description} if engine is not None else {}))
@@ -206,7 +209,8 @@ def data_identity(data):
 
 
 def check_same_run(run_dir, recipe, seed, settings):
-    """Raise ``ValueError`` listing every setting that differs from the run being resumed in ``run_dir``."""
+    """Raise ``ValueError`` listing every setting (the Keras backend included) that differs from the run being
+    resumed in ``run_dir``."""
     saved = runs.read_recipe(run_dir)
     if saved.get("method") != recipe.method:
         raise ValueError(f"Expected method {saved.get('method')!r}, the method of the run in {run_dir}. "
@@ -214,9 +218,10 @@ def check_same_run(run_dir, recipe, seed, settings):
     fields = recipe_fields(recipe.method)
     saved_recipe = make_recipe(recipe.method, "paper", **{k: v for k, v in saved.items() if k in fields})
     environment = runs.read_environment(run_dir)
-    given = {**dataclasses.asdict(recipe), "seed": int(seed), **settings}
+    given = {**dataclasses.asdict(recipe), "seed": int(seed), **settings, "backend": keras.backend.backend()}
     stored = {**dataclasses.asdict(saved_recipe), "seed": saved.get("seed"), "data": environment.get("data"),
-              "format": environment.get("format"), "on_error": environment.get("on_error", "raise")}
+              "format": environment.get("format"), "on_error": environment.get("on_error", "raise"),
+              "backend": environment.get("backend")}
     differences = [f"{key}={given[key]!r} (the run has {stored[key]!r})" for key in given if given[key] != stored[key]]
     if differences:
         raise ValueError(
