@@ -40,10 +40,11 @@ def data():
 def check(path, format_, json_path, min_side, workers, debug):
     """Check the data set at PATH and print a health report.
 
-    Decodes every image and reports unreadable/corrupt/truncated files, rows naming missing files,
-    label values and view codes the reader rejects, wrong dimensions or bit depth, alpha/colour
-    channels, duplicate images, the same image under two subjects or a subject in two splits, and
-    radiograph studies without a frontal or a lateral view. Exit code 0 when the data set has no error
+    Decodes every image and reports unreadable/corrupt/truncated files, rows naming missing files or
+    paths outside the data set, label values and view codes the reader rejects, wrong dimensions or bit
+    depth, images above the pixel limit (decompression bombs), NaN/Inf pixels, alpha/colour channels,
+    duplicate images, the same image under two subjects or a subject in two splits, and radiograph
+    studies without a frontal or a lateral view. Exit code 0 when the data set has no error
     (warnings allowed), 1 otherwise. See docs/data-health.md.
 
     \b
@@ -69,7 +70,8 @@ def _check(path, format_, min_side, workers):
 
 
 @data.command()
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output directory: new, or an empty folder.")
 @click.option("--layout", type=click.Choice(LAYOUTS), default="mimic-cxr", show_default=True,
               help="On-disk layout to write.")
 @click.option("--subjects", type=int,
@@ -81,6 +83,7 @@ def phantom(out, layout, subjects, image_size, seed, debug):
     """Write the phantom in the MIMIC-CXR-JPG or RadImageNet layout.
 
     The files are read back by the real readers (``--format mimic-cxr`` or ``--format radimagenet``).
+    --out must be a new or empty folder: nothing already there is replaced.
 
     \b
     Example:

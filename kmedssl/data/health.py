@@ -17,24 +17,32 @@ Categories (level), in report order:
                              the same image content under two different subjects.
     split         (error)    reader skip: any other split-file problem (unknown split name, no split row).
     skipped       (error)    any other item the reader left out, with the reader's problem text.
-    dimensions    (error)    shortest side < ``min_side`` px, or longest / shortest side > ``max_aspect``.
-    bit-depth     (error)    a 1-bit image, or an image whose bit depth differs from the one most images have.
+    dimensions    (error)    shortest side < ``min_side`` px, or longest / shortest side > ``max_aspect``; or
+                             more pixels than the image gate's ``MAX_PIXELS`` (a decompression bomb).
+    bit-depth     (error)    a 1-bit image, an image whose bit depth differs from the one most images have, or
+                             a PIL mode the image gate does not read.
+    pixel-values  (error)    NaN or Inf pixel values (the image gate refuses the image).
     channels      (error)    an alpha channel (``read_image`` drops it, so transparent pixels read as
                              whatever colour they store); (warning) colour or palette image (read as luma).
     duplicate     (warning)  the same image content as an earlier image of the same subject.
     missing-view  (warning)  a radiograph study (views PA/AP/LATERAL/LL) with no frontal or no lateral
                              image; one data-set-wide finding instead when no study has that view.
 
+An image refused by the image gate of ``kmedssl.data.images`` when it is decoded is a finding of the
+category of its problem (``GATE_RULES``: dimensions, bit-depth or pixel-values); any other decoding error
+is unreadable.
+
 Every reader skip is an error-level finding (an item of the data set was left out). Its category comes
 from its problem text: paths under the data set's root are removed, the rest is lower-cased, and the first
-rule of ``SKIP_RULES`` whose keyword it contains decides; no rule matches -> skipped. Subject (patient)
-ids quoted in a problem text ("subject 10000032", "Patient ID '7'") are replaced by ``<subject>``; file
+rule of ``GATE_RULES + SKIP_RULES`` whose keyword it contains decides; no rule matches -> skipped. Subject
+(patient) ids quoted in a problem text ("subject 10000032", "Patient ID '7'") are replaced by ``<subject>``; file
 paths are reported as the reader gives them (MIMIC-CXR paths contain the subject folder).
 
 Content identity: for data sets of image files (``Dataset.loader`` is None) the SHA-256 of the file bytes;
 for sources decoded by a custom loader (MedMNIST arrays, DICOM) the SHA-256 of the decoded pixels and shape.
-Bit depth and channels are read from the PIL mode of image files ("1": 1 bit; "L", "P", "RGB", "RGBA",
-"LA": 8 bits; "I;16*": 16 bits; "I", "F": 32 bits); custom-loader sources skip those two checks.
+Bit depth and channels are read from the PIL mode of image files (``images.MODE_BITS``: "1": 1 bit; "L",
+"P", "RGB", "RGBA", "LA": 8 bits; "I;16*": 16 bits; "I", "F": 32 bits); custom-loader sources skip those
+two checks.
 """
 
 import collections
@@ -51,15 +59,22 @@ from PIL import Image
 
 from kmedssl.data.errors import DataError
 from kmedssl.data.formats import read_dataset
-from kmedssl.data.images import read_image
+from kmedssl.data.images import MODE_BITS, read_image
 from kmedssl.data.records import FRONTAL_VIEWS, LATERAL_VIEWS
 
 CATEGORIES = ("unreadable", "missing-file", "label", "view", "leakage", "split", "skipped", "dimensions",
-              "bit-depth", "channels", "duplicate", "missing-view")
+              "bit-depth", "pixel-values", "channels", "duplicate", "missing-view")
 MIN_SIDE = 28  # the smallest published medical benchmark size (MedMNIST, 28 x 28)
 MAX_ASPECT = 4.0
 TEXT_FINDINGS_PER_CATEGORY = 20
 
+# (category, keywords) of the image gate's problems (kmedssl.data.images), tried on the error of an image
+# that does not decode (no match: unreadable) and before SKIP_RULES on a reader skip.
+GATE_RULES = (
+    ("dimensions", ("decompression bomb",)),
+    ("pixel-values", ("non-finite",)),
+    ("bit-depth", ("unsupported image mode",)),
+)
 # (category, keywords) in the order they are tried on a reader skip's problem text.
 SKIP_RULES = (
     ("leakage", ("leakage", "more than one split")),
@@ -72,8 +87,6 @@ SKIP_RULES = (
 )
 # A subject (patient) id quoted in a reader's problem text: "subject 123", "subject_id '1x'", "Patient ID 7".
 SUBJECT_ID = re.compile(r"(?i)\b(subject(?:_id)?|patient id)\s+('[^']*'|\"[^\"]*\"|[^\s,;:()]+)")
-MODE_BITS = {"1": 1, "L": 8, "P": 8, "LA": 8, "PA": 8, "RGB": 8, "RGBA": 8, "CMYK": 8, "YCbCr": 8,
-             "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}
 ALPHA_MODES = ("RGBA", "LA", "PA")
 COLOUR_MODES = ("RGB", "P", "CMYK", "YCbCr")
 
@@ -211,7 +224,8 @@ def health_report(dataset, *, min_side=MIN_SIDE, max_aspect=MAX_ASPECT, workers=
     readable = [(record, found) for record, found in zip(records, inspections) if found.shape is not None]
     findings = (
         [_skip_finding(file, problem, dataset.root) for file, problem in dataset.skipped]
-        + [Finding(found.file, "unreadable", "error", found.error) for found in inspections if found.error]
+        + [Finding(found.file, _category(found.error, GATE_RULES, "unreadable"), "error", found.error)
+           for found in inspections if found.error]
         + _dimension_findings(readable, min_side, max_aspect)
         + _mode_findings(readable)
         + _content_findings(readable)
@@ -269,12 +283,15 @@ def _strip_file(message, file):
 
 def _skip_finding(file, problem, root):
     """A reader skip as a finding, its category from the problem text without the paths under ``root``."""
-    text = re.sub(re.escape(str(root)) + r"\S*", "", problem).lower()
-    message = SUBJECT_ID.sub(r"\1 <subject>", problem)
-    for category, keywords in SKIP_RULES:
-        if any(keyword in text for keyword in keywords):
-            return Finding(str(file), category, "error", message)
-    return Finding(str(file), "skipped", "error", message)
+    text = re.sub(re.escape(str(root)) + r"\S*", "", problem)
+    category = _category(text, GATE_RULES + SKIP_RULES, "skipped")
+    return Finding(str(file), category, "error", SUBJECT_ID.sub(r"\1 <subject>", problem))
+
+
+def _category(text, rules, default):
+    """The category of the first of ``rules`` with a keyword in ``text`` (case-insensitive), else ``default``."""
+    text = text.lower()
+    return next((category for category, keywords in rules if any(k in text for k in keywords)), default)
 
 
 def _dimension_findings(readable, min_side, max_aspect):

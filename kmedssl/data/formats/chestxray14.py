@@ -15,7 +15,8 @@ Finding" alone means all zero. ``Data_Entry_2017_v2020.csv`` (with "Patient Sex"
 With the two official lists, subjects of ``train_val_list.txt`` are split "train" (the release does not
 separate a validation set) and those of ``test_list.txt`` "test".
 
-Problems (``ErrorPolicy``): an image file that is not found, or found in two image folders; a repeated
+Problems (``ErrorPolicy``): an image file that is not found, found in two image folders, or a symbolic link
+out of its image folder (``common.DataRoot``; the folders themselves may be links); a repeated
 Image Index; malformed Patient ID or Follow-up #; an unknown finding name, "No Finding" with a finding, or
 an empty Finding Labels; a View Position other than PA/AP; a gender other than M/F; an Age that is not a
 non-negative number; a subject in both lists (leakage) or with images in neither.
@@ -26,7 +27,7 @@ import pathlib
 
 from kmedssl.data.errors import DataError
 from kmedssl.data.formats.chexpert_labels import find_table, official_splits, parse_age, read_csv
-from kmedssl.data.formats.common import Dataset, ErrorPolicy
+from kmedssl.data.formats.common import DataRoot, Dataset, ErrorPolicy
 from kmedssl.data.records import ImageRecord
 
 FORMAT = "chestxray14"
@@ -94,7 +95,12 @@ def _index_images(bases, policy):
         for folder in folders:
             if not folder.is_dir():
                 continue
+            data_root = DataRoot(folder)
             for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+                problem = data_root.problem(entry.path) if entry.is_symlink() else None
+                if problem is not None:
+                    policy.problem(entry.path, problem)
+                    continue
                 if not entry.is_file():
                     continue
                 if entry.name in index and index[entry.name] != entry.path:

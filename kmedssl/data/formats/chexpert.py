@@ -13,11 +13,11 @@ the ``studyN`` component, image_id = ``Path`` as written. Views: a frontal image
 present, ``train.csv`` subjects are split "train" and ``valid.csv`` subjects "val". Sex
 (Male/Female/Unknown -> "M"/"F"/"") and Age go into the records when the columns exist.
 
-Problems (``ErrorPolicy``): a missing image file; an absolute or ``..`` path, or one without
-``patientN``/``studyN`` components; a repeated Path; a Frontal/Lateral value other than Frontal/Lateral;
-a frontal image whose AP/PA is blank or not AP/PA (the projection is not guessed); a lateral image whose
-AP/PA is AP or PA; an unknown Sex; an Age that is not a non-negative number; a label value other than
-1.0/0.0/-1.0/blank; a subject in both CSVs.
+Problems (``ErrorPolicy``): a missing image file; an absolute or ``..`` path, an image reached through a
+symbolic link out of ``root`` (``common.DataRoot``), or a path without ``patientN``/``studyN`` components;
+a repeated Path; a Frontal/Lateral value other than Frontal/Lateral; a frontal image whose AP/PA is blank
+or not AP/PA (the projection is not guessed); a lateral image whose AP/PA is AP or PA; an unknown Sex; an
+Age that is not a non-negative number; a label value other than 1.0/0.0/-1.0/blank; a subject in both CSVs.
 """
 
 import os
@@ -27,7 +27,7 @@ import re
 from kmedssl.data.errors import DataError
 from kmedssl.data.formats.chexpert_labels import (CHEXPERT_LABELS, collapse_row, csv_header, find_table,
                                                   official_splits, parse_age, read_csv)
-from kmedssl.data.formats.common import Dataset, ErrorPolicy
+from kmedssl.data.formats.common import DataRoot, Dataset, ErrorPolicy
 from kmedssl.data.records import ImageRecord
 
 FORMAT = "chexpert"
@@ -60,12 +60,13 @@ def read(root, on_error="raise"):
     if not tables:
         raise DataError(f"{root}: no train.csv or valid.csv with CheXpert columns here or in a sub-folder")
     records, assignments, seen = [], {}, {}
+    data_root = DataRoot(root)
     for table, split in tables.items():
         for line, row in read_csv(table, COLUMNS, policy, optional=("Sex", "Age")):
             if row["Path"] in seen:
                 policy.problem(table, f"line {line}: Path {row['Path']} repeats {seen[row['Path']]}")
                 continue
-            record = _record(table, line, row, policy)
+            record = _record(table, line, row, policy, data_root)
             if record is None:
                 continue
             seen[row["Path"]] = f"{table.name} line {line}"
@@ -95,7 +96,7 @@ def _tables(root):
 # === Rows ===
 
 
-def _record(table, line, row, policy):
+def _record(table, line, row, policy, data_root):
     """The ``ImageRecord`` of one row, or None after reporting its problem."""
     relative = pathlib.PurePosixPath(row["Path"].replace("\\", "/"))
     if not row["Path"] or relative.is_absolute() or ".." in relative.parts:
@@ -118,6 +119,10 @@ def _record(table, line, row, policy):
     if image is None:
         policy.problem(table, f"line {line}: image file not found: {row['Path']} (looked in {table.parent} and "
                               f"{table.parent.parent})")
+        return None
+    problem = data_root.problem(image)
+    if problem is not None:
+        policy.problem(table, f"line {line}: {image}: {problem}")
         return None
     return ImageRecord(image_id=row["Path"], subject_id=subject, study_id=study, view=view, modality="XR",
                        anatomy="chest", labels=labels, sex=sex, age=age, path=image)

@@ -1,6 +1,9 @@
-"""What every on-disk reader shares: the ``Dataset`` it returns and the raise-or-skip error policy."""
+"""What every on-disk reader shares: the ``Dataset`` it returns, the raise-or-skip error policy and the data
+root its files must lie in."""
 
 import dataclasses
+import errno
+import os
 import pathlib
 import typing
 
@@ -46,3 +49,29 @@ class ErrorPolicy:
         if self.on_error == "raise":
             raise DataError(f"{file}: {message}")
         self.skipped.append((str(file), message))
+
+
+class DataRoot:
+    """The folder a data set's files must lie in: ``problem(path)`` says why ``path`` may not be read.
+
+    A path is inside when it is, once ``..`` and every symbolic link are resolved, in the resolved folder:
+    ``../x.png``, an absolute path elsewhere and a symlink that leads out are refused, and so is a path
+    that cannot be resolved (a symlink loop). A missing file is not a problem here (the reader says so).
+    """
+
+    def __init__(self, folder):
+        self.folder = pathlib.Path(folder)
+        self.real = os.path.realpath(folder)
+
+    def problem(self, path):
+        """None when ``path`` is inside the data root, else the problem (without the path) as one line."""
+        try:
+            real = os.path.realpath(path, strict=True)
+        except FileNotFoundError:  # a missing file or a dangling link: where it would be
+            real = os.path.realpath(path)
+        except OSError as error:
+            reason = "a symlink loop" if error.errno == errno.ELOOP else error.strerror or str(error)
+            return f"cannot be read ({reason})"
+        if os.path.commonpath([self.real, real]) != self.real:
+            return f"outside the data root {self.folder} (it leads to {real})"
+        return None

@@ -16,8 +16,8 @@ here). One ``ImageRecord`` per file:
 with no labels. ``pseudonym(v) = sha256("kmedssl" + v)[:16]`` (hex) is one-way and deterministic, so
 the same patient gets the same subject in every run. Problems (``ErrorPolicy``: ``DataError`` naming
 the file, or a counted skip): a ``.dcm`` file that is not DICOM, an unreadable or corrupt header, no
-pixel data, pixel data cut short, a blank PatientID/StudyInstanceUID/SOPInstanceUID, and a second file
-with the SOPInstanceUID of an earlier one.
+pixel data, pixel data cut short, a blank PatientID/StudyInstanceUID/SOPInstanceUID, a second file
+with the SOPInstanceUID of an earlier one, and a file link out of ``root`` or looping (``common.DataRoot``).
 
 Privacy: only the pseudonyms and the fields above are kept. Messages name the file path and never
 quote a DICOM value: while pydicom reads, its value validation (whose messages quote values, as
@@ -44,8 +44,8 @@ from pydicom.pixels import apply_modality_lut, get_decoder, pixel_array
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from kmedssl.data.errors import DataError
-from kmedssl.data.formats.common import Dataset, ErrorPolicy
-from kmedssl.data.images import LUMA
+from kmedssl.data.formats.common import DataRoot, Dataset, ErrorPolicy
+from kmedssl.data.images import LUMA, check_finite, check_pixel_count
 from kmedssl.data.records import ImageRecord
 
 FORMAT = "dicom"
@@ -94,7 +94,7 @@ def read(root, on_error="raise"):
     if not root.exists():
         raise DataError(f"{root}: no such file or directory")
     single = root.is_file()
-    files = [root] if single else _dicom_files(root)
+    files = [root] if single else _dicom_files(root, policy)
     if not files:
         raise DataError(f"{root}: no DICOM files (*.dcm, *.dicom or extension-less files marked 'DICM')")
     records, seen = [], {}
@@ -121,10 +121,14 @@ def read_dicom_pixels(record_or_path):
     by pydicom) -> luma (ITU-R BT.601) of the values divided by ``2**BitsStored - 1``. Multi-frame files
     give their first frame only. VOI LUT Sequences and Presentation LUT Shape are not applied.
 
+    The image gate (``kmedssl.data.images``) applies: Rows x Columns at most ``MAX_PIXELS``, checked before
+    decoding, and no NaN or Inf modality value (float pixel data, or a non-finite rescale).
+
     Raises:
         DataError: missing file, not DICOM, corrupt or truncated, no pixel data, a compressed transfer
             syntax whose decoder needs packages that are not installed, an unsupported photometric
-            interpretation or VOI function (the message names the file, never a DICOM value).
+            interpretation or VOI function, too many pixels, NaN or Inf values (the message names the file,
+            never a DICOM value).
     """
     path = record_or_path.path if isinstance(record_or_path, ImageRecord) else record_or_path
     if path is None:
@@ -142,7 +146,9 @@ def read_dicom_pixels(record_or_path):
             raise DataError(f"{path}: unsupported PhotometricInterpretation {photometric!r} (expected "
                             f"MONOCHROME1, MONOCHROME2, RGB or YBR)")
         try:
-            image = _voi(_modality(frame, dataset), dataset, path)
+            values = _modality(frame, dataset)
+            check_finite(values, path)
+            image = _voi(values, dataset, path)
         except DataError:
             raise
         except Exception as error:  # a malformed value; pydicom's and float()'s messages may quote it
@@ -201,14 +207,18 @@ def _unsuffixed(name):
     return suffix == "" or suffix[1:].isdigit()
 
 
+def _named_like_dicom(name):
+    """A visible ``*.dcm``/``*.dicom`` or extension-less name."""
+    return not name.startswith(".") and (pathlib.PurePath(name).suffix.lower() in DICOM_SUFFIXES or _unsuffixed(name))
+
+
 def _is_candidate(path):
-    if path.name.startswith("."):
-        return False
-    return path.suffix.lower() in DICOM_SUFFIXES or (_unsuffixed(path.name) and has_dicom_marker(path))
+    return _named_like_dicom(path.name) and (path.suffix.lower() in DICOM_SUFFIXES or has_dicom_marker(path))
 
 
-def _dicom_files(root):
-    """Every candidate file below ``root`` (hidden names skipped), sorted.
+def _dicom_files(root, policy):
+    """Every candidate file below ``root`` (hidden names skipped, folder links not followed), sorted; a
+    file link out of ``root`` or looping (``DataRoot``) is reported to ``policy`` and left out.
 
     Raises:
         DataError: a folder cannot be listed.
@@ -216,10 +226,15 @@ def _dicom_files(root):
     def unlistable(error):
         raise DataError(f"{error.filename}: cannot list the folder ({error.strerror or error})")
 
-    files = []
+    data_root, files = DataRoot(root), []
     for folder, folders, names in os.walk(root, onerror=unlistable):
         folders[:] = [name for name in folders if not name.startswith(".")]
-        files.extend(path for path in (pathlib.Path(folder) / name for name in names) if _is_candidate(path))
+        for path in sorted(pathlib.Path(folder) / name for name in names if _named_like_dicom(name)):
+            problem = data_root.problem(path) if path.is_symlink() else None
+            if problem is not None:
+                policy.problem(path, problem)
+            elif _is_candidate(path):
+                files.append(path)
     return sorted(files)
 
 
@@ -312,7 +327,11 @@ def _read_full(path):
 
 
 def _first_frame(dataset, path):
-    """The first frame as pydicom decodes it: (H, W) grey or (H, W, 3) RGB."""
+    """The first frame as pydicom decodes it: (H, W) grey or (H, W, 3) RGB, once the image gate has checked
+    its declared Rows x Columns (only this frame is decoded)."""
+    rows, columns = dataset.get("Rows"), dataset.get("Columns")
+    if isinstance(rows, int) and isinstance(columns, int):
+        check_pixel_count(path, columns, rows)
     syntax = dataset.file_meta.get("TransferSyntaxUID")
     try:
         return pixel_array(dataset, index=0)

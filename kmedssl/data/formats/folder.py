@@ -5,7 +5,7 @@ Two layouts are read.
 **CSV** — ``root`` is a ``.csv``/``.csv.gz`` file, or a folder holding exactly one of ``labels.csv``
 and ``index.csv``. Column names are matched exactly (lower case)::
 
-    path        required: the image file, relative to the CSV's folder (absolute paths also work)
+    path        required: the image file, relative to the CSV's folder (an absolute path must lead there)
     subject     optional: patient id (default: the study id)
     study       optional: study id (default: the image's own path, i.e. one study per image)
     view        optional: PA, AP, LATERAL, LL, AXIAL, CORONAL, SAGITTAL (any case) or blank
@@ -24,11 +24,16 @@ sub-folder, one-hot labels over the sorted sub-folder names). Each image is its 
 (``image_id`` = its path relative to ``root``); view, modality and anatomy are unknown (""). Images at
 other depths, or at both, raise ``DataError``: write a ``labels.csv`` for any other layout.
 
+Data root: every image must lie in the CSV's folder (CSV layout) or in ``root`` (plain folder) once ``..``
+and symbolic links are resolved (``common.DataRoot``); a path or link leading out, a symlink loop, and a
+link to a folder it is in are problems.
+
 Problems (``ErrorPolicy``: raise ``DataError`` naming the file and line, or skip and count): a CSV row with
-a blank or repeated path, a missing or empty (0-byte) image, an unknown view, a label other than
-1.0/0.0/-1.0/blank, a bad sex/age/split, a blank subject/study cell, a subject in several splits; an empty
-image file in a plain folder. Images are not decoded here (that would be too slow for real archives):
-corrupt or truncated files raise ``DataError`` from ``read_image`` when they are loaded.
+a blank or repeated path, a path outside the data root, a missing or empty (0-byte) image, an unknown
+view, a label other than 1.0/0.0/-1.0/blank, a bad sex/age/split, a blank subject/study cell, a subject in
+several splits; an empty image file or a link out of the data root in a plain folder. Images are not
+decoded here (that would be too slow for real archives): corrupt or truncated files, and images the image
+gate refuses, raise ``DataError`` from ``read_image`` when they are loaded.
 """
 
 import math
@@ -37,7 +42,7 @@ import pathlib
 
 from kmedssl.data.errors import DataError
 from kmedssl.data.formats.chexpert_labels import collapse_label, csv_header, official_splits, read_csv
-from kmedssl.data.formats.common import Dataset, ErrorPolicy
+from kmedssl.data.formats.common import DataRoot, Dataset, ErrorPolicy
 from kmedssl.data.records import FRONTAL_VIEWS, LATERAL_VIEWS, ImageRecord
 
 FORMAT = "folder"
@@ -114,21 +119,36 @@ def visible_entries(directory):
         raise DataError(f"{directory}: cannot list the folder ({error.strerror or error})") from None
 
 
-def walk_images(root):
+def walk_images(root, policy):
     """Yield ``(parts, path)`` for every visible image file below ``root``, in sorted order, where
     ``parts`` are the path components relative to ``root`` (the last one is the file name).
 
+    A symbolic link (to an image or a folder) is followed only when it stays inside ``root`` (``DataRoot``)
+    and does not lead back to a folder it is in; otherwise it is reported to ``policy`` and passed over.
+
     Raises:
-        DataError: a folder cannot be listed.
+        DataError: a folder cannot be listed, or (``on_error="raise"``) a link leads out of ``root`` or loops.
     """
-    def walk(directory, parts):
+    data_root = DataRoot(root)
+
+    def walk(directory, parts, above):
         for entry in visible_entries(directory):
+            real = os.path.join(above[-1], entry.name)
+            if entry.is_symlink():
+                if not (is_image_name(entry.name) or os.path.isdir(entry.path)):
+                    continue
+                real = os.path.realpath(entry.path)
+                problem = data_root.problem(entry.path) or (
+                    "symbolic link to a folder it is in (a loop)" if real in above else None)
+                if problem is not None:
+                    policy.problem(entry.path, problem)
+                    continue
             if entry.is_dir():
-                yield from walk(entry.path, parts + (entry.name,))
+                yield from walk(entry.path, parts + (entry.name,), above + (real,))
             elif is_image_name(entry.name):
                 yield parts + (entry.name,), entry.path
 
-    yield from walk(os.fspath(root), ())
+    yield from walk(os.fspath(root), (), (data_root.real,))
 
 
 def file_problem(path):
@@ -167,12 +187,13 @@ def _read_table(root, table, policy):
         raise DataError(f"{table}: a column is named {LABEL_PREFIX!r} without a label name after the prefix")
     optional = tuple(name for name in OPTIONAL_COLUMNS if name in header)
     records, seen, assignments = [], {}, {}
+    data_root = DataRoot(table.parent)
     for line, row in read_csv(table, ("path",), policy, optional=optional + label_columns):
         labels = _labels(table, line, row, label_columns, policy)
         if labels is None:
             continue
         try:
-            record, split = _row_record(table, row, labels, seen)
+            record, split = _row_record(table, row, labels, seen, data_root)
         except _RowProblem as problem:
             policy.problem(table, f"line {line}: {problem}")
             continue
@@ -203,7 +224,7 @@ class _RowProblem(Exception):
     """A CSV row that cannot become a record (the message says why)."""
 
 
-def _row_record(table, row, labels, seen):
+def _row_record(table, row, labels, seen, data_root):
     """One CSV row (its labels already collapsed) -> ``(ImageRecord, split or None)``; raises ``_RowProblem``."""
     written = row["path"]
     if not written:
@@ -211,7 +232,7 @@ def _row_record(table, row, labels, seen):
     if written in seen:
         raise _RowProblem(f"path {written!r} repeats line {seen[written]}")
     image = table.parent / written
-    problem = file_problem(image)
+    problem = data_root.problem(image) or file_problem(image)
     if problem is not None:
         raise _RowProblem(f"{image}: {problem}")
     view = " ".join(row.get("view", "").upper().split())
@@ -262,7 +283,7 @@ def _split(row):
 
 
 def _read_tree(root, policy):
-    found = list(walk_images(root))
+    found = list(walk_images(root, policy))
     depths = sorted({len(parts) for parts, _ in found})
     if not found:
         raise DataError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}) and no labels.csv/index.csv")

@@ -9,31 +9,34 @@
 Records: one per image, ``image_id`` = ``"split/index"`` (e.g. ``"val/17"``), ``path`` = the ``.npz`` file.
 MedMNIST has no patient ids, so every image is its own subject and study (``subject_id`` = ``study_id`` =
 ``image_id``), and the official split goes to ``Dataset.splits`` (``{image_id: "train"|"val"|"test"}``).
-Labels: multi-class -> one-hot over ``max label + 1`` classes (over all splits); multi-label -> the rows
-as given. Label names are ``label_0 ... label_{K-1}`` unless the file name (up to an ``_SIZE`` suffix)
-is a known set (``KNOWN_SETS``: ChestMNIST's 14 ChestX-ray14 findings, modality "XR", anatomy "chest");
-otherwise modality and anatomy are "" and view is always "".
+Labels: multi-class -> one-hot over ``max label + 1`` classes (over all splits; a class index is below
+``MAX_CLASSES``); multi-label -> the rows as given. Label names are ``label_0 ... label_{K-1}`` unless the
+file name (up to an ``_SIZE`` suffix) is a known set (``KNOWN_SETS``: ChestMNIST's 14 ChestX-ray14
+findings, modality "XR", anatomy "chest"); otherwise modality and anatomy are "" and view is always "".
 
-Images are not read by ``read`` (only the array headers are checked): ``Dataset.loader`` loads a
-split's image array on first use (the whole array, once per process: ~5.6 GB for ChestMNIST at 224 px)
-and returns ``(H, W)`` float32 in [0, 1] (uint8 / 255; RGB -> luma). Nothing is unpickled
-(``allow_pickle=False``).
+Images are not read by ``read``: only the ``.npy`` headers are checked, before anything is loaded (each
+array must fit in its zip member and in ``MAX_ARRAY_BYTES``, each image in the image gate's
+``MAX_PIXELS``). ``Dataset.loader`` loads a split's image array on first use (the whole array, once per
+process: ~5.6 GB for ChestMNIST at 224 px) and returns ``(H, W)`` float32 in [0, 1] (uint8 / 255; RGB ->
+luma). Nothing is unpickled (``allow_pickle=False``).
 
-Problems: a missing key, a wrong shape or dtype, images and labels of different lengths, a known set with
-the wrong number of labels, or a file that is not a valid ``.npz`` always raise ``DataError`` naming the
-file and key (skipping them would drop a whole split). A label row that is out of range (a negative class,
-a multi-label value other than 0/1) is a problem of the ``ErrorPolicy`` (raise, or skip that image and
-count it).
+Problems: a missing key, a wrong shape or dtype, an array larger than its member or ``MAX_ARRAY_BYTES``,
+images and labels of different lengths, a known set with the wrong number of labels, or a file that is not
+a valid ``.npz`` always raise ``DataError`` naming the file and key (skipping them would drop a whole
+split). A label row that is out of range (a negative class or one of ``MAX_CLASSES`` or more, a
+multi-label value other than 0/1) is a problem of the ``ErrorPolicy`` (raise, or skip that image and count
+it).
 """
 
+import math
 import pathlib
 import zipfile
 
 import numpy as np
 
 from kmedssl.data.errors import DataError
-from kmedssl.data.formats.common import Dataset, ErrorPolicy
-from kmedssl.data.images import to_unit_grey
+from kmedssl.data.formats.common import DataRoot, Dataset, ErrorPolicy
+from kmedssl.data.images import check_pixel_count, to_unit_grey
 from kmedssl.data.records import ImageRecord
 
 FORMAT = "medmnist"
@@ -44,6 +47,11 @@ CHESTMNIST_LABELS = ("atelectasis", "cardiomegaly", "effusion", "infiltration", 
 # File name (lower case, without an "_SIZE" suffix) -> (label names, multi-label, modality, anatomy).
 KNOWN_SETS = {"chestmnist": (CHESTMNIST_LABELS, True, "XR", "chest")}
 _ZIP_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError)
+# The largest array read: twice MedMNIST's largest (ChestMNIST's 224-px training images, 3.9 GB).
+MAX_ARRAY_BYTES = 2**33
+# Multi-class labels are class indices below this (MedMNIST's 2-D sets have at most 11 classes); a larger
+# value is a bad label row, not a class (a one-hot table over 2**31 classes would not fit in memory).
+MAX_CLASSES = 1000
 
 
 def looks_like(path):
@@ -77,7 +85,8 @@ def read(root, on_error="raise"):
         vectors, valid = _label_vectors(labels[split], len(label_names), multi_label)
         for index in range(len(vectors)):
             if not valid[index]:
-                expected = "0 or 1" if multi_label else f"a class index in 0..{len(label_names) - 1}"
+                expected = "0 or 1" if multi_label else (f"a class index in 0..{len(label_names) - 1} (at most "
+                                                         f"{MAX_CLASSES} classes are read)")
                 policy.problem(file, f"{split}_labels row {index}: label {labels[split][index].tolist()} is not "
                                      f"{expected}")
                 continue
@@ -137,11 +146,15 @@ def _npz_file(root):
     if len(found) != 1:
         listed = ", ".join(p.name for p in found) or "none"
         raise DataError(f"{root}: expected exactly one .npz file, found {listed}; pass the file itself")
+    problem = DataRoot(root).problem(found[0])
+    if problem is not None:
+        raise DataError(f"{found[0]}: {problem}")
     return found[0]
 
 
 def _headers(file):
-    """``{key: (shape, dtype)}`` of the six arrays, read from the ``.npy`` headers (no data loaded)."""
+    """``{key: (shape, dtype)}`` of the six arrays, read from the ``.npy`` headers (no data loaded), each
+    checked against its zip member's size and ``MAX_ARRAY_BYTES``."""
     headers = {}
     try:
         with zipfile.ZipFile(file) as archive:
@@ -149,17 +162,33 @@ def _headers(file):
             for key in KEYS:
                 if f"{key}.npy" not in names:
                     raise DataError(f"{file}: missing array {key!r} (a MedMNIST .npz holds {', '.join(KEYS)})")
-                with archive.open(f"{key}.npy") as handle:
+                member = archive.getinfo(f"{key}.npy")
+                with archive.open(member) as handle:
                     version = np.lib.format.read_magic(handle)
                     read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                                    else np.lib.format.read_array_header_2_0)
                     shape, _, dtype = read_header(handle)
+                    _check_declared_size(file, key, shape, dtype, member.file_size - handle.tell())
                 headers[key] = (shape, dtype)
     except _ZIP_ERRORS as error:
         raise DataError(f"{file}: not a readable .npz archive ({type(error).__name__}: {error})") from None
     for split in SPLITS:
         _check_images(file, f"{split}_images", *headers[f"{split}_images"])
     return headers
+
+
+def _check_declared_size(file, key, shape, dtype, stored):
+    """The array a ``.npy`` header declares must fit in the ``stored`` bytes after the header and in
+    ``MAX_ARRAY_BYTES``: numpy allocates the declared size before it reads anything."""
+    if dtype.hasobject:
+        return  # pickled objects: np.load(allow_pickle=False) refuses them
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > stored:
+        raise DataError(f"{file}: {key!r} declares shape {shape} of {dtype} ({declared} bytes), but its member "
+                        f"holds {stored} bytes of data: a corrupt or forged header")
+    if declared > MAX_ARRAY_BYTES:
+        raise DataError(f"{file}: {key!r} has shape {shape} of {dtype} ({declared} bytes), above the limit of "
+                        f"{MAX_ARRAY_BYTES} bytes per array")
 
 
 def _check_images(file, key, shape, dtype):
@@ -170,6 +199,7 @@ def _check_images(file, key, shape, dtype):
     if not (grey or rgb) or min(shape[1:3], default=0) < 1:
         raise DataError(f"{file}: {key!r} has shape {shape}, expected (N, H, W) or (N, H, W, 3) "
                         f"(3-D MedMNIST volumes are not supported)")
+    check_pixel_count(f"{file}[{key}]", shape[2], shape[1])
 
 
 def _labels(file, headers):
@@ -198,8 +228,9 @@ def _labels(file, headers):
 def _label_names(file, labels, multi_label, set_name):
     if multi_label:
         count = labels["train"].shape[1]
-    else:
-        count = max(1, 1 + max((int(array.max()) for array in labels.values() if array.size), default=0))
+    else:  # one more than the largest class index below MAX_CLASSES (larger ones are bad rows)
+        indices = [array[(array >= 0) & (array < MAX_CLASSES)] for array in labels.values()]
+        count = 1 + max((int(found.max()) for found in indices if found.size), default=0)
     if set_name not in KNOWN_SETS:
         return tuple(f"label_{k}" for k in range(count))
     names, known_multi_label = KNOWN_SETS[set_name][:2]
@@ -212,11 +243,12 @@ def _label_names(file, labels, multi_label, set_name):
 
 def _label_vectors(array, count, multi_label):
     """(N, K) integer labels -> (N rows of ``count`` floats, (N,) bool valid): multi-hot rows as given, or
-    the one-hot of the class index; a row is invalid when a value is out of range."""
+    the one-hot of the class index; a row is invalid (its vector None) when a value is out of range."""
     if multi_label:
         valid = np.isin(array, (0, 1)).all(axis=1)
         return array.astype(float).tolist(), valid
-    index = array[:, 0].astype(np.int64)
+    index = array[:, 0]
     valid = (index >= 0) & (index < count)
-    one_hot = [tuple(float(k == c) for k in range(count)) for c in range(count)]  # shared per class
-    return [one_hot[c] for c in np.where(valid, index, 0).tolist()], valid
+    # One shared tuple per class present: memory grows with the data, not with the label values.
+    one_hot = {c: tuple(float(k == c) for k in range(count)) for c in np.unique(index[valid]).tolist()}
+    return [one_hot.get(c) for c in index.tolist()], valid

@@ -14,10 +14,11 @@ Each metadata row is one image (``ImageRecord``: image_id = dicom_id, modality "
 (``train``/``validate``/``test`` -> "train"/"val"/"test").
 
 Problems (``ErrorPolicy``: raise ``DataError`` naming file and line, or skip and count): a metadata row
-whose image file is missing, whose ids are malformed or repeated, or whose ViewPosition is not a known
-MIMIC code (``VIEW_POSITIONS``); a study without a labels row; a repeated labels row or a label value
-other than 1.0/0.0/-1.0/blank (one problem; the study's images are left out with it); a split value other
-than train/validate/test; a subject in several splits or without a split row.
+whose image file is missing or reached through a symbolic link out of ``files/`` (the data root,
+``common.DataRoot``; ``files`` itself may be a link), whose ids are malformed or repeated, or whose
+ViewPosition is not a known MIMIC code (``VIEW_POSITIONS``); a study without a labels row; a repeated
+labels row or a label value other than 1.0/0.0/-1.0/blank (one problem; the study's images are left out
+with it); a split value other than train/validate/test; a subject in several splits or without a split row.
 Images with a known view other than frontal/lateral (e.g. "AP AXIAL", blank) are kept; pairing ignores them.
 """
 
@@ -27,7 +28,7 @@ import pathlib
 from kmedssl.data.errors import DataError
 from kmedssl.data.formats.chexpert_labels import (CHEXPERT_LABELS, collapse_row, find_table, official_splits,
                                                   read_csv)
-from kmedssl.data.formats.common import Dataset, ErrorPolicy
+from kmedssl.data.formats.common import DataRoot, Dataset, ErrorPolicy
 from kmedssl.data.records import ImageRecord
 
 FORMAT = "mimic-cxr"
@@ -121,7 +122,7 @@ def _read_labels(path, policy):
 
 
 def _read_metadata(path, files, labels, rejected_studies, chexpert, policy):
-    records, seen = [], {}
+    records, seen, data_root = [], {}, DataRoot(files)
     for line, row in read_csv(path, ("dicom_id", "subject_id", "study_id", "ViewPosition"), policy):
         dicom_id, subject_id, study_id = row["dicom_id"], row["subject_id"], row["study_id"]
         if not _ids_ok(path, line, policy, subject_id=subject_id, study_id=study_id):
@@ -148,6 +149,10 @@ def _read_metadata(path, files, labels, rejected_studies, chexpert, policy):
         image = image_path(files, subject_id, study_id, dicom_id)
         if not os.path.isfile(image):
             policy.problem(path, f"line {line}: image file not found: {image}")
+            continue
+        problem = data_root.problem(image)
+        if problem is not None:
+            policy.problem(path, f"line {line}: {image}: {problem}")
             continue
         records.append(ImageRecord(image_id=dicom_id, subject_id=subject_id, study_id=study_id, view=view,
                                    modality="XR", anatomy="chest", labels=labels[key], path=image))

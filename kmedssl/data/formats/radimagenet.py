@@ -17,7 +17,8 @@ subject and study (``image_id`` = ``subject_id`` = ``study_id`` = its path relat
 subject splits are splits by image.
 
 Problems (``ErrorPolicy``: raise ``DataError`` naming the file, or skip and count): an image file that is
-empty (0 bytes) or cannot be stat'ed, and an image file at another depth than MODALITY/ANATOMY/PATHOLOGY/
+empty (0 bytes) or cannot be stat'ed, a symbolic link out of ``root`` or looping (``folder.walk_images``),
+and an image file at another depth than MODALITY/ANATOMY/PATHOLOGY/
 (directly in a MODALITY or ANATOMY folder, or in a folder nested inside a PATHOLOGY folder). Files with
 other suffixes (CSV, TXT, ...) and hidden names (``.DS_Store``, ``._x.png``) are ignored. Images are not
 decoded here: decoding 1.3 M files would take hours, so a corrupt or truncated PNG raises ``DataError`` from
@@ -74,7 +75,7 @@ def read(root, on_error="raise"):
     if not root.is_dir():
         raise DataError(f"{root}: expected a folder MODALITY/ANATOMY/PATHOLOGY/*.png (RadImageNet layout)")
     found = []  # (parts, path, class name)
-    for parts, path in walk_images(root):
+    for parts, path in walk_images(root, policy):
         if len(parts) != _DEPTH:
             policy.problem(path, f"image at depth {len(parts)} below {root}; RadImageNet images sit at "
                                  f"MODALITY/ANATOMY/PATHOLOGY/ (depth {_DEPTH})")

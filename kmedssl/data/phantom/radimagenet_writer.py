@@ -17,14 +17,14 @@ import numpy as np
 from PIL import Image
 
 from kmedssl.data.phantom import MultiModalCohort
+from kmedssl.data.phantom.writer import refuse_non_empty
 
 
 def write_radimagenet(out_dir, num_images=200, image_size=64, seed=0):
     """Write the phantom ``MultiModalCohort(num_images, seed)`` as a RadImageNet folder tree.
 
     Args:
-        out_dir: folder to write; created if needed, and it must be empty (the folder tree *is* the data
-            set, so files left from another write would be read as part of it).
+        out_dir: folder to write; created if needed, and it must be empty (``writer.refuse_non_empty``).
         num_images: number of images (positive integer).
         image_size: side of the square PNG images in pixels (integer >= 8).
         seed: non-negative integer seed of the cohort.
@@ -39,8 +39,7 @@ def write_radimagenet(out_dir, num_images=200, image_size=64, seed=0):
         raise ValueError(f"Expected image_size to be an integer >= 8. Received: image_size={image_size!r}")
     cohort = MultiModalCohort(num_images=num_images, seed=seed)
     out = pathlib.Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out}: exists and is not an empty folder; choose a new --out folder")
+    refuse_non_empty(out)
     for record in cohort.records:
         path = out / image_path(record)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -42,18 +42,22 @@ def write_mimic_cxr(out_dir, num_subjects=50, image_size=256, seed=0):
     """Write the phantom ``ChestCohort(num_subjects, seed)`` as MIMIC-CXR-JPG under ``out_dir``.
 
     Args:
-        out_dir: folder to write (created if needed; files of the same names are replaced).
+        out_dir: folder to write; created if needed, and it must be empty (``refuse_non_empty``).
         num_subjects: number of simulated patients (positive integer).
         image_size: side of the square JPEG images in pixels (integer >= 8).
         seed: non-negative integer seed of the cohort, the uncertain/blank label cells and the split.
 
     Returns:
         ``pathlib.Path`` of ``out_dir``, readable with ``kmedssl.data.formats.mimic_cxr.read``.
+
+    Raises:
+        FileExistsError: ``out_dir`` is a file or a folder that is not empty.
     """
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 8:
         raise ValueError(f"Expected image_size to be an integer >= 8. Received: image_size={image_size!r}")
     cohort = ChestCohort(num_subjects=num_subjects, seed=seed)
     out = pathlib.Path(out_dir)
+    refuse_non_empty(out)
     files = out / "files"
     dicom_ids = {r.image_id: _dicom_id(cohort.seed, r.image_id) for r in cohort.records}
     for record in cohort.records:
@@ -70,6 +74,17 @@ def write_mimic_cxr(out_dir, num_subjects=50, image_size=256, seed=0):
                   for name, records in splits.items() for r in records]
     _write_csv_gz(out / SPLIT[0], ("dicom_id", "study_id", "subject_id", "split"), sorted(split_rows))
     return out
+
+
+def refuse_non_empty(out):
+    """The rule of every phantom layout: ``out`` is new or an empty folder. A layout's files *are* the data
+    set, so nothing there may be replaced, and nothing left from another write may be read as part of it.
+
+    Raises:
+        FileExistsError: ``out`` is a file or a folder that is not empty (the message names it).
+    """
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out}: exists and is not an empty folder; choose a new --out folder")
 
 
 def chexpert_labels(cohort_labels):
