@@ -1,15 +1,20 @@
-"""Encoders (SPEC §1 backbones/): a ViT that encodes any subset of patch tokens, its MAE decoder, ResNet-18.
+"""Encoders (SPEC §1 backbones/): a ViT that encodes any subset of patch tokens, its MAE decoder, ResNet-18;
+and the token layers and heads shared by methods.
 
 Importing this package registers every backbone with Keras, so ``keras.saving.load_model("encoder.keras")``
-needs nothing else from kmedssl.
+needs nothing else from kmedssl. The heads a method puts on an encoder (projection, DINO, ACE composer /
+decomposer) are in ``kmedssl.backbones.heads``, imported by the methods that use them, not here: they use
+``kmedssl.losses`` (``l2_normalize``), which loading an encoder must not import.
 """
 
 from kmedssl.backbones.layers import (
     DropPath,
     MultiHeadSelfAttention,
     TransformerBlock,
+    merge_2x2,
     patchify,
     sincos_position_embedding_2d,
+    split_2x2,
     unpatchify,
 )
 from kmedssl.backbones.mae_decoder import MAE_DECODER_SIZES, MAEDecoder, mae_decoder
@@ -27,8 +32,10 @@ __all__ = [
     "TransformerBlock",
     "VisionTransformer",
     "mae_decoder",
+    "merge_2x2",
     "patchify",
     "sincos_position_embedding_2d",
+    "split_2x2",
     "unpatchify",
     "vision_transformer",
 ]

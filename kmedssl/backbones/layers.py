@@ -6,7 +6,9 @@ multi-head self-attention and the pre-norm transformer block (ViT, Dosovitskiy e
 data-parallel replica, as SimCLR's global BN.
 
 Images are channels-last ``(B, H, W, C)``. Patches are numbered row-major (patch ``k`` sits at grid row
-``k // g`` and column ``k % g``) and each patch is flattened as ``(p, p, C)`` (SPEC §3.1).
+``k // g`` and column ``k % g``) and each patch is flattened as ``(p, p, C)`` (SPEC §3.1). ``merge_2x2`` and
+``split_2x2`` rearrange such a row-major token grid between a g x g and a g/2 x g/2 or 2g x 2g grid (the ACE
+composer and decomposer heads, SPEC §3.5).
 """
 
 import math
@@ -75,6 +77,38 @@ def unpatchify(patches, patch_size):
     x = ops.reshape(patches, (-1, grid_size, grid_size, patch_size, patch_size, channels))
     x = ops.transpose(x, (0, 1, 3, 2, 4, 5))  # (B, g, p, g, p, C)
     return ops.reshape(x, (-1, grid_size * patch_size, grid_size * patch_size, channels))
+
+
+# === Token grids ===
+
+
+def merge_2x2(tokens):
+    """``(B, g^2, C) -> (B, g^2 / 4, 4C)``: each 2 x 2 block of a row-major g x g token grid concatenated
+    channel-major, feature ``4c + 2 di + dj`` = token ``(2I + di, 2J + dj)``, channel ``c`` (as
+    ``unfold(2, 2)``)."""
+    grid, channels = _even_grid_side(tokens), tokens.shape[-1]
+    x = ops.reshape(tokens, (-1, grid // 2, 2, grid // 2, 2, channels))  # (B, I, di, J, dj, C)
+    x = ops.transpose(x, (0, 1, 3, 5, 2, 4))  # (B, I, J, C, di, dj)
+    return ops.reshape(x, (-1, grid * grid // 4, 4 * channels))
+
+
+def split_2x2(tokens):
+    """``(B, g^2, 4C) -> (B, 4 g^2, C)``: depth-to-space onto the row-major 2g x 2g grid, the inverse of
+    ``merge_2x2`` (feature ``4c + 2 di + dj`` of token ``(I, J)`` -> channel ``c`` of ``(2I + di, 2J + dj)``)."""
+    grid, channels = _even_grid_side(tokens), tokens.shape[-1] // 4
+    x = ops.reshape(tokens, (-1, grid, grid, channels, 2, 2))  # (B, I, J, C, di, dj)
+    x = ops.transpose(x, (0, 1, 4, 2, 5, 3))  # (B, I, di, J, dj, C)
+    return ops.reshape(x, (-1, 4 * grid * grid, channels))
+
+
+def _even_grid_side(tokens):
+    num_tokens = tokens.shape[1]
+    grid = math.isqrt(num_tokens) if num_tokens else 0
+    if grid * grid != num_tokens or grid % 2:
+        raise ValueError(
+            f"Expected tokens (B, g^2, C) of an even square grid g. Received: tokens.shape={tuple(tokens.shape)}"
+        )
+    return grid
 
 
 # === Positions ===

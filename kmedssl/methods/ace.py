@@ -13,158 +13,11 @@ import numbers
 import keras
 from keras import ops
 
-from kmedssl.distributed import all_reduce_mean, scale_loss
-from kmedssl.losses.ace import ace_global_loss, ace_matching_loss_from_pairs, validate_kernel
+from kmedssl.backbones.heads import Composer, Decomposer, DINOHead
+from kmedssl.distributed import all_reduce_mean
+from kmedssl.losses.ace import ace_global_loss, ace_matching_loss_from_pairs
 from kmedssl.methods.base import PretrainingMethod
-
-
-# === Token rearrangements ===
-
-def merge_2x2(tokens):
-    """``(B, g^2, C) -> (B, g^2 / 4, 4C)``: each 2 x 2 block of a row-major g x g token grid concatenated
-    channel-major, feature ``4c + 2 di + dj`` = token ``(2I + di, 2J + dj)``, channel ``c`` (as
-    ``unfold(2, 2)``)."""
-    grid, channels = _grid_side(tokens), tokens.shape[-1]
-    x = ops.reshape(tokens, (-1, grid // 2, 2, grid // 2, 2, channels))  # (B, I, di, J, dj, C)
-    x = ops.transpose(x, (0, 1, 3, 5, 2, 4))  # (B, I, J, C, di, dj)
-    return ops.reshape(x, (-1, grid * grid // 4, 4 * channels))
-
-
-def split_2x2(tokens):
-    """``(B, g^2, 4C) -> (B, 4 g^2, C)``: depth-to-space onto the row-major 2g x 2g grid, the inverse of
-    ``merge_2x2`` (feature ``4c + 2 di + dj`` of token ``(I, J)`` -> channel ``c`` of ``(2I + di, 2J + dj)``)."""
-    grid, channels = _grid_side(tokens), tokens.shape[-1] // 4
-    x = ops.reshape(tokens, (-1, grid, grid, channels, 2, 2))  # (B, I, J, C, di, dj)
-    x = ops.transpose(x, (0, 1, 4, 2, 5, 3))  # (B, I, di, J, dj, C)
-    return ops.reshape(x, (-1, 4 * grid * grid, channels))
-
-
-def _grid_side(tokens):
-    num_tokens = tokens.shape[1]
-    grid = math.isqrt(num_tokens) if num_tokens else 0
-    if grid * grid != num_tokens or grid % 2:
-        raise ValueError(
-            f"Expected tokens (B, g^2, C) of an even square grid g. Received: tokens.shape={tuple(tokens.shape)}"
-        )
-    return grid
-
-
-# === Heads ===
-
-@keras.saving.register_keras_serializable(package="kmedssl")
-class DINOHead(keras.layers.Layer):
-    """DINO projection head (Caron et al. 2021): MLP -> L2 normalisation -> weight-normalised linear layer.
-
-        h = Linear(bottleneck)(GELU(Linear(hidden)(GELU(Linear(hidden)(x)))))
-        out = n(h) @ (V / ||V||_col)          (weight norm with the gain fixed at 1, DINO's norm_last_layer)
-
-    Input: ``(B, D)``. Output: ``(B, output_dim)`` logits (the loss applies temperatures and softmax).
-
-    Args:
-        output_dim: K, the number of prototypes.
-        hidden_dim: width of the two hidden layers.
-        bottleneck_dim: width before the normalised last layer.
-    """
-
-    def __init__(self, output_dim=65536, hidden_dim=2048, bottleneck_dim=256, **kwargs):
-        super().__init__(**kwargs)
-        for name, value in (("output_dim", output_dim), ("hidden_dim", hidden_dim),
-                            ("bottleneck_dim", bottleneck_dim)):
-            if value < 1:
-                raise ValueError(f"Expected {name} >= 1. Received: {name}={value}")
-        self.output_dim = int(output_dim)
-        self.hidden_dim = int(hidden_dim)
-        self.bottleneck_dim = int(bottleneck_dim)
-        dense = dict(kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02), dtype=self.dtype_policy)
-        self.hidden_1 = keras.layers.Dense(self.hidden_dim, activation="gelu", name="hidden_1", **dense)
-        self.hidden_2 = keras.layers.Dense(self.hidden_dim, activation="gelu", name="hidden_2", **dense)
-        self.bottleneck = keras.layers.Dense(self.bottleneck_dim, name="bottleneck", **dense)
-
-    def build(self, input_shape):
-        self.hidden_1.build(input_shape)
-        self.hidden_2.build((*input_shape[:-1], self.hidden_dim))
-        self.bottleneck.build((*input_shape[:-1], self.hidden_dim))
-        self.prototypes = self.add_weight(
-            shape=(self.bottleneck_dim, self.output_dim),
-            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
-            name="prototypes",
-        )
-
-    def call(self, features):
-        h = self.bottleneck(self.hidden_2(self.hidden_1(features)))  # (B, bottleneck)
-        prototypes = ops.cast(self.prototypes, h.dtype)
-        return ops.matmul(_normalize(h, axis=-1), _normalize(prototypes, axis=0))  # (B, K)
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.output_dim)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(output_dim=self.output_dim, hidden_dim=self.hidden_dim, bottleneck_dim=self.bottleneck_dim)
-        return config
-
-
-@keras.saving.register_keras_serializable(package="kmedssl")
-class Composer(keras.layers.Layer):
-    """ACE composer head (paper 004 Eq. 2, A.3): ``merge_2x2`` -> Linear(4C->C) -> LN -> ReLU -> Linear(C->C).
-
-    Input: ``(B, g^2, C)`` student tokens. Output: ``(B, g^2 / 4, C)`` composed tokens (row-major g/2 grid).
-    """
-
-    def __init__(self, dim, layer_norm_epsilon=1e-5, **kwargs):
-        super().__init__(**kwargs)
-        self.dim = int(dim)
-        self.layer_norm_epsilon = layer_norm_epsilon
-        policy = self.dtype_policy
-        self.hidden = keras.layers.Dense(self.dim, dtype=policy, name="hidden")
-        self.norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=policy, name="norm")
-        self.output_projection = keras.layers.Dense(self.dim, dtype=policy, name="output")
-
-    def build(self, input_shape):
-        self.hidden.build((None, None, 4 * self.dim))
-        self.norm.build((None, None, self.dim))
-        self.output_projection.build((None, None, self.dim))
-
-    def call(self, tokens):
-        x = self.hidden(merge_2x2(tokens))  # (B, g^2/4, C)
-        return self.output_projection(ops.relu(self.norm(x)))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(dim=self.dim, layer_norm_epsilon=self.layer_norm_epsilon)
-        return config
-
-
-@keras.saving.register_keras_serializable(package="kmedssl")
-class Decomposer(keras.layers.Layer):
-    """ACE decomposer head (paper 004 Eq. 6, A.3): Linear(C->4C) -> LN -> ReLU -> Linear(4C->4C) ->
-    ``split_2x2`` (depth-to-space).
-
-    Input: ``(B, g^2, C)`` student tokens. Output: ``(B, 4 g^2, C)`` decomposed tokens (row-major 2g grid).
-    """
-
-    def __init__(self, dim, layer_norm_epsilon=1e-5, **kwargs):
-        super().__init__(**kwargs)
-        self.dim = int(dim)
-        self.layer_norm_epsilon = layer_norm_epsilon
-        policy = self.dtype_policy
-        self.hidden = keras.layers.Dense(4 * self.dim, dtype=policy, name="hidden")
-        self.norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=policy, name="norm")
-        self.output_projection = keras.layers.Dense(4 * self.dim, dtype=policy, name="output")
-
-    def build(self, input_shape):
-        self.hidden.build((None, None, self.dim))
-        self.norm.build((None, None, 4 * self.dim))
-        self.output_projection.build((None, None, 4 * self.dim))
-
-    def call(self, tokens):
-        x = self.hidden(tokens)  # (B, g^2, 4C)
-        return split_2x2(self.output_projection(ops.relu(self.norm(x))))  # (B, 4g^2, C)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(dim=self.dim, layer_norm_epsilon=self.layer_norm_epsilon)
-        return config
+from kmedssl.views.ace import validate_kernel
 
 
 # === Method ===
@@ -221,7 +74,7 @@ class ACE(PretrainingMethod):
         sigma: Gaussian width of the targets in grid cells (paper 1).
 
     Input: ``{"crop_1": (B, S, S, C), "crop_2": (B, S, S, C), "mask_1": (B, g^2), "mask_2": (B, g^2),
-    "paired_comp": (B, g^2) int32, "paired_decomp": (B, g^2) int32}`` (pairs are read by ``compute_loss``
+    "paired_comp": (B, g^2) int32, "paired_decomp": (B, g^2) int32}`` (pairs are read by ``compute_loss_terms``
     only).
     Output of ``call``: ``student_1``, ``student_2``, ``teacher_1``, ``teacher_2`` ``(B, K)`` (overlap-pooled
     head outputs), ``teacher_1_rest``, ``teacher_2_rest`` ``(B, K)`` (pooled over the rest of each crop),
@@ -361,7 +214,7 @@ class ACE(PretrainingMethod):
         teachers = ops.stop_gradient(self.teacher_head(ops.concatenate(pooled_teacher, 0)))  # (4B, K)
         teacher_1, teacher_2, teacher_1_rest, teacher_2_rest = ops.split(teachers, 4, axis=0)
 
-        # Local branch: composed C2 <-> teacher C1, decomposed C1 <-> teacher C2 (matched in compute_loss).
+        # Local branch: composed C2 <-> teacher C1, decomposed C1 <-> teacher C2 (matched in compute_loss_terms).
         return {
             "student_1": student_1,
             "student_2": student_2,
@@ -377,7 +230,7 @@ class ACE(PretrainingMethod):
 
     # --- loss ---
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def compute_loss_terms(self, x, y, y_pred, training):
         global_loss = ace_global_loss(
             y_pred["student_1"], y_pred["student_2"], y_pred["teacher_1"], y_pred["teacher_2"], self.center,
             student_temperature=self.student_temperature, teacher_temperature=self.teacher_temperature,
@@ -392,10 +245,9 @@ class ACE(PretrainingMethod):
             grid=2 * grid, kernel_size=self.decomp_kernel, sigma=self.sigma, alpha=self.alpha_decomp,
         )  # (B, N, 4N) matching
         loss = self.lambda_global * global_loss + self.lambda_comp * comp_loss + self.lambda_decomp * decomp_loss
-        self.track_loss_terms({"global": global_loss, "composition": comp_loss, "decomposition": decomp_loss})
         if training:
             self.update_center(x, y_pred)
-        return scale_loss(loss)
+        return loss, {"global": global_loss, "composition": comp_loss, "decomposition": decomp_loss}
 
     def update_center(self, x, y_pred):
         """``center <- m center + (1 - m) mean(teacher rows)`` over the non-empty pooled regions of the global
@@ -434,12 +286,6 @@ class ACE(PretrainingMethod):
             sigma=self.sigma,
         )
         return config
-
-
-def _normalize(x, axis):
-    """``x / max(||x||, 1e-12)`` along ``axis``."""
-    norm = ops.sqrt(ops.sum(ops.square(x), axis=axis, keepdims=True))
-    return x / ops.maximum(norm, 1e-12)
 
 
 def _masked_mean(tokens, mask):

@@ -4,7 +4,6 @@ Jaccard-weighted positives (paper 001 §3, Eq. 3; SPEC §3.3)."""
 import keras
 from keras import ops
 
-from kmedssl.distributed import scale_loss
 from kmedssl.losses.mulsupcon import jaccard_supcon
 from kmedssl.methods.simclr import SimCLR
 
@@ -30,13 +29,12 @@ class MulSupCon(SimCLR):
         self.threshold = float(threshold)
         self.base_temperature = float(base_temperature)
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def compute_loss_terms(self, x, y, y_pred, training):
         features = ops.stack([y_pred["z_1"], y_pred["z_2"]], axis=1)  # (B, 2, P)
         loss = jaccard_supcon(
             features, x["metadata"], self.temperature, self.threshold, self.base_temperature, gather=self.gather
         )
-        self.track_loss_terms({"supcon": loss})
-        return scale_loss(loss)
+        return loss, {"supcon": loss}
 
     def get_config(self):
         config = super().get_config()

@@ -3,7 +3,6 @@
 
 import keras
 
-from kmedssl.distributed import scale_loss
 from kmedssl.losses.mvcon import multiview_infonce
 from kmedssl.losses.replicas import validate_gather
 from kmedssl.methods.base import PretrainingMethod
@@ -41,12 +40,11 @@ class MVCon(PretrainingMethod):
             "z_lateral": self.encoder(inputs["lateral"], training=training)[:, 0],
         }
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def compute_loss_terms(self, x, y, y_pred, training):
         loss = multiview_infonce(
             y_pred["z_frontal"], y_pred["z_lateral"], self.temperature, self.exclude_positive, gather=self.gather
         )
-        self.track_loss_terms({"infonce": loss})
-        return scale_loss(loss)
+        return loss, {"infonce": loss}
 
     def get_config(self):
         config = super().get_config()

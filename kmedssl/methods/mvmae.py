@@ -4,10 +4,9 @@
 import keras
 from keras import ops
 
-from kmedssl.distributed import replica_uniform, scale_loss
 from kmedssl.losses.mvmae import latent_alignment, mae_reconstruction
 from kmedssl.methods.base import PretrainingMethod
-from kmedssl.ops import mae_masking
+from kmedssl.views.mvmae import mask_views
 
 BETA_SCHEDULES = ("constant", "sigmoid")
 
@@ -16,7 +15,7 @@ BETA_SCHEDULES = ("constant", "sigmoid")
 class MVMAE(PretrainingMethod):
     """Masked autoencoding of each view plus β-weighted alignment of the two views' latents.
 
-    Stages: ``mae_masking`` (keep ``1 - mask_ratio`` of the patches, one mask shared by both views when
+    Stages: ``mask_views`` (keep ``1 - mask_ratio`` of the patches, one mask shared by both views when
     ``alignment="tokens"`` so token positions match, independent masks for ``"pooled"``) -> ``encoder`` on
     the kept patches of each view -> ``decoder`` -> loss
     ``0.5 * (rec_f + rec_l) + beta * align`` (paper 000 §3.1).
@@ -61,18 +60,19 @@ class MVMAE(PretrainingMethod):
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.step = self.add_weight(shape=(), initializer="zeros", dtype="int32", trainable=False, name="step")
 
-    def encode_decode(self, images, noise, training):
-        ids_keep, mask, ids_restore = mae_masking(noise, self.mask_ratio)
+    def encode_decode(self, images, ids_keep, ids_restore, training):
+        """Encoder on the kept patches ``ids_keep (B, N_keep)`` -> ``(tokens, decoder prediction (B, N, P))``."""
         tokens = self.encoder(images, token_indices=ids_keep, training=training)
-        return tokens, self.decoder(tokens, ids_restore, training=training), mask
+        return tokens, self.decoder(tokens, ids_restore, training=training)
 
     def call(self, inputs, training=False):
         frontal, lateral = inputs["frontal"], inputs["lateral"]
-        shape = (ops.shape(frontal)[0], self.encoder.num_patches)
-        noise_f = replica_uniform(shape, seed=self.seed_generator)  # this replica's rows of one global draw
-        noise_l = noise_f if self.alignment == "tokens" else replica_uniform(shape, seed=self.seed_generator)
-        tokens_f, pred_f, mask_f = self.encode_decode(frontal, noise_f, training)
-        tokens_l, pred_l, mask_l = self.encode_decode(lateral, noise_l, training)
+        (keep_f, mask_f, restore_f), (keep_l, mask_l, restore_l) = mask_views(
+            ops.shape(frontal)[0], self.encoder.num_patches, self.mask_ratio, shared=self.alignment == "tokens",
+            seed_generator=self.seed_generator,
+        )
+        tokens_f, pred_f = self.encode_decode(frontal, keep_f, restore_f, training)
+        tokens_l, pred_l = self.encode_decode(lateral, keep_l, restore_l, training)
         return {
             "tokens_frontal": tokens_f, "tokens_lateral": tokens_l,
             "pred_frontal": pred_f, "pred_lateral": pred_l,
@@ -86,7 +86,7 @@ class MVMAE(PretrainingMethod):
         progress = ops.cast(self.step, "float32") / float(max(self.total_steps, 1))
         return self.beta_max * ops.sigmoid(10.0 * (progress - 0.5))
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def compute_loss_terms(self, x, y, y_pred, training):
         rec_f = mae_reconstruction(
             self.encoder.patchify(x["frontal"]), y_pred["pred_frontal"], y_pred["mask_frontal"], self.norm_pix
         )
@@ -96,10 +96,8 @@ class MVMAE(PretrainingMethod):
         align = latent_alignment(y_pred["tokens_frontal"], y_pred["tokens_lateral"], mode=self.alignment)
         if training:
             self.step.assign_add(ops.cast(1, "int32"))
-        self.track_loss_terms(
-            {"reconstruction_frontal": rec_f, "reconstruction_lateral": rec_l, "alignment": align}
-        )
-        return scale_loss(0.5 * (rec_f + rec_l) + self.current_beta() * align)
+        total = 0.5 * (rec_f + rec_l) + self.current_beta() * align
+        return total, {"reconstruction_frontal": rec_f, "reconstruction_lateral": rec_l, "alignment": align}
 
     def get_config(self):
         config = super().get_config()

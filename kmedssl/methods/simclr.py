@@ -3,11 +3,10 @@
 import keras
 from keras import ops
 
-from kmedssl.distributed import scale_loss
+from kmedssl.backbones.heads import ProjectionHead
 from kmedssl.losses.replicas import validate_gather
 from kmedssl.losses.simclr import nt_xent
 from kmedssl.methods.base import PretrainingMethod
-from kmedssl.methods.heads import ProjectionHead
 from kmedssl.views.simclr import TwoCropAugmentation
 
 
@@ -62,10 +61,9 @@ class SimCLR(PretrainingMethod):
         z_1, z_2 = ops.split(projections, 2, axis=0)
         return {"z_1": z_1, "z_2": z_2}
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def compute_loss_terms(self, x, y, y_pred, training):
         loss = nt_xent(y_pred["z_1"], y_pred["z_2"], self.temperature, gather=self.gather)
-        self.track_loss_terms({"nt_xent": loss})
-        return scale_loss(loss)
+        return loss, {"nt_xent": loss}
 
     def get_config(self):
         config = super().get_config()

@@ -5,7 +5,6 @@ import math
 import keras
 from keras import ops
 
-from kmedssl.distributed import scale_loss
 from kmedssl.losses.replicas import validate_gather
 from kmedssl.losses.spcl import tsp_infonce
 from kmedssl.methods.base import PretrainingMethod
@@ -68,10 +67,9 @@ class SPCL(PretrainingMethod):
         """The applied logit scale, ``clip(exp(log_scale), low, high)``."""
         return ops.clip(ops.exp(self.log_scale), *self.scale_bounds)
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def compute_loss_terms(self, x, y, y_pred, training):
         loss = tsp_infonce(y_pred["z_1"], y_pred["z_2"], kappa=self.kappa, scale=self.scale(), gather=self.gather)
-        self.track_loss_terms({"tsp": loss})
-        return scale_loss(loss)
+        return loss, {"tsp": loss}
 
     def get_config(self):
         config = super().get_config()

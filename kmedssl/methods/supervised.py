@@ -3,7 +3,6 @@
 import keras
 from keras import ops
 
-from kmedssl.distributed import scale_loss
 from kmedssl.methods.base import PretrainingMethod
 
 
@@ -36,14 +35,13 @@ class Supervised(PretrainingMethod):
     def call(self, inputs, training=False):
         return {"logits": self.classifier(self.encoder.features(inputs["image"], training=training))}
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def compute_loss_terms(self, x, y, y_pred, training):
         logits = ops.cast(y_pred["logits"], "float32")
         if self.multi_label:
             loss = ops.mean(ops.binary_crossentropy(ops.cast(y, "float32"), logits, from_logits=True))
         else:
             loss = ops.mean(ops.sparse_categorical_crossentropy(ops.cast(y, "int32"), logits, from_logits=True))
-        self.track_loss_terms({"classification": loss})
-        return scale_loss(loss)
+        return loss, {"classification": loss}
 
     def get_config(self):
         config = super().get_config()

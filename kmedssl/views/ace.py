@@ -1,8 +1,17 @@
-"""ACE views: two grid-aligned crops of one image and their matching pairs (paper 004 §3.1; SPEC §3.5)."""
+"""ACE views: two grid-aligned crops of one image and their matching pairs (paper 004 §3.1; SPEC §3.5).
+
+NumPy only, one sample per call (the data pipeline's per-sample view builder):
+
+- ``ACEViews``: crops C1 and C2, their overlap masks and matching pairs;
+- ``ace_matching_pairs``: the student column paired with each teacher row, from two overlap masks;
+- ``ace_matching_targets``: the dense Gaussian targets those pairs define (SPEC §3.5's definition; training
+  stamps them on the device from the pairs, ``kmedssl.losses.ace_matching_loss_from_pairs``).
+"""
 
 import numpy as np
 
-from kmedssl.losses.ace import ace_matching_pairs
+
+# === Views ===
 
 
 class ACEViews:
@@ -98,3 +107,113 @@ class ACEViews:
         mask_1 = np.outer(inside_1[0], inside_1[1]).reshape(-1).astype(np.float32)
         mask_2 = np.outer(inside_2[0], inside_2[1]).reshape(-1).astype(np.float32)
         return mask_1, mask_2
+
+
+# === Matching pairs and targets ===
+
+def ace_matching_pairs(mask_1, mask_2, grid=14):
+    """The student column paired with each teacher row, for composition and decomposition (SPEC §3.5).
+
+    Pairs, in row-major order:
+    - composition: the i-th overlap token of C1 (teacher row) with the i-th cell of the 2 x 2-max-pooled C2
+      mask on the g/2 x g/2 grid (composed student column);
+    - decomposition: the i-th overlap token of C2 (teacher row) with the i-th cell of the nearest-upsampled
+      C1 mask on the 2g x 2g grid (decomposed student column).
+
+    These indices are all the matching targets need: ``ace_matching_loss_from_pairs`` (or the fused kernel)
+    stamps the Gaussians of Eq. 4 on the device, and ``ace_matching_targets`` builds the dense matrices.
+
+    Args:
+        mask_1: ``(g^2,)`` 0/1 (or bool) overlap mask of C1's token grid, row-major.
+        mask_2: ``(g^2,)`` 0/1 (or bool) overlap mask of C2's token grid, row-major.
+        grid: g, the token grid side of each crop (even; paper 14).
+
+    Returns:
+        ``(paired_comp, paired_decomp)``: int32 arrays of shape ``(g^2,)``; entry i is the row-major column
+        (in ``[0, g^2 / 4)`` and ``[0, 4 g^2)``) paired with teacher row i, or -1 outside the overlap.
+
+    Raises:
+        ValueError: on bad arguments, or masks whose overlaps are not whole C1 tokens of equal area.
+    """
+    if not (isinstance(grid, (int, np.integer)) and grid >= 2 and grid % 2 == 0):
+        raise ValueError(f"Expected an even grid >= 2. Received: grid={grid}")
+    m_1 = _as_grid_mask(mask_1, grid, "mask_1")  # (g, g)
+    m_2 = _as_grid_mask(mask_2, grid, "mask_2")  # (g, g)
+    pooled_2 = m_2.reshape(grid // 2, 2, grid // 2, 2).max(axis=(1, 3))  # (g/2, g/2)
+    upsampled_1 = m_1.repeat(2, axis=0).repeat(2, axis=1)  # (2g, 2g)
+    if not (np.array_equal(m_2, pooled_2.repeat(2, axis=0).repeat(2, axis=1))
+            and pooled_2.sum() == m_1.sum()):
+        raise ValueError(
+            "Expected overlap masks made of whole C1 tokens (each C1 overlap token covering a 2 x 2 block of "
+            f"C2 overlap tokens). Received: mask_1 with {int(m_1.sum())} overlap tokens, mask_2 with "
+            f"{int(m_2.sum())} overlap tokens ({int(pooled_2.sum())} whole 2 x 2 blocks)"
+        )
+    paired_comp = np.full(grid * grid, -1, dtype=np.int32)
+    paired_comp[np.flatnonzero(m_1)] = np.flatnonzero(pooled_2)
+    paired_decomp = np.full(grid * grid, -1, dtype=np.int32)
+    paired_decomp[np.flatnonzero(m_2)] = np.flatnonzero(upsampled_1)
+    return paired_comp, paired_decomp
+
+
+def ace_matching_targets(mask_1, mask_2, grid=14, comp_kernel=3, decomp_kernel=3, sigma=1.0):
+    """Dense Gaussian-smoothed matching targets of composition and decomposition (paper 004, Eq. 4).
+
+    Each row paired by ``ace_matching_pairs`` gets a kernel x kernel Gaussian centred on its paired cell
+
+        T[i, (y + dy) * G + (x + dx)] = exp(-(dx^2 + dy^2) / (2 sigma^2)),  |dx|, |dy| <= (kernel - 1) / 2,
+
+    with peak 1 at the paired cell, clipped at the border of the G x G column grid. Rows of tokens outside
+    the overlap are zero. (Training uses the pairs directly, see ``ace_matching_loss_from_pairs``.)
+
+    Args:
+        mask_1: ``(g^2,)`` 0/1 (or bool) overlap mask of C1's token grid, row-major.
+        mask_2: ``(g^2,)`` 0/1 (or bool) overlap mask of C2's token grid, row-major.
+        grid: g, the token grid side of each crop (even; paper 14).
+        comp_kernel: odd Gaussian kernel size of composition (paper 3).
+        decomp_kernel: odd Gaussian kernel size of decomposition (paper 3; the authors' code uses 5).
+        sigma: Gaussian width in grid cells (paper 1).
+
+    Returns:
+        ``(T_comp, T_decomp)``: float32 arrays of shapes ``(g^2, g^2 / 4)`` (rows: teacher C1 tokens,
+        columns: composed student C2 tokens) and ``(g^2, 4 g^2)`` (rows: teacher C2 tokens, columns:
+        decomposed student C1 tokens).
+
+    Raises:
+        ValueError: on bad arguments, or masks whose overlaps are not whole C1 tokens of equal area.
+    """
+    validate_kernel(comp_kernel=comp_kernel, decomp_kernel=decomp_kernel)
+    if not sigma > 0:
+        raise ValueError(f"Expected sigma > 0. Received: sigma={sigma}")
+    paired_comp, paired_decomp = ace_matching_pairs(mask_1, mask_2, grid=grid)
+    return (_stamp_gaussians(paired_comp, grid // 2, comp_kernel, sigma),  # (g^2, g^2/4)
+            _stamp_gaussians(paired_decomp, 2 * grid, decomp_kernel, sigma))  # (g^2, 4g^2)
+
+
+def validate_kernel(**kernels):
+    """Raise ValueError unless every keyword value is an odd positive integer."""
+    for name, value in kernels.items():
+        if not (isinstance(value, (int, np.integer)) and value >= 1 and value % 2 == 1):
+            raise ValueError(f"Expected an odd positive integer {name}. Received: {name}={value}")
+
+
+def _as_grid_mask(mask, grid, name):
+    mask = np.asarray(mask)
+    if mask.shape != (grid * grid,):
+        raise ValueError(f"Expected {name} of shape ({grid * grid},). Received: {name}.shape={mask.shape}")
+    if not np.isin(mask, (0, 1)).all():
+        raise ValueError(f"Expected {name} to hold only 0 and 1. Received: values {np.unique(mask)[:5]}")
+    return mask.astype(bool).reshape(grid, grid)
+
+
+def _stamp_gaussians(paired, side, kernel, sigma):
+    """``(N_t,)`` pairs -> ``(N_t, side^2)``: row i gets a Gaussian of peak 1 centred on cell ``paired[i]``."""
+    target = np.zeros((len(paired), side * side), dtype=np.float32)
+    rows = np.flatnonzero(paired >= 0)
+    cell_y, cell_x = np.divmod(paired[rows], side)
+    radius = (kernel - 1) // 2
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            y, x = cell_y + dy, cell_x + dx
+            inside = (y >= 0) & (y < side) & (x >= 0) & (x < side)
+            target[rows[inside], y[inside] * side + x[inside]] = np.exp(-(dx * dx + dy * dy) / (2 * sigma**2))
+    return target

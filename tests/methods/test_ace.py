@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from kmedssl.backbones import VisionTransformer
-from kmedssl.losses.ace import ace_matching_targets
-from kmedssl.methods.ace import ACE, merge_2x2, split_2x2
-from kmedssl.views.ace import ACEViews
+from kmedssl.backbones.layers import merge_2x2, split_2x2
+from kmedssl.methods.ace import ACE
+from kmedssl.views.ace import ACEViews, ace_matching_targets
 from tests.helpers import assert_close, to_numpy
 
 GRID, CELLS, PATCH = 4, 10, 8  # 32 px crops of an 80 px source, 4 x 4 tokens
