@@ -11,6 +11,7 @@ import keras
 from keras import ops
 
 from kmedssl.backbones.layers import TransformerBlock, sincos_position_embedding_2d
+from kmedssl.backbones.vit import constructor_arguments, is_finite, is_integer, transformer_parameters
 
 MAE_DECODER_SIZES = {
     "phantom": {"dim": 64, "depth": 2, "num_heads": 2},
@@ -51,14 +52,9 @@ class MAEDecoder(keras.Model):
         layer_norm_epsilon=1e-6,
         **kwargs,
     ):
-        if math.isqrt(num_patches) ** 2 != num_patches:
-            raise ValueError(f"Expected num_patches to be a perfect square. Received: num_patches={num_patches}")
-        if dim % num_heads or dim % 4:
-            raise ValueError(
-                f"Expected dim divisible by num_heads and by 4. Received: dim={dim}, num_heads={num_heads}"
-            )
-        if depth < 0:
-            raise ValueError(f"Expected depth >= 0. Received: depth={depth}")
+        self.validate_config(dict(num_patches=num_patches, patch_dim=patch_dim, encoder_dim=encoder_dim, dim=dim,
+                                  depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                                  layer_norm_epsilon=layer_norm_epsilon))
         super().__init__(**kwargs)
 
         # === Config ===
@@ -89,6 +85,42 @@ class MAEDecoder(keras.Model):
         self.norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=policy, name="norm")
         self.prediction = keras.layers.Dense(patch_dim, dtype=policy, name="prediction")
         self.build((None, None, encoder_dim))
+
+    @classmethod
+    def validate_config(cls, config):
+        """Check a config (``get_config()``, e.g. read from a ``.keras`` file) without building anything.
+
+        Raises:
+            ValueError: one line naming the fields of the wrong type or out of range.
+        """
+        a = constructor_arguments(cls, config)
+        bad = [f"{key}={a[key]!r}" for key in ("num_patches", "patch_dim", "encoder_dim", "dim", "num_heads")
+               if not is_integer(a[key], 1)] + ([] if is_integer(a["depth"], 0) else [f"depth={a['depth']!r}"])
+        if bad:
+            raise ValueError(f"Expected integers num_patches, patch_dim, encoder_dim, dim, num_heads >= 1 and "
+                             f"depth >= 0. Received: {', '.join(bad)}")
+        if math.isqrt(a["num_patches"]) ** 2 != a["num_patches"]:
+            raise ValueError(f"Expected num_patches to be a perfect square. Received: num_patches={a['num_patches']}")
+        if a["dim"] % a["num_heads"] or a["dim"] % 4:
+            raise ValueError(
+                f"Expected dim divisible by num_heads and by 4. Received: dim={a['dim']}, num_heads={a['num_heads']}"
+            )
+        valid = {
+            "mlp_ratio": is_finite(a["mlp_ratio"]) and a["dim"] * a["mlp_ratio"] >= 1,
+            "layer_norm_epsilon": is_finite(a["layer_norm_epsilon"]) and a["layer_norm_epsilon"] >= 0,
+        }
+        bad = [f"{key}={a[key]!r}" for key, ok in valid.items() if not ok]
+        if bad:
+            raise ValueError(f"Expected dim * mlp_ratio >= 1 and layer_norm_epsilon >= 0. Received: {', '.join(bad)}")
+
+    @classmethod
+    def parameter_count(cls, config):
+        """The number of weights of a model built from a valid ``config``, counted without building it."""
+        a = constructor_arguments(cls, config)
+        dim = a["dim"]
+        embedding, mask, positions, norm = (a["encoder_dim"] + 1) * dim, dim, a["num_patches"] * dim, 2 * dim
+        prediction = (dim + 1) * a["patch_dim"]
+        return embedding + mask + positions + norm + transformer_parameters(dim, a["depth"], a["mlp_ratio"]) + prediction
 
     def build(self, input_shape):
         tokens_shape = (None, None, self.dim)

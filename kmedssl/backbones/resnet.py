@@ -11,6 +11,7 @@ import keras
 from keras import ops
 
 from kmedssl.backbones.layers import SyncBatchNormalization
+from kmedssl.backbones.vit import constructor_arguments, is_finite, is_integer
 
 STEMS = ("cifar", "imagenet")
 
@@ -117,13 +118,8 @@ class ResNet18(keras.Model):
     """
 
     def __init__(self, channels=1, stem="cifar", width=64, input_mean=0.5, input_std=0.25, **kwargs):
-        if stem not in STEMS:
-            raise ValueError(f"Expected stem in {STEMS}. Received: stem={stem!r}")
-        if channels < 1 or width < 1 or not input_std > 0:
-            raise ValueError(
-                f"Expected channels >= 1, width >= 1 and input_std > 0. Received: channels={channels}, "
-                f"width={width}, input_std={input_std}"
-            )
+        self.validate_config(dict(channels=channels, stem=stem, width=width, input_mean=input_mean,
+                                  input_std=input_std))
         super().__init__(**kwargs)
 
         # === Config ===
@@ -166,6 +162,44 @@ class ResNet18(keras.Model):
                 )
                 in_filters = filters
         self.build((None, None, None, channels))
+
+    @classmethod
+    def validate_config(cls, config):
+        """Check a config (``get_config()``, e.g. read from a ``.keras`` file) without building anything.
+
+        Raises:
+            ValueError: one line naming the fields of the wrong type or out of range.
+        """
+        a = constructor_arguments(cls, config)
+        if a["stem"] not in STEMS:
+            raise ValueError(f"Expected stem in {STEMS}. Received: stem={a['stem']!r}")
+        valid = {
+            "channels": is_integer(a["channels"], 1),
+            "width": is_integer(a["width"], 1),
+            "input_mean": is_finite(a["input_mean"]),
+            "input_std": is_finite(a["input_std"]) and a["input_std"] > 0,
+        }
+        bad = [f"{key}={a[key]!r}" for key, ok in valid.items() if not ok]
+        if bad:
+            raise ValueError(f"Expected integers channels, width >= 1, a finite input_mean and input_std > 0. "
+                             f"Received: {', '.join(bad)}")
+
+    @classmethod
+    def parameter_count(cls, config):
+        """The number of weights of a model built from a valid ``config``, counted without building it: the stem
+        convolution, then per stage of width ``f`` four 3x3 convolutions and a 1x1 projection where the
+        stride or width changes; every BatchNorm holds 4 values per channel."""
+        a = constructor_arguments(cls, config)
+        width, kernel = a["width"], 3 if a["stem"] == "cifar" else 7
+        total = kernel * kernel * a["channels"] * width + 4 * width
+        in_filters = width
+        for multiplier in (1, 2, 4, 8):
+            filters = width * multiplier
+            total += 9 * in_filters * filters + 3 * 9 * filters * filters + 4 * 4 * filters
+            if in_filters != filters:
+                total += in_filters * filters + 4 * filters
+            in_filters = filters
+        return total
 
     def build(self, input_shape):
         _build_chain(self.stem_layers + self.blocks, input_shape)

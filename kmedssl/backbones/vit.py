@@ -6,6 +6,10 @@ Masked pretraining (MVMAE, S-PCL) passes ``token_indices`` so that only the sele
 and encoded; the positions travel with the patches, so no dense mask is ever built.
 """
 
+import inspect
+import math
+import numbers
+
 import keras
 import numpy as np
 from keras import ops
@@ -63,22 +67,11 @@ class VisionTransformer(keras.Model):
         seed=None,
         **kwargs,
     ):
-        if image_size % patch_size:
-            raise ValueError(
-                f"Expected image_size divisible by patch_size. Received: image_size={image_size}, "
-                f"patch_size={patch_size}"
-            )
-        if dim % num_heads or dim % 4:
-            raise ValueError(
-                f"Expected dim divisible by num_heads and by 4. Received: dim={dim}, num_heads={num_heads}"
-            )
-        if not input_std > 0:
-            raise ValueError(f"Expected input_std > 0. Received: input_std={input_std}")
-        if depth < 0 or not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(
-                f"Expected depth >= 0 and 0 <= drop_path_rate < 1. Received: depth={depth}, "
-                f"drop_path_rate={drop_path_rate}"
-            )
+        self.validate_config(dict(
+            image_size=image_size, patch_size=patch_size, channels=channels, dim=dim, depth=depth,
+            num_heads=num_heads, mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate,
+            layer_norm_epsilon=layer_norm_epsilon, input_mean=input_mean, input_std=input_std, seed=seed,
+        ))
         super().__init__(**kwargs)
 
         # === Config ===
@@ -117,6 +110,51 @@ class VisionTransformer(keras.Model):
         ]
         self.norm = keras.layers.LayerNormalization(epsilon=layer_norm_epsilon, dtype=policy, name="norm")
         self.build((None, image_size, image_size, channels))
+
+    @classmethod
+    def validate_config(cls, config):
+        """Check a config (``get_config()``, e.g. read from a ``.keras`` file) without building anything.
+
+        Raises:
+            ValueError: one line naming the fields of the wrong type or out of range.
+        """
+        a = constructor_arguments(cls, config)
+        bad = [f"{key}={a[key]!r}" for key in ("image_size", "patch_size", "channels", "dim", "num_heads")
+               if not is_integer(a[key], 1)] + ([] if is_integer(a["depth"], 0) else [f"depth={a['depth']!r}"])
+        if bad:
+            raise ValueError(f"Expected integers image_size, patch_size, channels, dim, num_heads >= 1 and "
+                             f"depth >= 0. Received: {', '.join(bad)}")
+        if a["image_size"] % a["patch_size"]:
+            raise ValueError(
+                f"Expected image_size divisible by patch_size. Received: image_size={a['image_size']}, "
+                f"patch_size={a['patch_size']}"
+            )
+        if a["dim"] % a["num_heads"] or a["dim"] % 4:
+            raise ValueError(
+                f"Expected dim divisible by num_heads and by 4. Received: dim={a['dim']}, num_heads={a['num_heads']}"
+            )
+        valid = {
+            "mlp_ratio": is_finite(a["mlp_ratio"]) and a["dim"] * a["mlp_ratio"] >= 1,
+            "drop_path_rate": is_finite(a["drop_path_rate"]) and 0 <= a["drop_path_rate"] < 1,
+            "layer_norm_epsilon": is_finite(a["layer_norm_epsilon"]) and a["layer_norm_epsilon"] >= 0,
+            "input_mean": is_finite(a["input_mean"]),
+            "input_std": is_finite(a["input_std"]) and a["input_std"] > 0,
+            "seed": a["seed"] is None or is_integer(a["seed"]),
+        }
+        bad = [f"{key}={a[key]!r}" for key, ok in valid.items() if not ok]
+        if bad:
+            raise ValueError(f"Expected dim * mlp_ratio >= 1, 0 <= drop_path_rate < 1, layer_norm_epsilon >= 0, "
+                             f"a finite input_mean, input_std > 0 and an integer or None seed. Received: "
+                             f"{', '.join(bad)}")
+
+    @classmethod
+    def parameter_count(cls, config):
+        """The number of weights of a model built from a valid ``config``, counted without building it."""
+        a = constructor_arguments(cls, config)
+        dim = a["dim"]
+        embedding = (a["patch_size"] ** 2 * a["channels"] + 1) * dim
+        cls_token, positions, norm = dim, (a["image_size"] // a["patch_size"]) ** 2 * dim, 2 * dim
+        return embedding + cls_token + positions + norm + transformer_parameters(dim, a["depth"], a["mlp_ratio"])
 
     def build(self, input_shape):
         tokens_shape = (None, None, self.dim)
@@ -210,6 +248,31 @@ class VisionTransformer(keras.Model):
             "input_std": self.input_std,
             "seed": self.seed,
         }
+
+
+def is_integer(value, minimum=None):
+    """Whether ``value`` is an integer (not a bool), and at least ``minimum`` when one is given."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and (minimum is None or value >= minimum)
+
+
+def is_finite(value):
+    """Whether ``value`` is a finite real number (not a bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def constructor_arguments(cls, config):
+    """The ``__init__`` arguments of ``cls`` in ``config`` (a ``get_config()`` dict), defaults filled in and
+    None for a missing required one; Keras's own keys (name, dtype, ...) are left out."""
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    return {p.name: config.get(p.name, None if p.default is p.empty else p.default)
+            for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD}
+
+
+def transformer_parameters(dim, depth, mlp_ratio):
+    """Weights of ``depth`` ``TransformerBlock``s of width ``D``, MLP width ``H = int(mlp_ratio * D)``: per block
+    two LayerNorms ``4 D``, qkv ``3 D^2 + 3 D``, projection ``D^2 + D``, MLP ``2 D H + H + D``."""
+    hidden = int(dim * mlp_ratio)
+    return depth * (4 * dim * dim + 2 * dim * hidden + 9 * dim + hidden)
 
 
 def vision_transformer(size="base", image_size=224, patch_size=16, channels=1, **overrides):

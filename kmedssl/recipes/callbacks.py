@@ -69,7 +69,7 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
                 for variable, value in zip(self.state(), self.snapshot, strict=True):
                     variable.assign(value)
                 self.skipped += 1
-                logs.update(self.model.get_metrics_result())
+                logs.update(python_logs(self.model.get_metrics_result()))  # the restored running means
             logs["skipped_steps"] = self.skipped
 
     def on_epoch_end(self, epoch, logs=None):
@@ -79,6 +79,16 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
     def state(self):
         model = self.model
         return [*model.variables, *model.optimizer.variables, *model.metrics_variables]
+
+
+def python_logs(values):
+    """``values`` with every tensor as a Python number (a NumPy array if not a scalar), as Keras passes logs to
+    callbacks: its progress bar averages them with NumPy, which a torch tensor breaks."""
+    python = {}
+    for key, value in values.items():
+        array = np.asarray(keras.ops.convert_to_numpy(value))
+        python[key] = array.item() if array.size == 1 else array
+    return python
 
 
 def nonfinite_terms(logs):

@@ -18,7 +18,9 @@ of an epoch is a function of ``(seed, epoch)`` and the views of a sample of ``(s
 
 Files are written to a temporary name, fsync-ed and renamed (``runs.atomic_write``): a run killed at any
 moment leaves complete checkpoints only. They are read with ``numpy.load(allow_pickle=False)``; a
-truncated, corrupt or tampered file, or one written for another model, raises ``CheckpointError``.
+truncated, corrupt or tampered file (a meta field of the wrong type, an array of the wrong shape or type, a
+NaN or Inf value, which ``save_checkpoint`` never writes), or one written for another model, raises
+``CheckpointError``.
 
 Why not ``keras.callbacks.BackupAndRestore`` (Keras 3.15): it writes ``latest.weights.h5`` and then
 ``training_metadata.json`` in place (no temporary file, no rename), so a kill between or during the two
@@ -44,6 +46,13 @@ from kmedssl.recipes.callbacks import NonFiniteLossError
 FORMAT, VERSION = "kmedssl-checkpoint", 1
 GROUPS = ("model", "optimizer", "metrics")
 NAME_PATTERN = re.compile(r"^step-(\d{8,})\.npz$")
+TAMPERED = "the file is corrupt or was tampered with; delete it to resume from the one before"
+
+# Saved models (.keras archives): the members read before building, and the bounds checked on them.
+MODEL_CONFIG, MODEL_WEIGHTS = "config.json", ("model.weights.h5", "model.weights.npz")
+MODEL_CONFIG_LIMIT = 2**24  # bytes of config.json read (a backbone's is about 1 kB)
+WEIGHT_BYTES = 4  # float32; a file of half-precision weights holds half as many bytes, within the factor 2
+WEIGHTS_SLACK = 2**20  # refused: declared weights > 2 x the weights file + this many bytes
 
 
 class CheckpointError(ValueError):
@@ -166,9 +175,12 @@ def load_checkpoint(path):
         arrays[group] = []
         for index, spec in enumerate(meta["variables"][group]):
             array = members.get(f"{group}/{index:05d}")
-            if array is None or list(array.shape) != spec["shape"]:
+            if array is None or list(array.shape) != spec["shape"] or array.dtype.kind not in "biuf":
                 raise CheckpointError(f"{path}: array {group}/{index:05d} ({spec['path']}) is missing or has the "
-                                      f"wrong shape; the file was tampered with")
+                                      f"wrong shape or type; the file was tampered with")
+            if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+                raise CheckpointError(f"{path}: {spec['path']} ({group}/{index:05d}) holds NaN or Inf, which "
+                                      f"kmedssl never checkpoints; {TAMPERED}")
             arrays[group].append(array)
     return Checkpoint(path=path, meta=meta, arrays=arrays)
 
@@ -184,10 +196,63 @@ def _checked_meta(path, members):
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {meta.get('version')!r}; this kmedssl reads "
                               f"version {VERSION}")
-    required = ("epoch", "batch", "step", "variables")
-    if any(key not in meta for key in required) or set(meta["variables"]) != set(GROUPS):
-        raise CheckpointError(f"{path}: incomplete checkpoint metadata (expected {required} and groups {GROUPS})")
+    problem = _meta_problem(meta)
+    if problem:
+        raise CheckpointError(f"{path}: bad checkpoint metadata: {problem}; {TAMPERED}")
     return meta
+
+
+def _meta_problem(meta):
+    """The first field of a checkpoint's meta with a wrong type or value, described; None if all are sound."""
+
+    def wrong(field, value, expected):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        return f"{field}={shown} (expected {expected})"
+
+    for key in ("epoch", "batch", "step"):
+        if not _is_count(meta.get(key)):
+            return wrong(key, meta.get(key), "an integer >= 0")
+    if "steps_per_epoch" in meta:
+        steps = meta["steps_per_epoch"]
+        if not _is_count(steps) or steps < 1:
+            return wrong("steps_per_epoch", steps, "an integer >= 1")
+        if meta["batch"] >= steps or meta["step"] != meta["epoch"] * steps + meta["batch"]:
+            return wrong("step", meta["step"], f"epoch * steps_per_epoch + batch with batch < {steps}")
+    if not _is_count(meta.get("skipped_steps", 0)):
+        return wrong("skipped_steps", meta["skipped_steps"], "an integer >= 0")
+    history = meta.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(row, dict) and all(map(_is_number, row.values()))
+                                                for row in history):
+        return wrong("history", history, "a list of log rows, objects of numbers")
+    data = meta.get("data", {})
+    skipped, bad = (data.get("skipped", []), data.get("bad", [])) if isinstance(data, dict) else (None, None)
+    if not (isinstance(skipped, list) and all(isinstance(item, list) and len(item) == 2
+                                              and all(isinstance(text, str) for text in item) for item in skipped)
+            and isinstance(bad, list) and all(map(_is_count, bad))):
+        return wrong("data", data, "an object with lists 'skipped' of [file, problem] and 'bad' of indices")
+    for key in ("keras", "backend"):
+        if not isinstance(meta.get(key, ""), str):
+            return wrong(key, meta[key], "a string")
+    variables = meta.get("variables")
+    if not isinstance(variables, dict) or set(variables) != set(GROUPS):
+        return wrong("variables", variables, f"an object with the groups {GROUPS}")
+    expected = "{path: string, shape: list of integers >= 0, dtype: string}"
+    for group in GROUPS:
+        if not isinstance(variables[group], list):
+            return wrong(f"variables.{group}", variables[group], f"a list of {expected}")
+        for index, spec in enumerate(variables[group]):
+            if not (isinstance(spec, dict) and isinstance(spec.get("path"), str) and isinstance(spec.get("dtype"), str)
+                    and isinstance(spec.get("shape"), list) and all(map(_is_count, spec["shape"]))):
+                return wrong(f"variables.{group}[{index}]", spec, expected)
+    return None
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value):
+    return isinstance(value, (int, float))  # a bool too: a callback may log one
 
 
 def restore_checkpoint(model, checkpoint, groups=("model", "optimizer")):
@@ -224,22 +289,86 @@ def prune_checkpoints(run_dir, keep):
 
 
 def load_model_file(path):
-    """``keras.saving.load_model(path, safe_mode=True)`` with one clear error for a damaged file.
+    """``keras.saving.load_model(path, safe_mode=True)`` with one clear error for a damaged file, after
+    ``check_model_file`` (nothing is built for a file that declares an impossible model).
 
     Raises:
-        CheckpointError: the file is not a complete ``.keras`` archive, or its config asks for code that
-            safe mode refuses (e.g. a ``lambda``), or it does not deserialise.
+        CheckpointError: the file is not a complete ``.keras`` archive, or fails ``check_model_file``, or its
+            config asks for code that safe mode refuses (e.g. a ``lambda``), or it does not deserialise.
     """
-    import kmedssl.backbones  # noqa: F401  (registers the backbone classes for deserialisation)
-
     path = pathlib.Path(path)
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: not a complete .keras archive (truncated or corrupt); save it again")
+    check_model_file(path)
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except (ValueError, TypeError, KeyError, OSError, zipfile.BadZipFile) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise CheckpointError(f"{path}: cannot be loaded safely ({reason})") from None
+
+
+def check_model_file(path):
+    """Check the kmedssl backbones a ``.keras`` archive declares before anything is built.
+
+    Every backbone config in ``config.json`` (at any depth) must pass its class's ``validate_config``, and
+    their ``parameter_count`` weights, at ``WEIGHT_BYTES`` each, must not exceed twice the bytes of the
+    archive's weights file plus ``WEIGHTS_SLACK``: a few bytes of tampered config could otherwise make
+    Keras allocate gigabytes before it finds the weights missing.
+
+    Raises:
+        CheckpointError: one line naming the file and the problem.
+    """
+    from kmedssl.backbones import MAEDecoder, ResNet18, VisionTransformer  # also registers them with Keras
+
+    backbones = {keras.saving.get_registered_name(c): c for c in (VisionTransformer, ResNet18, MAEDecoder)}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            with archive.open(MODEL_CONFIG) as member:
+                text = member.read(MODEL_CONFIG_LIMIT + 1)
+            if len(text) > MODEL_CONFIG_LIMIT:
+                raise CheckpointError(f"{path}: {MODEL_CONFIG} is over {MODEL_CONFIG_LIMIT} bytes; the file is "
+                                      f"corrupt or was tampered with")
+            declared = 0
+            for node in _config_nodes(json.loads(text)):
+                cls = backbones.get(node.get("registered_name"))
+                if cls is not None and isinstance(node.get("config"), dict):
+                    try:
+                        cls.validate_config(node["config"])
+                        declared += cls.parameter_count(node["config"])
+                    except (ValueError, OverflowError) as error:
+                        raise CheckpointError(f"{path}: invalid {cls.__name__} config: {error}") from None
+            needed = (WEIGHT_BYTES * declared - WEIGHTS_SLACK) // 2  # bytes the weights file must hold
+            held = sum(_member_bytes(archive, name, needed) for name in MODEL_WEIGHTS if name in archive.namelist())
+    except (KeyError, OSError, EOFError, RuntimeError, NotImplementedError, UnicodeDecodeError, json.JSONDecodeError,
+            zipfile.BadZipFile) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(f"{path}: not a readable .keras archive ({reason})") from None
+    if held < needed:
+        raise CheckpointError(
+            f"{path}: declares a model of {declared:,} weights ({WEIGHT_BYTES * declared / 2**30:.2f} GiB) but its "
+            f"weights file holds only {held:,} bytes; the file is corrupt or was tampered with"
+        )
+
+
+def _config_nodes(config):
+    """Every object (dict) in a parsed ``config.json``, at any depth (iteratively: no recursion limit)."""
+    pending = [config]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            yield item
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+
+
+def _member_bytes(archive, name, enough):
+    """The uncompressed size of archive member ``name``, counted by reading it, up to at least ``enough``."""
+    total = 0
+    with archive.open(name) as member:
+        while total < enough and (chunk := member.read(2**20)):
+            total += len(chunk)
+    return total
 
 
 # === Callback ===

@@ -55,3 +55,16 @@ def test_invalid_arguments_and_inputs(rng):
         decoder(rng.normal(size=(2, 5, 16)).astype("float32"), ids_restore)
     with pytest.raises(ValueError, match="ids_restore"):
         decoder(rng.normal(size=(2, 5, 32)).astype("float32"), ids_restore[:, :8])
+
+
+@pytest.mark.backend_free
+def test_validate_config_names_the_bad_fields_without_building():
+    with pytest.raises(ValueError, match=r"Received: num_patches=None, depth=-1"):
+        MAEDecoder.validate_config({**KWARGS, "num_patches": None, "depth": -1})
+    with pytest.raises(ValueError, match=r"Received: layer_norm_epsilon=-1"):
+        MAEDecoder.validate_config({**KWARGS, "layer_norm_epsilon": -1})
+
+
+def test_parameter_count_of_a_config_is_that_of_the_built_model():
+    model = MAEDecoder(**{**KWARGS, "mlp_ratio": 3.0})
+    assert MAEDecoder.parameter_count(model.get_config()) == model.count_params()

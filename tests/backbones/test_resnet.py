@@ -34,3 +34,16 @@ def test_invalid_arguments_and_inputs(rng):
         ResNet18(stem="vit")
     with pytest.raises(ValueError, match=r"Expected images of shape \(batch, height, width, 1\)"):
         ResNet18(width=8)(rng.normal(size=(2, 16, 16, 3)).astype("float32"))
+
+
+@pytest.mark.backend_free
+def test_validate_config_names_the_bad_fields_without_building():
+    with pytest.raises(ValueError, match=r"Received: channels=0, width=8.0"):
+        ResNet18.validate_config({"channels": 0, "width": 8.0})
+    with pytest.raises(ValueError, match="stem"):
+        ResNet18.validate_config({"stem": None})
+
+
+def test_parameter_count_of_a_config_is_that_of_the_built_model():
+    for model in (ResNet18(width=8), ResNet18(channels=3, stem="imagenet", width=4)):
+        assert ResNet18.parameter_count(model.get_config()) == model.count_params()

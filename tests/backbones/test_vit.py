@@ -136,6 +136,23 @@ def test_invalid_arguments_and_inputs(rng):
         model(_images(rng), token_indices=np.arange(4))
 
 
+@pytest.mark.backend_free
+@pytest.mark.parametrize("change, message", [
+    ({"patch_size": 0}, r"Received: patch_size=0"),
+    ({"dim": "32", "depth": -1}, r"Received: dim='32', depth=-1"),
+    ({"image_size": 30}, "divisible by patch_size"),
+    ({"mlp_ratio": 0.0, "input_std": float("nan"), "seed": 1.5}, r"Received: mlp_ratio=0.0, input_std=nan, seed=1.5"),
+])
+def test_validate_config_names_the_bad_fields_without_building(change, message):
+    with pytest.raises(ValueError, match=message):
+        VisionTransformer.validate_config({**KWARGS, **change})
+
+
+def test_parameter_count_of_a_config_is_that_of_the_built_model():
+    model = VisionTransformer(**{**KWARGS, "channels": 3, "mlp_ratio": 2.5, "drop_path_rate": 0.1, "seed": 1})
+    assert VisionTransformer.parameter_count(model.get_config()) == model.count_params()
+
+
 def test_input_normalisation_is_applied_first():
     """``(x - input_mean) / input_std`` before the patch embedding (paper 000 §2): a model with (0.5, 0.25) on
     x equals the same weights with (0, 1) on the normalised x."""

@@ -198,7 +198,7 @@ def test_tampered_checkpoints_are_refused_without_unpickling(reference, tmp_path
 
     path.write_bytes(original)
     rewrite_archive(path, lambda m: m.update({"model/00000": np.zeros((3, 3), "float32")}))
-    with pytest.raises(CheckpointError, match=r"model/00000 .* wrong shape; the file was tampered with"):
+    with pytest.raises(CheckpointError, match=r"model/00000 .* wrong shape or type; the file was tampered with"):
         checkpoints.load_checkpoint(path)
 
 
