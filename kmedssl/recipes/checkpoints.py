@@ -40,6 +40,7 @@ import zipfile
 import keras
 import numpy as np
 
+from kmedssl.data.npz import ARCHIVE_ERRORS, array_headers, declared_size_problem
 from kmedssl.recipes import runs
 from kmedssl.recipes.callbacks import NonFiniteLossError
 
@@ -162,13 +163,17 @@ def load_checkpoint(path):
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            members = {name: archive[name] for name in archive.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, RuntimeError) as error:
+        problems = [declared_size_problem(name, *header) for name, header in array_headers(path).items()]
+        if not any(problems):
+            with np.load(path, allow_pickle=False) as archive:
+                members = {name: archive[name] for name in archive.files}
+    except (*ARCHIVE_ERRORS, RuntimeError) as error:
         raise CheckpointError(
             f"{path}: unreadable checkpoint, truncated, corrupt or tampered with ({type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else 'no detail'}); delete it to resume from the one before"
         ) from None
+    if any(problems):
+        raise CheckpointError(f"{path}: {next(filter(None, problems))}; {TAMPERED}")
     meta = _checked_meta(path, members)
     arrays = {}
     for group in GROUPS:

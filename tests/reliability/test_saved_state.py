@@ -10,6 +10,7 @@ seconds on tensorflow and jax).
 """
 
 import csv
+import io
 import json
 import shutil
 import time
@@ -155,6 +156,30 @@ def test_an_array_of_text_is_refused(tiny_run, tmp_path):
     rewrite_checkpoint(path, lambda meta, arrays: arrays.update({"optimizer/00000": np.array("x")}))
     with pytest.raises(CheckpointError, match=r"optimizer/00000 .* wrong shape or type"):
         checkpoints.load_checkpoint(path)
+
+
+def forge_array_header(path, member, shape):
+    """Rewrite ``member`` of the ``.npz`` at ``path`` so that its ``.npy`` header declares ``shape`` (float32)
+    while its data stays a few bytes."""
+    with zipfile.ZipFile(path) as original:
+        items = {item.filename: original.read(item) for item in original.infolist()}
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    items[member] = header.getvalue() + bytes(16)
+    with zipfile.ZipFile(path, "w") as forged:
+        for name, data in items.items():
+            forged.writestr(name, data)
+
+
+@pytest.mark.backend_free
+def test_a_checkpoint_header_declaring_terabytes_is_refused_before_allocating(tiny_run, tmp_path):
+    run = copied_run(tiny_run, tmp_path)
+    forge_array_header(run / CHECKPOINT, "model/00000.npy", (2**20, 2**20))
+    before = snapshot(run)
+    process = run_kmedssl("pretrain", "spcl", *TINY, "--output", run, "--resume", address_space=ADDRESS_SPACE_LIMIT)
+    assert_process_error(process, run / CHECKPOINT, "'model/00000' declares shape (1048576, 1048576)",
+                         "forged header")
+    assert_unchanged(run, before)
 
 
 # === Encoders ===

@@ -28,7 +28,6 @@ multi-label value other than 0/1) is a problem of the ``ErrorPolicy`` (raise, or
 it).
 """
 
-import math
 import pathlib
 import zipfile
 
@@ -37,6 +36,7 @@ import numpy as np
 from kmedssl.data.errors import DataError
 from kmedssl.data.formats.common import DataRoot, Dataset, ErrorPolicy
 from kmedssl.data.images import check_pixel_count, to_unit_grey
+from kmedssl.data.npz import ARCHIVE_ERRORS, array_headers, declared_size_problem
 from kmedssl.data.records import ImageRecord
 
 FORMAT = "medmnist"
@@ -46,7 +46,6 @@ CHESTMNIST_LABELS = ("atelectasis", "cardiomegaly", "effusion", "infiltration", 
                      "pneumothorax", "consolidation", "edema", "emphysema", "fibrosis", "pleural", "hernia")
 # File name (lower case, without an "_SIZE" suffix) -> (label names, multi-label, modality, anatomy).
 KNOWN_SETS = {"chestmnist": (CHESTMNIST_LABELS, True, "XR", "chest")}
-_ZIP_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError)
 # The largest array read: twice MedMNIST's largest (ChestMNIST's 224-px training images, 3.9 GB).
 MAX_ARRAY_BYTES = 2**33
 # Multi-class labels are class indices below this (MedMNIST's 2-D sets have at most 11 classes); a larger
@@ -59,7 +58,7 @@ def looks_like(path):
     try:
         with zipfile.ZipFile(_npz_file(pathlib.Path(path))) as archive:
             names = set(archive.namelist())
-    except (DataError, *_ZIP_ERRORS):
+    except (DataError, *ARCHIVE_ERRORS):
         return False
     return all(f"{key}.npy" in names for key in KEYS)
 
@@ -125,7 +124,7 @@ class NpzImages:
         try:
             with np.load(self.file, allow_pickle=False) as arrays:
                 return arrays[key]
-        except _ZIP_ERRORS as error:
+        except ARCHIVE_ERRORS as error:
             raise DataError(f"{self.file}: cannot load {key!r} ({type(error).__name__}: {error})") from None
 
     def __getstate__(self):
@@ -155,40 +154,22 @@ def _npz_file(root):
 def _headers(file):
     """``{key: (shape, dtype)}`` of the six arrays, read from the ``.npy`` headers (no data loaded), each
     checked against its zip member's size and ``MAX_ARRAY_BYTES``."""
-    headers = {}
     try:
-        with zipfile.ZipFile(file) as archive:
-            names = set(archive.namelist())
-            for key in KEYS:
-                if f"{key}.npy" not in names:
-                    raise DataError(f"{file}: missing array {key!r} (a MedMNIST .npz holds {', '.join(KEYS)})")
-                member = archive.getinfo(f"{key}.npy")
-                with archive.open(member) as handle:
-                    version = np.lib.format.read_magic(handle)
-                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                                   else np.lib.format.read_array_header_2_0)
-                    shape, _, dtype = read_header(handle)
-                    _check_declared_size(file, key, shape, dtype, member.file_size - handle.tell())
-                headers[key] = (shape, dtype)
-    except _ZIP_ERRORS as error:
+        declared = array_headers(file)
+    except ARCHIVE_ERRORS as error:
         raise DataError(f"{file}: not a readable .npz archive ({type(error).__name__}: {error})") from None
+    headers = {}
+    for key in KEYS:
+        if key not in declared:
+            raise DataError(f"{file}: missing array {key!r} (a MedMNIST .npz holds {', '.join(KEYS)})")
+        shape, dtype, stored = declared[key]
+        problem = declared_size_problem(key, shape, dtype, stored, MAX_ARRAY_BYTES)
+        if problem:
+            raise DataError(f"{file}: {problem}")
+        headers[key] = (shape, dtype)
     for split in SPLITS:
         _check_images(file, f"{split}_images", *headers[f"{split}_images"])
     return headers
-
-
-def _check_declared_size(file, key, shape, dtype, stored):
-    """The array a ``.npy`` header declares must fit in the ``stored`` bytes after the header and in
-    ``MAX_ARRAY_BYTES``: numpy allocates the declared size before it reads anything."""
-    if dtype.hasobject:
-        return  # pickled objects: np.load(allow_pickle=False) refuses them
-    declared = math.prod(shape) * dtype.itemsize
-    if declared > stored:
-        raise DataError(f"{file}: {key!r} declares shape {shape} of {dtype} ({declared} bytes), but its member "
-                        f"holds {stored} bytes of data: a corrupt or forged header")
-    if declared > MAX_ARRAY_BYTES:
-        raise DataError(f"{file}: {key!r} has shape {shape} of {dtype} ({declared} bytes), above the limit of "
-                        f"{MAX_ARRAY_BYTES} bytes per array")
 
 
 def _check_images(file, key, shape, dtype):
@@ -209,7 +190,7 @@ def _labels(file, headers):
         with np.load(file, allow_pickle=False) as arrays:
             for split in SPLITS:
                 labels[split] = arrays[f"{split}_labels"]
-    except _ZIP_ERRORS as error:
+    except ARCHIVE_ERRORS as error:
         raise DataError(f"{file}: cannot load the labels ({type(error).__name__}: {error})") from None
     for split, array in labels.items():
         key, count = f"{split}_labels", headers[f"{split}_images"][0][0]
