@@ -40,7 +40,7 @@ def run_user_command(debug, function, *args, **kwargs):
 
 # pretrain() arguments that have their own option: `--set` cannot set them.
 OWN_OPTIONS = ("data", "format", "on_error", "size", "seed", "output_dir", "resume", "overwrite", "backend",
-               "verbose", "callbacks", "devices")
+               "verbose", "callbacks", "devices", "recipe")
 
 
 def parse_sets(values):
@@ -75,8 +75,13 @@ def main():
 @click.option("--format", "data_format", type=click.Choice(FORMATS), help="Format of --data PATH (inferred if omitted).")
 @click.option("--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
               help="Bad files or rows: stop with an error, or skip them (listed in the run's data_skipped.csv).")
-@click.option("--size", type=click.Choice(["phantom", "paper"]), default="phantom", show_default=True,
-              help="phantom: CPU-minutes settings; paper: the papers' settings.")
+@click.option("--size", type=click.Choice(["phantom", "paper"]),
+              help="phantom: CPU-minutes settings; paper: the papers' settings. [default: the --recipe file's "
+                   "size, else phantom]")
+@click.option("--recipe", "recipe_file", type=click.Path(dir_okay=False), metavar="FILE.toml",
+              help="Recipe file over the size's settings: one of the top-level recipes/ folder (e.g. "
+                   "paper/spcl-mimic-cxr.toml) or a run's recipe.toml (reproduces the run); --set, --epochs, "
+                   "--steps-per-epoch, --batch-size, --image-size and --seed override it.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override any recipe field (repeatable).")
 @click.option("--epochs", type=int, help="Number of epochs.")
 @click.option("--steps-per-epoch", type=int, help="Steps per epoch (default: one pass over the data).")
@@ -90,14 +95,15 @@ def main():
               help="Replace an existing kmedssl run directory (refused for a folder holding anything else).")
 @click.option("--checkpoint-every", type=click.IntRange(min=1), metavar="STEPS",
               help="Also checkpoint every STEPS training steps (always at each epoch end).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of weights, data order and views.")
+@click.option("--seed", type=int,
+              help="Seed of weights, data order and views. [default: the --recipe file's seed, else 0]")
 @click.option("--devices", type=click.IntRange(min=1), metavar="N",
               help="Data-parallel devices (docs/distributed.md): jax and tensorflow use N local devices; torch "
                    "needs one process per device, e.g. torchrun --nproc_per_node N -m kmedssl.cli pretrain ... "
                    "--devices N. --batch-size is the global batch.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
-def pretrain(method, data, data_format, on_error, size, sets, epochs, steps_per_epoch, batch_size, image_size,
-             backend, output, resume, overwrite, checkpoint_every, seed, devices, debug):
+def pretrain(method, data, data_format, on_error, size, recipe_file, sets, epochs, steps_per_epoch, batch_size,
+             image_size, backend, output, resume, overwrite, checkpoint_every, seed, devices, debug):
     """Pretrain METHOD (ace, mulsupcon, mvcon, mvmae, simclr, spcl, supervised) and write a run directory.
 
     A run killed at any moment continues with the same command plus --resume and ends with the weights of
@@ -107,6 +113,8 @@ def pretrain(method, data, data_format, on_error, size, sets, epochs, steps_per_
     \b
     Examples:
       kmedssl pretrain spcl --data phantom --size phantom --epochs 5 --set mask_ratio=0.5 --output runs/spcl
+      kmedssl pretrain ace --recipe recipes/paper/ace-chestxray14.toml --data /data/chestxray14 --output runs/ace
+      kmedssl pretrain spcl --recipe runs/spcl/recipe.toml --output runs/spcl-again   # the same run again
       kmedssl pretrain mvmae --data /data/mimic-cxr-jpg --format mimic-cxr --size paper --checkpoint-every 500 \\
           --output runs/mvmae          # after an interruption: the same command plus --resume
       kmedssl pretrain simclr --backend jax --devices 8 --batch-size 1024   # 8 GPUs, negatives from all of them
@@ -125,7 +133,7 @@ def pretrain(method, data, data_format, on_error, size, sets, epochs, steps_per_
     overrides.update({key: value for key, value in options.items() if value is not None})
     result = run_user_command(
         debug, recipes.pretrain, method, data=data, size=size, seed=seed, output_dir=output, resume=resume,
-        overwrite=overwrite, format=data_format, on_error=on_error, devices=devices, **overrides,
+        overwrite=overwrite, format=data_format, on_error=on_error, devices=devices, recipe=recipe_file, **overrides,
     )
     if int(os.environ.get("RANK", "0")) != 0:  # a torchrun process other than the first: it wrote nothing
         return

@@ -3,7 +3,7 @@
 import dataclasses
 
 from kmedssl.methods.ace import ACE
-from kmedssl.recipes.base import AT_LEAST_ONE, Recipe
+from kmedssl.recipes.base import AT_LEAST_ONE, FINITE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, Recipe
 from kmedssl.views.ace import ACEViews
 
 
@@ -13,16 +13,25 @@ class ACERecipe(Recipe):
     cells), batch 8 x 4 GPUs, 100 epochs, AdamW lr 5e-4 with 10 warm-up epochs, weight decay 0.04, drop path
     0.1, gradient clipping 0.8 (applied here to the global norm). The paper raises the weight decay to 0.4
     on a cosine schedule; Keras optimizers take a constant weight decay, so it stays at 0.04 here.
-    Pretraining images: the frontal radiographs (ChestX-ray14 in the paper)."""
+    Pretraining images: the frontal radiographs (ChestX-ray14 in the paper). Every argument of ``ACE``
+    (heads, temperatures, momenta, α, λ, kernels, σ) is a field with ACE's default, the paper's."""
 
     method = "ace"
+    method_class = ACE
     sizes = {
         "phantom": dict(encoder_size="phantom", image_size=64, patch_size=8, image_cells=20, batch_size=32,
                         epochs=20, learning_rate=5e-4, warmup_epochs=2, drop_path_rate=0.0, head_dim=1024,
                         head_hidden_dim=256, head_bottleneck_dim=64, data_size=500),
     }
-    limits = {name: AT_LEAST_ONE for name in ("image_cells", "head_dim", "head_hidden_dim", "head_bottleneck_dim",
-                                              "comp_kernel", "decomp_kernel")}
+    limits = {
+        **{name: AT_LEAST_ONE for name in ("image_cells", "head_dim", "head_hidden_dim", "head_bottleneck_dim",
+                                           "comp_kernel", "decomp_kernel")},
+        **{name: POSITIVE for name in ("teacher_temperature", "student_temperature", "sigma")},
+        **{name: UNIT_INTERVAL for name in ("center_momentum", "teacher_momentum", "teacher_momentum_final",
+                                            "alpha_comp", "alpha_decomp")},
+        **{name: NON_NEGATIVE for name in ("lambda_global", "lambda_comp", "lambda_decomp")},
+        "logit_scale_init": FINITE,
+    }
 
     image_size: int = 448
     patch_size: int = 32
@@ -34,11 +43,6 @@ class ACERecipe(Recipe):
     weight_decay: float = 0.04
     drop_path_rate: float = 0.1
     gradient_clip: float = 0.8
-    head_dim: int = 65536
-    head_hidden_dim: int = 2048
-    head_bottleneck_dim: int = 256
-    comp_kernel: int = 3
-    decomp_kernel: int = 3
 
     def training_samples(self, records):
         return [r for r in records if r.is_frontal]
@@ -49,8 +53,3 @@ class ACERecipe(Recipe):
     def views(self):
         builder = ACEViews(grid=self.image_size // self.patch_size, image_cells=self.image_cells)
         return lambda arrays, rng: builder(arrays["image"], rng)
-
-    def build_model(self, encoder, total_steps, seed, num_labels):
-        return ACE(encoder, total_steps=total_steps, head_dim=self.head_dim, head_hidden_dim=self.head_hidden_dim,
-                   head_bottleneck_dim=self.head_bottleneck_dim, comp_kernel=self.comp_kernel,
-                   decomp_kernel=self.decomp_kernel)

@@ -5,13 +5,20 @@ paper's settings (``size="paper"``), and ``sizes["phantom"]`` overrides them for
 the embedded phantom data. It knows how to build the encoder, the method model, the optimizer and the
 training data.
 
+Every constructor argument of the recipe's ``method_class`` is a field of the recipe, made from the
+constructor's signature (``method_parameters``) with the method's default, unless the recipe computes it
+when it builds the model (``computed_arguments``: the encoder, ``total_steps``, the seed, ...). A recipe
+declares such a field itself only to change the method's default (a paper value, with a comment); declaring
+it with the method's own default is refused, so each default lives in one place. ``build_model`` passes every
+field the constructor takes, plus the computed arguments (``compute_arguments``).
+
 Every numeric field is checked when a recipe is made, before anything is written: it must be a finite
 number in its ``Range``, declared in the ``limits`` of the class that adds the field (a float without one
 must be finite, an integer >= 0).
 """
 
-import abc
 import dataclasses
+import inspect
 import math
 import typing
 
@@ -95,8 +102,84 @@ def in_range(value, kind, limit):
     return isinstance(value, types) and not isinstance(value, bool) and value in limit
 
 
+# === Method arguments as recipe fields ===
+
+
+def method_parameters(method_class):
+    """``{name: default}`` of every constructor argument of ``method_class`` (a ``PretrainingMethod``): its
+    own and those it hands on to its bases through ``**kwargs`` (``MulSupCon`` -> ``SimCLR``), the most
+    derived default first; a required argument (``encoder``, ...) has ``inspect.Parameter.empty``. The
+    arguments ``PretrainingMethod`` hands on to ``keras.Model`` (``name``, ...) are left out."""
+    from kmedssl.methods.base import PretrainingMethod
+
+    parameters = {}
+    for klass in method_class.__mro__:
+        if klass is PretrainingMethod:
+            break
+        if "__init__" not in vars(klass):
+            continue
+        signature = list(inspect.signature(klass.__init__).parameters.values())[1:]  # without self
+        for parameter in signature:
+            if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+                parameters.setdefault(parameter.name, parameter.default)
+        if not any(parameter.kind is parameter.VAR_KEYWORD for parameter in signature):
+            break
+    return parameters
+
+
+def field_type(default):
+    """The recipe field type of a method default: bool, int, float, str or tuple."""
+    for kind in (bool, int, float, str, tuple):
+        if isinstance(default, kind):
+            return kind
+    raise TypeError(f"Expected a method default of type bool, int, float, str or tuple. Received: {default!r}")
+
+
+def add_method_fields(recipe_class):
+    """Make each argument of ``recipe_class.method_class`` that is not computed a field of ``recipe_class``
+    (before ``dataclasses.dataclass`` reads its annotations), with the method's default.
+
+    An argument the class declares itself keeps the class's default, which must differ from the method's; an
+    inherited field whose default is the method's is kept (with its type); an argument whose default is None
+    must be declared (its type cannot be read from the default).
+    """
+    method = recipe_class.method_class
+    parent = next(base for base in recipe_class.__mro__[1:] if dataclasses.is_dataclass(base))
+    inherited = {field.name: field for field in dataclasses.fields(parent)}
+    annotations = recipe_class.__dict__.get("__annotations__")
+    if annotations is None:
+        annotations = {}
+        recipe_class.__annotations__ = annotations
+    computed = computed_argument_names(recipe_class)
+    for name, default in method_parameters(method).items():
+        if name in computed:
+            continue
+        if default is inspect.Parameter.empty:
+            raise TypeError(f"{recipe_class.__name__}: {method.__name__} requires {name}; compute it "
+                            f"(computed_arguments and compute_arguments)")
+        if name in annotations:
+            if default is not None and vars(recipe_class).get(name) == default:
+                raise TypeError(f"{recipe_class.__name__}.{name} repeats the default of {method.__name__} "
+                                f"({default!r}); leave it out, the recipe takes it from the method")
+            continue
+        field = inherited.get(name)
+        if field is not None and field.default == default:
+            continue
+        if default is None and field is None:
+            raise TypeError(f"{recipe_class.__name__}: declare the type of {name} (the default of "
+                            f"{method.__name__} is None)")
+        annotations[name] = field.type if field is not None else field_type(default)
+        setattr(recipe_class, name, default)
+
+
+def computed_argument_names(recipe_class):
+    """The method arguments ``recipe_class`` computes when it builds the model (its ``computed_arguments``
+    and those of its bases)."""
+    return {name for cls in recipe_class.__mro__ for name in vars(cls).get("computed_arguments", ())}
+
+
 @dataclasses.dataclass
-class Recipe(abc.ABC):
+class Recipe:
     """Settings shared by every method (defaults: MAE/ViT-B conventions; subclasses override).
 
     Encoder: ``encoder_size`` ("phantom", "tiny", "small", "base"), ``image_size``, ``patch_size``,
@@ -110,6 +193,10 @@ class Recipe(abc.ABC):
     """
 
     method: typing.ClassVar[str] = ""
+    # The method's keras.Model class; every argument of its constructor is a field or computed.
+    method_class: typing.ClassVar[type | None] = None
+    # Method arguments computed when the model is built (``compute_arguments``), not fields; subclasses add.
+    computed_arguments: typing.ClassVar[tuple] = ("encoder", "total_steps", "seed")
     data_kind: typing.ClassVar[str] = "chest"
     sizes: typing.ClassVar[dict] = {}
     # The range of each numeric field this class adds (``check_numeric_fields``; subclasses add theirs).
@@ -145,29 +232,56 @@ class Recipe(abc.ABC):
     # === Monitoring ===
     probe_every: int = 0
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.method_class is not None:
+            add_method_fields(cls)
+
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"Expected optimizer in {OPTIMIZERS}. Received: optimizer={self.optimizer!r}")
         check_numeric_fields(self)
-        if self.image_size % self.patch_size:
-            raise ValueError(
-                f"Expected image_size divisible by patch_size. Received: image_size={self.image_size}, "
-                f"patch_size={self.patch_size}"
-            )
+        self.check_encoder()
 
-    # === Building blocks ===
+    # === Encoder ===
+    def vit_arguments(self):
+        """The arguments of ``kmedssl.backbones.vision_transformer`` besides the size."""
+        return dict(image_size=self.image_size, patch_size=self.patch_size, channels=1,
+                    drop_path_rate=self.drop_path_rate)
+
     def build_encoder(self):
         from kmedssl.backbones import vision_transformer
 
-        return vision_transformer(
-            self.encoder_size, image_size=self.image_size, patch_size=self.patch_size, channels=1,
-            drop_path_rate=self.drop_path_rate,
-        )
+        return vision_transformer(self.encoder_size, **self.vit_arguments())
 
-    @abc.abstractmethod
+    def check_encoder(self):
+        """The encoder's own checks of its settings (``validate_config``), run when the recipe is made, before
+        anything is built or written: here the ViT's (e.g. image_size divisible by patch_size)."""
+        from kmedssl.backbones.vit import VIT_SIZES, VisionTransformer
+
+        if self.encoder_size not in VIT_SIZES:
+            raise ValueError(f"Expected encoder_size in {sorted(VIT_SIZES)}. Received: "
+                             f"encoder_size={self.encoder_size!r}")
+        VisionTransformer.validate_config({**VIT_SIZES[self.encoder_size], **self.vit_arguments()})
+
+    # === Method ===
+    def compute_arguments(self, encoder, total_steps, seed, num_labels):
+        """The method arguments named in ``computed_arguments``, from the run (``num_labels``: labels of the
+        source, for supervised heads). Subclasses add theirs to ``super()``'s."""
+        return {"encoder": encoder, "total_steps": total_steps, "seed": seed}
+
+    def method_arguments(self, encoder, total_steps, seed, num_labels):
+        """Every constructor argument of ``method_class``: the recipe's field of each name, then the computed
+        ones (``compute_arguments``, which may also refine a field, e.g. a None that means "as another")."""
+        parameters = method_parameters(self.method_class)
+        fields = {field.name for field in dataclasses.fields(self)}
+        computed = self.compute_arguments(encoder, total_steps=total_steps, seed=seed, num_labels=num_labels)
+        return {**{name: getattr(self, name) for name in parameters if name in fields},
+                **{name: value for name, value in computed.items() if name in parameters}}
+
     def build_model(self, encoder, total_steps, seed, num_labels):
-        """The method's ``keras.Model`` around ``encoder`` (``num_labels``: labels of the source, for
-        supervised heads)."""
+        """The method's ``keras.Model`` around ``encoder``."""
+        return self.method_class(**self.method_arguments(encoder, total_steps, seed, num_labels))
 
     def build_optimizer(self, total_steps, steps_per_epoch):
         """Linear warm-up to ``learning_rate`` over ``warmup_epochs``, then cosine decay to 0."""

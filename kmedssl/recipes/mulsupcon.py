@@ -1,24 +1,28 @@
 """ModAn-MulSupCon recipe (paper 001 §3-4, Table 2)."""
 
 import dataclasses
+import typing
 
 from kmedssl.methods.mulsupcon import MulSupCon
-from kmedssl.recipes.base import UNIT_INTERVAL
+from kmedssl.recipes.base import POSITIVE, UNIT_INTERVAL
 from kmedssl.recipes.simclr import SimCLRRecipe
 
 
 @dataclasses.dataclass
 class MulSupConRecipe(SimCLRRecipe):
-    """Paper 001 Table 2: as SimCLR but Jaccard-weighted SupCon on modality ⊕ anatomy, T = 0.07, τ = 0.3."""
+    """Paper 001 Table 2: as SimCLR but Jaccard-weighted SupCon on modality ⊕ anatomy, T = 0.07, τ = 0.3
+    (``MulSupCon``'s defaults for ``temperature`` and ``threshold``)."""
 
     method = "mulsupcon"
-    limits = {"threshold": UNIT_INTERVAL}
+    method_class = MulSupCon
+    limits = {"threshold": UNIT_INTERVAL, "base_temperature": POSITIVE}
 
-    temperature: float = 0.07
-    threshold: float = 0.3
+    # SupCon's loss scale is T / base_temperature; None: base_temperature = temperature, so the loss is paper
+    # 001's Eq. 3 without a scale whatever the temperature (MulSupCon's own default is 0.07, equal to T).
+    base_temperature: typing.Optional[float] = None
 
-    def build_model(self, encoder, total_steps, seed, num_labels):
-        return MulSupCon(encoder, temperature=self.temperature, threshold=self.threshold,
-                         base_temperature=self.temperature, projection_dim=self.projection_dim,
-                         hidden_dim=encoder.dim, crop_scale=self.crop_scale, seed=seed,
-                         gather=self.gather)
+    def compute_arguments(self, encoder, total_steps, seed, num_labels):
+        arguments = super().compute_arguments(encoder, total_steps, seed, num_labels)
+        if self.base_temperature is None:
+            arguments["base_temperature"] = self.temperature
+        return arguments

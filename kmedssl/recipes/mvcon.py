@@ -10,9 +10,11 @@ from kmedssl.recipes.mvmae import MultiViewRecipe
 @dataclasses.dataclass
 class MVConRecipe(MultiViewRecipe):
     """Paper 000: ViT-B/16 at 224, CLS embedding, τ = 0.1 (authors' code 0.5), Eq. 2 denominator; same
-    optimiser as MVMAE (AdamW)."""
+    optimiser as MVMAE (AdamW). ``temperature``, ``exclude_positive`` and ``gather`` (negatives under data
+    parallelism: "global", every replica, or "local") are fields with ``MVCon``'s defaults."""
 
     method = "mvcon"
+    method_class = MVCon
     sizes = {
         "phantom": dict(encoder_size="phantom", image_size=64, patch_size=8, batch_size=32, epochs=20,
                         learning_rate=5e-4, warmup_epochs=2, data_size=500),
@@ -22,11 +24,3 @@ class MVConRecipe(MultiViewRecipe):
     epochs: int = 800
     warmup_epochs: int = 40
     batch_size: int = 256
-    temperature: float = 0.1
-    exclude_positive: bool = True
-    # Negatives of the contrastive loss under data parallelism: "global" (every replica) or "local".
-    gather: str = "global"
-
-    def build_model(self, encoder, total_steps, seed, num_labels):
-        return MVCon(encoder, temperature=self.temperature, exclude_positive=self.exclude_positive,
-                     gather=self.gather)

@@ -1,6 +1,7 @@
 """SimCLR recipe, the contrastive baseline of paper 001 (Table 2)."""
 
 import dataclasses
+import typing
 
 from kmedssl.methods.simclr import SimCLR
 from kmedssl.recipes.base import AT_LEAST_ONE, POSITIVE, Range, Recipe
@@ -10,19 +11,23 @@ from kmedssl.recipes.base import AT_LEAST_ONE, POSITIVE, Range, Recipe
 class SimCLRRecipe(Recipe):
     """Paper 001 Table 2 / §4.3: ResNet-18 (1-channel 3x3 stride-1 stem), NT-Xent T = 0.1, SGD (lr 0.05,
     momentum 0.9, weight decay 1e-4), 1000 epochs, batch 256, two crops (scale 0.2-1), on a multi-modal,
-    multi-anatomy image collection (miniRIN; here the multi-modal phantom)."""
+    multi-anatomy image collection (miniRIN; here the multi-modal phantom). ``SimCLR``'s arguments
+    (``temperature``, ``projection_dim``, ``crop_size``, ``crop_scale``, ``gather``) are fields with its defaults;
+    the projection head's hidden width is the encoder's feature width. ``encoder_size``, ``patch_size`` and
+    ``drop_path_rate`` (ViT settings) are not used: the encoder is a ResNet-18 of width ``resnet_width``."""
 
     method = "simclr"
+    method_class = SimCLR
+    computed_arguments = ("hidden_dim",)
     data_kind = "multimodal"
     sizes = {
         "phantom": dict(image_size=32, resnet_width=16, batch_size=64, epochs=10, data_size=1200,
                         learning_rate=0.05),
     }
     limits = {"resnet_width": AT_LEAST_ONE, "temperature": POSITIVE, "projection_dim": AT_LEAST_ONE,
-              "crop_scale": Range(0, 1, low_open=True)}
+              "crop_size": AT_LEAST_ONE, "crop_scale": Range(0, 1, low_open=True)}
 
     image_size: int = 224
-    patch_size: int = 1
     epochs: int = 1000
     batch_size: int = 256
     optimizer: str = "sgd"
@@ -31,23 +36,27 @@ class SimCLRRecipe(Recipe):
     weight_decay: float = 1e-4
     data_size: int = 4000
     resnet_width: int = 64
-    temperature: float = 0.1
-    projection_dim: int = 128
-    # Negatives of the contrastive loss under data parallelism: "global" (every replica) or "local".
-    gather: str = "global"
-    crop_scale: tuple = (0.2, 1.0)
+    # Side of the two crops; None: the image size.
+    crop_size: typing.Optional[int] = None
+
+    def resnet_arguments(self):
+        return dict(channels=1, stem="cifar", width=self.resnet_width)
 
     def build_encoder(self):
         from kmedssl.backbones import ResNet18
 
-        return ResNet18(channels=1, stem="cifar", width=self.resnet_width)
+        return ResNet18(**self.resnet_arguments())
+
+    def check_encoder(self):
+        from kmedssl.backbones import ResNet18
+
+        ResNet18.validate_config(self.resnet_arguments())
+
+    def compute_arguments(self, encoder, total_steps, seed, num_labels):
+        return {**super().compute_arguments(encoder, total_steps, seed, num_labels), "hidden_dim": encoder.dim}
 
     def load_sample(self, source, sample):
         return {
             "image": source.load_image(sample, self.image_size)[..., None],
             "metadata": source.metadata(sample),
         }
-
-    def build_model(self, encoder, total_steps, seed, num_labels):
-        return SimCLR(encoder, temperature=self.temperature, projection_dim=self.projection_dim,
-                      hidden_dim=encoder.dim, crop_scale=self.crop_scale, seed=seed, gather=self.gather)

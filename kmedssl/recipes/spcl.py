@@ -8,29 +8,22 @@ from kmedssl.recipes.base import FRACTION, POSITIVE, Recipe
 
 @dataclasses.dataclass
 class SPCLRecipe(Recipe):
-    """Paper 003 §3.1: ViT-B/16 at 512 px, mask ratio 0.6, κ = 16, scale init 1/0.07, batch 600 x 2
-    accumulation (= 1200). The paper gives no optimiser settings; it follows Medical MAE's, so AdamW with
-    MAE's 1.5e-4 x batch / 256 and weight decay 0.05 are used."""
+    """Paper 003 §3.1: ViT-B/16 at 512 px, mask ratio 0.6, batch 600 x 2 accumulation (= 1200); κ = 16 and
+    scale init 1/0.07 (``SPCL``'s defaults, with ``scale_bounds`` and ``gather``, are fields). The paper gives
+    no optimiser settings; it follows Medical MAE's, so AdamW with MAE's 1.5e-4 x batch / 256 and weight decay
+    0.05 are used."""
 
     method = "spcl"
+    method_class = SPCL
     sizes = {
         # Patch 4: 256 tokens, so each partition holds ~51 of them (the paper's 512 px / 16 px has 1024).
         # 1000 subjects: the 10 % test split (~100 subjects) keeps the probe AUROCs from being pure noise.
         "phantom": dict(encoder_size="phantom", image_size=64, patch_size=4, batch_size=64, epochs=15,
                         learning_rate=1e-3, warmup_epochs=1, data_size=1000),
     }
-    limits = {"mask_ratio": FRACTION, "kappa": POSITIVE, "scale_init": POSITIVE}
+    limits = {"mask_ratio": FRACTION, "kappa": POSITIVE, "scale_init": POSITIVE, "scale_bounds": POSITIVE}
 
     image_size: int = 512
     batch_size: int = 1200
     learning_rate: float = 1.5e-4 * 1200 / 256
     warmup_epochs: int = 10
-    mask_ratio: float = 0.6
-    kappa: float = 16.0
-    scale_init: float = 1 / 0.07
-    # Negatives of the contrastive loss under data parallelism: "global" (every replica) or "local".
-    gather: str = "global"
-
-    def build_model(self, encoder, total_steps, seed, num_labels):
-        return SPCL(encoder, mask_ratio=self.mask_ratio, kappa=self.kappa, scale_init=self.scale_init, seed=seed,
-                    gather=self.gather)

@@ -29,7 +29,7 @@ from kmedssl.recipes.checkpoints import (
     load_checkpoint,
     restore_checkpoint,
 )
-from kmedssl.recipes.registry import make_recipe, recipe_fields
+from kmedssl.recipes.registry import make_recipe, read_recipe_file, recipe_fields
 
 # Methods whose loss contrasts each sample with the other samples of its batch (at least one other needed).
 CONTRASTIVE_METHODS = ("mulsupcon", "mvcon", "simclr", "spcl")
@@ -63,18 +63,20 @@ def check_backend(backend):
         )
 
 
-def pretrain(name, data="phantom", size="phantom", epochs=None, steps_per_epoch=None, batch_size=None,
-             image_size=None, seed=0, output_dir=None, resume=False, backend=None, overwrite=False,
+def pretrain(name, data="phantom", size=None, epochs=None, steps_per_epoch=None, batch_size=None,
+             image_size=None, seed=None, output_dir=None, resume=False, backend=None, overwrite=False,
              format=None, on_error="raise", verbose="auto", checkpoint_every=None, keep_checkpoints=3,
-             on_nonfinite="stop", callbacks=(), devices=None, **overrides):
+             on_nonfinite="stop", callbacks=(), devices=None, recipe=None, **overrides):
     """Pretrain method ``name`` and write its run directory; continue an interrupted run with ``resume``.
 
     Args:
         name: one of ``kmedssl.recipes.list_methods()``.
         data: ``"phantom"`` (the embedded data set) or a path in one of ``kmedssl.data.formats.FORMATS``.
-        size: ``"phantom"`` (CPU-minutes) or ``"paper"`` (the papers' settings).
+        size: ``"phantom"`` (CPU-minutes) or ``"paper"`` (the papers' settings); None: the ``recipe`` file's
+            ``size``, else ``"phantom"``.
         epochs, steps_per_epoch, batch_size, image_size: shortcuts for the recipe fields of those names.
-        seed: seeds weights, data order, masks, partitions and augmentations.
+        seed: seeds weights, data order, masks, partitions and augmentations; None: the ``recipe`` file's
+            ``seed``, else 0.
         output_dir: run directory (default ``runs/<method>-<timestamp>``); an existing non-empty one needs
             ``resume=True`` or ``overwrite=True``.
         resume: continue the run in ``output_dir`` from its newest checkpoint, with the optimizer, RNG and
@@ -98,6 +100,9 @@ def pretrain(name, data="phantom", size="phantom", epochs=None, steps_per_epoch=
             ``MirroredStrategy`` (``MultiWorkerMirroredStrategy`` with ``TF_CONFIG``), torch DDP (one process per
             device under ``torchrun``; None there means its world size). ``batch_size`` is the global batch.
             Only the main process writes the run directory.
+        recipe: a TOML recipe file (``kmedssl.recipes.registry.read_recipe_file``): one of the top-level
+            ``recipes/`` folder, or a run's ``recipe.toml`` (which reproduces that run). Precedence: the class
+            defaults < ``size`` < the file < the keyword arguments (shortcuts and ``overrides``).
         **overrides: any recipe field, e.g. ``mask_ratio=0.5``; the three run options above may also come
             here as strings (``--set on_nonfinite=skip``).
 
@@ -116,7 +121,10 @@ def pretrain(name, data="phantom", size="phantom", epochs=None, steps_per_epoch=
     options = run_options(checkpoint_every, keep_checkpoints, on_nonfinite)
     shortcuts = dict(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, image_size=image_size)
     overrides.update({key: value for key, value in shortcuts.items() if value is not None})
-    recipe = make_recipe(name, size, **overrides)
+    recipe_file = read_recipe_file(recipe, name) if recipe is not None else None
+    if seed is None:
+        seed = recipe_file.seed if recipe_file is not None and recipe_file.seed is not None else 0
+    recipe = make_recipe(name, size, recipe=recipe_file, **overrides)
     check_batch_size(recipe)
     if engine is not None:
         engine.check_batch_size(recipe.batch_size)

@@ -1,5 +1,6 @@
 """``kmedssl.recipes.pretrain`` on the phantom data (SPEC §9); every method's run and resume: test_resume.py."""
 
+import dataclasses
 import math
 import pathlib
 
@@ -8,8 +9,12 @@ import numpy as np
 import pytest
 
 from kmedssl import recipes
-from kmedssl.recipes import runs
+from kmedssl.recipes import runs, training
+from kmedssl.recipes.base import computed_argument_names, method_parameters
 from kmedssl.recipes.callbacks import NonFiniteLossError, NonFiniteLossGuard
+from kmedssl.recipes.mvcon import MVConRecipe
+from kmedssl.recipes.registry import RECIPES, make_recipe
+from tests.reliability.harness import invoke
 
 METHODS = ["ace", "mulsupcon", "mvcon", "mvmae", "simclr", "spcl", "supervised"]
 
@@ -91,3 +96,105 @@ def test_probe_monitor_logs_probe_auroc(tmp_path):
     values = result.history["probe_auroc"]
     assert len(values) == 2 and math.isnan(values[0]) and 0.0 <= values[1] <= 1.0
     assert "probe_auroc" in (result.run_dir / runs.LOG_FILE).read_text().splitlines()[0]
+
+
+# === Every method argument is a recipe field ===
+
+# A value other than the default for every constructor argument the recipe does not compute.
+METHOD_ARGUMENTS = {
+    "ace": dict(head_dim=96, head_hidden_dim=32, head_bottleneck_dim=16, teacher_temperature=0.05,
+                student_temperature=0.2, center_momentum=0.8, teacher_momentum=0.99, teacher_momentum_final=0.999,
+                alpha_comp=0.8, alpha_decomp=0.95, lambda_global=0.2, lambda_comp=0.5, lambda_decomp=2.0,
+                logit_scale_init=1.5, comp_kernel=5, decomp_kernel=7, sigma=1.5),
+    "mulsupcon": dict(temperature=0.2, threshold=0.5, base_temperature=0.1, projection_dim=64, crop_size=24,
+                      crop_scale=(0.3, 0.9), gather="local"),
+    "mvcon": dict(temperature=0.2, exclude_positive=False, gather="local"),
+    "mvmae": dict(mask_ratio=0.5, beta=0.5, beta_schedule="sigmoid", beta_max=3.0, alignment="pooled", norm_pix=True),
+    "simclr": dict(temperature=0.2, projection_dim=64, crop_size=24, crop_scale=(0.3, 0.9), gather="local"),
+    "spcl": dict(mask_ratio=0.5, kappa=8.0, scale_init=10.0, scale_bounds=(2.0, 50.0), gather="local"),
+    "supervised": dict(multi_label=False),
+}
+# Method arguments whose recipe default is not the method's: a paper value, explained where it is declared.
+RECIPE_DEFAULTS = {"mulsupcon": {"base_temperature": None}}  # None: = temperature (paper 001 Eq. 3, no T / T_base)
+SMALL = dict(image_size=32, patch_size=8)
+
+
+def uncomputed_arguments(name):
+    """``{argument: default}`` of the method of ``name`` that its recipe does not compute."""
+    computed = computed_argument_names(RECIPES[name])
+    return {key: value for key, value in method_parameters(RECIPES[name].method_class).items() if key not in computed}
+
+
+@pytest.mark.backend_free
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_method_argument_is_a_recipe_field_with_the_method_default(name):
+    fields = {field.name: field.default for field in dataclasses.fields(RECIPES[name])}
+    arguments = uncomputed_arguments(name)
+    assert set(arguments) <= set(fields)
+    changed = {key: fields[key] for key, default in arguments.items() if fields[key] != default}
+    assert changed == RECIPE_DEFAULTS.get(name, {})
+    assert set(METHOD_ARGUMENTS[name]) == set(arguments), "METHOD_ARGUMENTS must cover every method argument"
+
+
+@pytest.mark.backend_free
+def test_a_recipe_that_repeats_the_method_default_is_refused():
+    with pytest.raises(TypeError, match="repeats the default of MVCon"):
+        @dataclasses.dataclass
+        class Repeating(MVConRecipe):
+            temperature: float = 0.1
+
+
+@pytest.fixture
+def recipes_made(monkeypatch):
+    """The recipes ``pretrain`` makes; the run then stops with ``Error: stopped after the recipe``."""
+    made = []
+
+    def make_and_stop(*args, **kwargs):
+        made.append(make_recipe(*args, **kwargs))
+        raise ValueError("stopped after the recipe")
+
+    monkeypatch.setattr(training, "make_recipe", make_and_stop)
+    return made
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_method_argument_is_settable_with_set(name, recipes_made):
+    """``kmedssl pretrain NAME --set arg=value`` for every argument: the recipe takes them all and the model
+    built from it receives them (no data is read, nothing trained)."""
+    values = METHOD_ARGUMENTS[name]
+    sets = [item for key, value in {**values, **SMALL}.items() for item in ("--set", f"{key}={value}")]
+    exit_code, output = invoke("pretrain", name, *sets)
+    assert exit_code == 1 and output.strip() == "Error: stopped after the recipe", output
+    recipe = recipes_made[0]
+    assert {key: getattr(recipe, key) for key in values} == values
+    encoder = recipe.build_encoder()
+    model = recipe.build_model(encoder, total_steps=10, seed=0, num_labels=3)
+    assert {key: getattr(model, key) for key in values} == values
+    assert model.encoder is encoder
+    computed = computed_argument_names(RECIPES[name]) & set(method_parameters(RECIPES[name].method_class))
+    assert computed <= set(recipe.compute_arguments(encoder, total_steps=10, seed=0, num_labels=3))
+
+
+@pytest.mark.backend_free
+def test_ace_sigma_and_loss_weights_from_the_command_line(recipes_made):
+    exit_code, output = invoke("pretrain", "ace", "--set", "sigma=1.5", "--set", "lambda_global=0.2")
+    assert output.strip() == "Error: stopped after the recipe", output
+    assert recipes_made[0].sigma == 1.5 and recipes_made[0].lambda_global == 0.2
+
+
+@pytest.mark.backend_free
+def test_the_computed_arguments_are_the_runs():
+    recipe = make_recipe("mulsupcon", **SMALL)
+    model = recipe.build_model(recipe.build_encoder(), total_steps=10, seed=5, num_labels=3)
+    assert model.hidden_dim == model.encoder.dim and model.seed == 5 and model.base_temperature == model.temperature
+    recipe = make_recipe("supervised", **SMALL)
+    assert recipe.build_model(recipe.build_encoder(), total_steps=10, seed=0, num_labels=3).num_classes == 3
+
+
+@pytest.mark.backend_free
+def test_the_patch_size_check_is_the_vits_only():
+    with pytest.raises(ValueError, match="Expected image_size divisible by patch_size"):
+        make_recipe("spcl", image_size=30)
+    assert make_recipe("simclr", image_size=30, patch_size=7).image_size == 30  # a ResNet has no patches
+    with pytest.raises(ValueError, match="Expected encoder_size in"):
+        make_recipe("spcl", encoder_size="huge")
