@@ -24,7 +24,7 @@ passively (``OMP_WAIT_POLICY=PASSIVE`` unless set): on a machine shared with oth
 wait for a busy core made the 2-thread torch baseline 3-4x slower than its 1-thread step.
 
 In the process, the engine is ``kmedssl.distributed.strategy.data_parallel(devices)`` (none on 1 device); inside
-its scope the method is built from ``kmedssl.recipes.benchmark.step_recipe`` (the phantom recipe; its
+its scope the method is built from ``kmedssl.bench.phantom.step_recipe`` (the phantom recipe; its
 ``batch_size`` is the global batch) and compiled with one real batch of phantom views
 (``prepare_step``), the engine prepares the model (torch: DDP), and ``model.fit`` runs ``warmup + steps``
 steps on that batch (as ``pretrain`` trains: ``fit``, the global batch split over the replicas). A step's time
@@ -70,7 +70,7 @@ def measure(spec):
 
     from kmedssl.distributed.strategy import data_parallel
     from kmedssl.ops.runtime import configure_threads, device_description
-    from kmedssl.recipes.benchmark import encoder_name, prepare_step, step_recipe
+    from kmedssl.bench.phantom import encoder_name, prepare_step, step_recipe
 
     OneBatch, StepTimer = _keras_classes()
     configure_threads()  # torch: $OMP_NUM_THREADS intra-op threads (set by the driver)

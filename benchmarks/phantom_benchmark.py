@@ -3,7 +3,7 @@
 Run:  KERAS_BACKEND=torch OMP_NUM_THREADS=1 python benchmarks/phantom_benchmark.py [--budget-minutes 2]
       [--methods ace,spcl] [--labels 0.1,1.0] [--protocols linear,finetune] [--output DIR] [--quick]
 
-The same as ``kmedssl bench phantom`` (see ``kmedssl.recipes.benchmark`` for what is measured).
+The same as ``kmedssl bench phantom`` (see ``kmedssl.bench.phantom`` for what is measured).
 """
 
 import os

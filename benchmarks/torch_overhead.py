@@ -4,7 +4,7 @@ Run:  OMP_NUM_THREADS=2 python benchmarks/torch_overhead.py [--methods spcl,mvma
           [--batch-size 16] [--steps 5] [--warmup 2] [--jit-compile] [--profile 2]
 
 Per method and size, kmedssl's model is built exactly as ``kmedssl bench train`` builds it
-(``kmedssl.recipes.benchmark.step_recipe``: the phantom recipe, or ViT-S/16 at 224 px, batch 16) and the
+(``kmedssl.bench.phantom.step_recipe``: the phantom recipe, or ViT-S/16 at 224 px, batch 16) and the
 plain-PyTorch model of ``benchmarks/plain_torch`` gets the same architecture, mask ratio, loss and optimizer.
 The kmedssl weights are copied into it and the encoder (and decoder) outputs of both are compared on the
 real batch, so both train the same network. Then ``warmup`` steps of each run, and ``steps`` rounds
@@ -37,7 +37,7 @@ import torch  # noqa: E402
 from plain_torch import MAEDecoder, MVMAE, SPCL, PlainTrainer, VisionTransformer  # noqa: E402
 
 from kmedssl.ops.runtime import configure_threads  # noqa: E402
-from kmedssl.recipes.benchmark import prepare_step, run_steps, step_encoder, step_recipe  # noqa: E402
+from kmedssl.bench.phantom import prepare_step, run_steps, step_encoder, step_recipe  # noqa: E402
 
 METHODS = ("spcl", "mvmae")
 SIZES = ("phantom", "vit-s16")

@@ -7,7 +7,7 @@ Run:  OMP_NUM_THREADS=2 python benchmarks/train_step.py [--methods spcl,mvmae] [
 
 Every (size, backend, jit mode, method) runs in a fresh Python process: the backend must be chosen before
 Keras is imported, and a fresh process gives a clean peak-memory figure. There the method is built from
-``kmedssl.recipes.benchmark.step_recipe`` (the phantom recipe, or ViT-S/16 at 224 px for every method), one
+``kmedssl.bench.phantom.step_recipe`` (the phantom recipe, or ViT-S/16 at 224 px for every method), one
 batch of real phantom views is made by the input pipeline, the model is compiled with ``jit_compile`` (auto:
 Keras's default, i.e. eager torch, a tf.function graph on TensorFlow/CPU, XLA on TensorFlow/GPU, jax.jit on
 JAX; true: torch.compile on torch, XLA on TensorFlow and JAX), ``warmup`` steps run (the first one, with
@@ -18,7 +18,7 @@ Columns: median step time; images/s (every input image: 2 per frontal/lateral pa
 (CUDA: the backend's peak of allocated device memory; CPU: peak resident memory of the process minus its
 resident memory before the model was built); GFLOPs per input image of the step's encoder work, forward
 (every encoder/decoder pass, the EMA teacher included) and train (about 3 x the trained part + the
-teacher), from ``kmedssl.recipes.benchmark.step_flops``; achieved GFLOP/s = train GFLOPs/image x images/s.
+teacher), from ``kmedssl.bench.phantom.step_flops``; achieved GFLOP/s = train GFLOPs/image x images/s.
 FLOPs count 2 per multiply-accumulate (``kmedssl.backbones.flops``). The table is printed and written as CSV.
 """
 
@@ -130,8 +130,7 @@ def measure(spec):
     import keras
 
     from kmedssl.ops.runtime import configure_threads, device_description
-    from kmedssl.recipes.benchmark import (
-        images_per_sample,
+    from kmedssl.bench.phantom import (
         prepare_step,
         run_steps,
         step_encoder,
@@ -149,7 +148,7 @@ def measure(spec):
     times = run_steps(model, x, y, spec["steps"])
     peak = memory.peak_mib()
     forward, train = step_flops(recipe, model)
-    images = recipe.batch_size * images_per_sample(recipe)
+    images = recipe.batch_size * model.images_per_sample
     step = statistics.median(times)
     return {
         "encoder": describe_encoder(model.encoder, recipe), "batch_size": recipe.batch_size,

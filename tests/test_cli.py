@@ -12,7 +12,7 @@ from PIL import Image
 from kmedssl.cli import main
 from kmedssl.data.pipeline import ViewDataset
 from kmedssl.methods.spcl import SPCL
-from kmedssl.recipes import checkpoints, runs
+from kmedssl.training import checkpoints, runs
 from kmedssl.recipes.registry import make_recipe
 
 TINY_SPCL = ["--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "4", "--image-size", "32",

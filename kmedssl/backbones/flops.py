@@ -127,6 +127,14 @@ def encoder_flops(encoder, num_encoded=None, image_size=None):
     raise ValueError(f"Expected a VisionTransformer or ResNet18 encoder. Received: {type(encoder).__name__}")
 
 
+def image_flops(encoder, image_size):
+    """Forward FLOPs of one whole image: every patch of a ViT (whose input size is its own), or a ResNet on
+    ``image_size``-pixel images."""
+    if isinstance(encoder, VisionTransformer):
+        return encoder_flops(encoder)
+    return encoder_flops(encoder, image_size=image_size)
+
+
 def decoder_flops(decoder, num_kept):
     """Forward FLOPs of one image through an ``MAEDecoder`` given ``num_kept`` encoded patches."""
     if not isinstance(decoder, MAEDecoder):

@@ -13,6 +13,7 @@ import numbers
 import keras
 from keras import ops
 
+from kmedssl.backbones.flops import encoder_flops
 from kmedssl.backbones.heads import Composer, Decomposer, DINOHead
 from kmedssl.distributed import all_reduce_mean
 from kmedssl.losses.ace import ace_global_loss, ace_matching_loss_from_pairs
@@ -262,6 +263,10 @@ class ACE(PretrainingMethod):
         batch_center = row_sum / ops.maximum(all_reduce_mean(ops.sum(valid)), 1.0)
         m = self.center_momentum
         self.center.assign(m * self.center + (1.0 - m) * batch_center)
+
+    def encoder_work(self, image_size):
+        """The student ViT on both crops; frozen: the EMA teacher ViT on both crops."""
+        return 2 * encoder_flops(self.encoder), 2 * encoder_flops(self.teacher)
 
     def get_config(self):
         config = super().get_config()

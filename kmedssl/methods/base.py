@@ -15,6 +15,8 @@ when the class is created), and the terms it returns must be exactly those it de
 
 import keras
 
+from kmedssl.backbones.flops import image_flops
+
 from kmedssl.distributed import metric_mean, scale_loss
 
 
@@ -28,6 +30,10 @@ class PretrainingMethod(keras.Model):
     """
 
     loss_terms = ()
+    # Facts that training and the benchmarks read from the method (never from a list of method names):
+    contrastive = False  # the loss contrasts each sample with the others of its batch, so a batch needs >= 2
+    self_supervised = True  # learns without labels (False: a supervised baseline)
+    images_per_sample = 1  # input images of one training sample (2: a study's frontal/lateral pair)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -72,6 +78,13 @@ class PretrainingMethod(keras.Model):
         for name, value in terms.items():
             self.loss_trackers[name].update_state(metric_mean(value))
         return scale_loss(total)
+
+    # === Cost ===
+    def encoder_work(self, image_size):
+        """``(trained, frozen)``: analytic forward FLOPs per input image of the encoder work of one training
+        step (``kmedssl.backbones.flops``), split into networks that get gradients and an EMA teacher. Heads
+        and losses are not counted. Default: the encoder on the whole ``image_size`` image."""
+        return image_flops(self.encoder, image_size), 0
 
     # === Config ===
     nested_objects = ("encoder",)

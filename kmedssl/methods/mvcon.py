@@ -24,6 +24,8 @@ class MVCon(PretrainingMethod):
     """
 
     loss_terms = ("infonce",)
+    images_per_sample = 2
+    contrastive = True
 
     def __init__(self, encoder, temperature=0.1, exclude_positive=True, gather="global", **kwargs):
         super().__init__(encoder, **kwargs)

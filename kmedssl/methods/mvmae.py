@@ -4,6 +4,7 @@
 import keras
 from keras import ops
 
+from kmedssl.backbones.flops import decoder_flops, encoder_flops
 from kmedssl.losses.mvmae import latent_alignment, mae_reconstruction
 from kmedssl.methods.base import PretrainingMethod
 from kmedssl.views.mvmae import mask_views
@@ -37,6 +38,7 @@ class MVMAE(PretrainingMethod):
     """
 
     loss_terms = ("reconstruction_frontal", "reconstruction_lateral", "alignment")
+    images_per_sample = 2
     nested_objects = ("encoder", "decoder")
 
     def __init__(self, encoder, decoder, mask_ratio=0.75, beta=1.0, beta_schedule="constant", beta_max=2.0,
@@ -98,6 +100,12 @@ class MVMAE(PretrainingMethod):
             self.step.assign_add(ops.cast(1, "int32"))
         total = 0.5 * (rec_f + rec_l) + self.current_beta() * align
         return total, {"reconstruction_frontal": rec_f, "reconstruction_lateral": rec_l, "alignment": align}
+
+    def encoder_work(self, image_size):
+        """The ViT on the ``int(N (1 - mask_ratio))`` kept patches (``mae_masking``'s len_keep) and the MAE
+        decoder, per view."""
+        kept = int(self.encoder.num_patches * (1 - self.mask_ratio))
+        return encoder_flops(self.encoder, kept) + decoder_flops(self.decoder, kept), 0
 
     def get_config(self):
         config = super().get_config()

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from kmedssl.backbones.flops import image_flops
 from kmedssl.backbones.heads import ProjectionHead
 from kmedssl.losses.replicas import validate_gather
 from kmedssl.losses.simclr import nt_xent
@@ -28,6 +29,7 @@ class SimCLR(PretrainingMethod):
     """
 
     loss_terms = ("nt_xent",)
+    contrastive = True
 
     def __init__(self, encoder, temperature=0.1, projection_dim=128, hidden_dim=512, crop_size=None,
                  crop_scale=(0.2, 1.0), seed=None, gather="global", **kwargs):
@@ -64,6 +66,10 @@ class SimCLR(PretrainingMethod):
     def compute_loss_terms(self, x, y, y_pred, training):
         loss = nt_xent(y_pred["z_1"], y_pred["z_2"], self.temperature, gather=self.gather)
         return loss, {"nt_xent": loss}
+
+    def encoder_work(self, image_size):
+        """The encoder on both augmented crops (``crop_size``, else ``image_size``)."""
+        return 2 * image_flops(self.encoder, self.crop_size or image_size), 0
 
     def get_config(self):
         config = super().get_config()

@@ -5,6 +5,7 @@ import math
 import keras
 from keras import ops
 
+from kmedssl.backbones.flops import encoder_flops
 from kmedssl.losses.replicas import validate_gather
 from kmedssl.losses.spcl import tsp_infonce
 from kmedssl.methods.base import PretrainingMethod
@@ -34,6 +35,7 @@ class SPCL(PretrainingMethod):
     """
 
     loss_terms = ("tsp",)
+    contrastive = True
 
     def __init__(self, encoder, mask_ratio=0.6, kappa=16.0, scale_init=1 / 0.07, scale_bounds=(1.0, 100.0),
                  seed=None, gather="global", **kwargs):
@@ -70,6 +72,12 @@ class SPCL(PretrainingMethod):
     def compute_loss_terms(self, x, y, y_pred, training):
         loss = tsp_infonce(y_pred["z_1"], y_pred["z_2"], kappa=self.kappa, scale=self.scale(), gather=self.gather)
         return loss, {"tsp": loss}
+
+    def encoder_work(self, image_size):
+        """The ViT on each of the two visible parts (``V // 2`` and ``V - V // 2`` of ``random_partition``'s V
+        visible patches)."""
+        visible = self.encoder.num_patches - int(self.encoder.num_patches * self.mask_ratio)
+        return encoder_flops(self.encoder, visible // 2) + encoder_flops(self.encoder, visible - visible // 2), 0
 
     def get_config(self):
         config = super().get_config()

@@ -20,6 +20,7 @@ class Supervised(PretrainingMethod):
     """
 
     loss_terms = ("classification",)
+    self_supervised = False
 
     def __init__(self, encoder, num_classes, multi_label=True, **kwargs):
         super().__init__(encoder, **kwargs)

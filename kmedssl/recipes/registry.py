@@ -14,7 +14,7 @@ from kmedssl.recipes.ace import ACERecipe
 from kmedssl.recipes.mulsupcon import MulSupConRecipe
 from kmedssl.recipes.mvcon import MVConRecipe
 from kmedssl.recipes.mvmae import MVMAERecipe
-from kmedssl.recipes.runs import RECIPE_HEADER
+from kmedssl.training.runs import RECIPE_HEADER
 from kmedssl.recipes.simclr import SimCLRRecipe
 from kmedssl.recipes.spcl import SPCLRecipe
 from kmedssl.recipes.supervised import SupervisedRecipe

@@ -14,9 +14,8 @@ from kmedssl.methods.mvcon import MVCon
 from kmedssl.methods.mvmae import MVMAE
 from kmedssl.methods.simclr import SimCLR
 from kmedssl.methods.spcl import SPCL
-from kmedssl.recipes.benchmark import (
+from kmedssl.bench.phantom import (
     budget_schedule,
-    images_per_sample,
     phantom_benchmark,
     prepare_step,
     run_steps,
@@ -82,7 +81,8 @@ def test_step_recipe_sizes():
     assert mvmae.decoder_size == "base" and step_recipe("ace", "vit-s16").head_dim == 65536
     assert step_recipe("simclr", "vit-s16", batch_size=32).batch_size == 32
     assert step_recipe("spcl", "phantom", batch_size=8) == make_recipe("spcl", "phantom", batch_size=8)
-    assert images_per_sample(step_recipe("mvcon")) == 2 and images_per_sample(step_recipe("spcl")) == 1
+    assert step_recipe("mvcon").method_class.images_per_sample == 2
+    assert step_recipe("spcl").method_class.images_per_sample == 1
     with pytest.raises(ValueError, match="size in"):
         step_recipe("spcl", "vit-b16")
 
@@ -124,7 +124,7 @@ def test_step_flops_match_torch_flop_counter_of_the_forward(rng):
                                 ("mvmae", MVMAE(vit, decoder), pair)):
         recipe = make_recipe(name)
         forward, _ = step_flops(recipe, model)
-        assert counted(model, inputs) == batch * images_per_sample(recipe) * forward, name
+        assert counted(model, inputs) == batch * model.images_per_sample * forward, name
 
 
 def test_prepare_and_run_steps_on_a_real_batch():

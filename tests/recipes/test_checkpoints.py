@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from kmedssl.data.pipeline import ViewDataset
-from kmedssl.recipes import checkpoints, runs, training
-from kmedssl.recipes.callbacks import NonFiniteLossError
-from kmedssl.recipes.checkpoints import CheckpointError
+from kmedssl.training import checkpoints, loop, runs
+from kmedssl.training.callbacks import NonFiniteLossError
+from kmedssl.training.checkpoints import CheckpointError
 
 SAMPLES, BATCH, EPOCHS = 24, 4, 2
 STEPS = SAMPLES // BATCH  # 6 batches per epoch
@@ -75,14 +75,14 @@ def reference(tmp_path_factory):
     """An uninterrupted run (2 epochs x 6 steps, a checkpoint after every step, all kept) and its model."""
     run_dir = tmp_path_factory.mktemp("reference")
     model = tiny_model()
-    training.train(model, tiny_data(), run_dir, EPOCHS, STEPS, checkpoint_every=1, keep_checkpoints=0, verbose=0)
+    loop.train(model, tiny_data(), run_dir, EPOCHS, STEPS, checkpoint_every=1, keep_checkpoints=0, verbose=0)
     return run_dir, model
 
 
 def built_model():
     """A new ``tiny_model`` with its variables and optimizer created (no training, no compilation)."""
     model = tiny_model()
-    training.build_training_state(model, tiny_data().batch(0, 0))
+    loop.build_training_state(model, tiny_data().batch(0, 0))
     return model
 
 
@@ -119,7 +119,7 @@ def test_resuming_from_any_checkpoint_reproduces_the_uninterrupted_run(resume_st
         if step > resume_step:
             path.unlink()  # as if killed right after checkpoint `resume_step`; the log files stay ahead
     start = newest(resumed)
-    rows = training.train(tiny_model(), tiny_data(), resumed, EPOCHS, STEPS, start=start, checkpoint_every=1,
+    rows = loop.train(tiny_model(), tiny_data(), resumed, EPOCHS, STEPS, start=start, checkpoint_every=1,
                           keep_checkpoints=0, verbose=0)
     assert_same_state(newest(reference[0]), newest(resumed))
     for name in (runs.LOG_FILE, runs.LOG_JSON_FILE):
@@ -206,7 +206,7 @@ def test_a_checkpoint_of_another_model_is_refused(reference):
     inputs = keras.Input((4,), name="x")
     other = keras.Model({"x": inputs}, keras.layers.Dense(2)(inputs))
     other.compile(optimizer=keras.optimizers.Adam(), loss="mse")
-    training.build_training_state(other, tiny_data().batch(0, 0))
+    loop.build_training_state(other, tiny_data().batch(0, 0))
     with pytest.raises(CheckpointError, match="written for a different model"):
         checkpoints.restore_checkpoint(other, newest(reference[0]))
 
@@ -254,7 +254,7 @@ def test_damaged_saved_models_are_refused_in_safe_mode(tmp_path):
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
     model = tiny_model()
     with pytest.raises(NonFiniteLossError, match=r"Non-finite loss at epoch 1, step 2 of the epoch: loss=nan"):
-        training.train(model, tiny_data(poisoned=second_batch_sample()), tmp_path, EPOCHS, STEPS,
+        loop.train(model, tiny_data(poisoned=second_batch_sample()), tmp_path, EPOCHS, STEPS,
                        checkpoint_every=1, verbose=0)
     assert [step for step, _ in checkpoints.list_checkpoints(tmp_path)] == [1]
     last = newest(tmp_path)
@@ -264,7 +264,7 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp
 
 def test_non_finite_steps_can_be_skipped_without_a_trace(tmp_path):
     poisoned = second_batch_sample()
-    rows = training.train(tiny_model(), tiny_data(poisoned=poisoned), tmp_path, EPOCHS, STEPS, checkpoint_every=1,
+    rows = loop.train(tiny_model(), tiny_data(poisoned=poisoned), tmp_path, EPOCHS, STEPS, checkpoint_every=1,
                           keep_checkpoints=0, on_nonfinite="skip", verbose=0)
     # The poisoned sample is in one batch of each epoch: one skipped step per epoch, counted in the log.
     assert [row["skipped_steps"] for row in rows] == [1, 2]
@@ -280,12 +280,12 @@ def test_non_finite_steps_can_be_skipped_without_a_trace(tmp_path):
 
 @pytest.mark.backend_free
 def test_run_options_accept_set_strings_and_reject_bad_values():
-    assert training.run_options("5", "0", "skip") == {"checkpoint_every": 5, "keep_checkpoints": 0,
+    assert loop.run_options("5", "0", "skip") == {"checkpoint_every": 5, "keep_checkpoints": 0,
                                                       "on_nonfinite": "skip"}
-    assert training.run_options("none")["checkpoint_every"] is None
+    assert loop.run_options("none")["checkpoint_every"] is None
     with pytest.raises(ValueError, match="Expected checkpoint_every to be an integer. Received: checkpoint_every='x'"):
-        training.run_options("x")
+        loop.run_options("x")
     with pytest.raises(ValueError, match=r"keep_checkpoints >= 0. Received: checkpoint_every=None, keep_checkpoints=-1"):
-        training.run_options(None, -1)
+        loop.run_options(None, -1)
     with pytest.raises(ValueError, match=r"Expected on_nonfinite in \('stop', 'skip'\)"):
-        training.run_options(None, 3, "ignore")
+        loop.run_options(None, 3, "ignore")

@@ -6,7 +6,7 @@ from sklearn.metrics import roc_auc_score
 
 from kmedssl.data.records import ImageRecord
 from kmedssl.eval import macro_auroc, per_label_auroc
-from kmedssl.recipes.evaluation import label_budget, study_scores
+from kmedssl.eval.evaluate import label_budget, study_scores
 
 
 
@@ -80,7 +80,7 @@ def test_evaluate_writes_reports_and_figures(protocol, tiny_run):
 
 @pytest.mark.backend_free
 def test_label_names_must_match_or_one_list_be_a_subset():
-    from kmedssl.recipes.evaluation import match_labels, select_labels
+    from kmedssl.eval.evaluate import match_labels, select_labels
 
     assert match_labels(("a", "b", "c"), ("a", "b", "c")) == ("a", "b", "c")
     assert match_labels(("a", "b", "c"), ("c", "a")) == ("a", "c")
@@ -93,7 +93,7 @@ def test_label_names_must_match_or_one_list_be_a_subset():
 
 @pytest.mark.backend_free
 def test_budget_axis_uses_fractions_or_counts_of_studies():
-    from kmedssl.recipes.evaluation import budget_axis
+    from kmedssl.eval.evaluate import budget_axis
 
     rs = records()
     assert budget_axis([0.1, 0.5, None], rs) == [0.1, 0.5, 1.0]

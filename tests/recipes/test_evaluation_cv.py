@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats
 
-from kmedssl.recipes.evaluation import cv_view, parse_cv
+from kmedssl.eval.evaluate import cv_view, parse_cv
 
 
 @pytest.fixture(scope="module")

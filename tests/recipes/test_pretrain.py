@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from kmedssl import recipes
-from kmedssl.recipes import runs, training
+from kmedssl.training import runs
 from kmedssl.recipes.base import computed_argument_names, method_parameters
-from kmedssl.recipes.callbacks import NonFiniteLossError, NonFiniteLossGuard
+from kmedssl.training.callbacks import NonFiniteLossError, NonFiniteLossGuard
 from kmedssl.recipes.mvcon import MVConRecipe
 from kmedssl.recipes.registry import RECIPES, make_recipe
 from tests.reliability.harness import invoke
@@ -153,7 +153,7 @@ def recipes_made(monkeypatch):
         made.append(make_recipe(*args, **kwargs))
         raise ValueError("stopped after the recipe")
 
-    monkeypatch.setattr(training, "make_recipe", make_and_stop)
+    monkeypatch.setattr(recipes, "make_recipe", make_and_stop)
     return made
 
 

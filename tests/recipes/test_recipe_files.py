@@ -10,8 +10,8 @@ import tomllib
 
 import pytest
 
-from kmedssl.recipes import runs
-from kmedssl.recipes.benchmark import step_recipe
+from kmedssl.training import runs
+from kmedssl.bench.phantom import step_recipe
 from kmedssl.recipes.registry import RECIPES, RECIPES_DIR, make_recipe, read_recipe_file
 from tests.reliability.harness import assert_one_line_error, invoke
 

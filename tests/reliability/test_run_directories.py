@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from kmedssl import recipes
-from kmedssl.recipes import runs
+from kmedssl.training import runs
 from kmedssl.recipes.base import field_limits, numeric_kind
-from kmedssl.recipes.benchmark import BENCHMARK_LAYOUT, phantom_benchmark
+from kmedssl.bench.phantom import BENCHMARK_LAYOUT, phantom_benchmark
 from kmedssl.recipes.registry import RECIPES, SIZES, make_recipe
 from tests.reliability.harness import assert_one_line_error, assert_unchanged, invoke, snapshot
 

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from kmedssl.data.pipeline import ViewDataset
-from kmedssl.recipes import checkpoints, runs, training
-from kmedssl.recipes.checkpoints import CheckpointError
+from kmedssl.training import checkpoints, loop, runs
+from kmedssl.training.checkpoints import CheckpointError
 from tests.reliability.harness import (
     ADDRESS_SPACE_LIMIT,
     assert_one_line_error,
@@ -252,7 +252,7 @@ def test_a_skipped_step_reaches_the_progress_bar_as_numbers(tmp_path, capsys):
     # On every backend. The bar averages the logs it displays with NumPy: a tensor left in them by the guard
     # (torch) breaks it. Step 5 of the tiny model's 6 is poisoned.
     poisoned = int(tiny_data().order(0)[4 * BATCH])
-    rows = training.train(tiny_model(), tiny_data(poisoned=poisoned), tmp_path, 1, STEPS, on_nonfinite="skip",
+    rows = loop.train(tiny_model(), tiny_data(poisoned=poisoned), tmp_path, 1, STEPS, on_nonfinite="skip",
                           callbacks=[SlowSteps()], verbose=1)
     assert rows[0]["skipped_steps"] == 1 and np.isfinite(rows[0]["loss"])
     assert "skipped_steps: 1" in capsys.readouterr().out

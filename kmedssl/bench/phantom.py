@@ -36,19 +36,16 @@ import time
 
 import keras
 
-from kmedssl.backbones import VisionTransformer
-from kmedssl.backbones.flops import decoder_flops, encoder_flops
 from kmedssl.data.sources import open_source, split_records
 from kmedssl.eval import plot_auroc_vs_budget
 from kmedssl.ops.runtime import device_description, seed_everything
-from kmedssl.recipes import runs
+from kmedssl.training import runs
 from kmedssl.recipes.base import Recipe
-from kmedssl.recipes.evaluation import PROTOCOLS, VIEWS, evaluate
-from kmedssl.recipes.mvmae import MultiViewRecipe
-from kmedssl.recipes.registry import make_recipe
-from kmedssl.recipes.training import pretrain
+from kmedssl.eval.evaluate import PROTOCOLS, VIEWS, evaluate
+from kmedssl.recipes.registry import RECIPES, make_recipe
+from kmedssl.recipes import pretrain
 
-SSL_METHODS = ("ace", "mulsupcon", "mvcon", "mvmae", "simclr", "spcl")
+SSL_METHODS = tuple(name for name, recipe in sorted(RECIPES.items()) if recipe.method_class.self_supervised)
 EVAL_SUBJECTS = 500  # the chest cohort ``evaluate`` uses for runs pretrained on other data
 QUICK = dict(methods=("mvcon", "mvmae"), epochs=1, steps_per_epoch=2, batch_size=8, subjects=100,
              label_budgets=(0.2,))
@@ -154,48 +151,12 @@ def run_steps(model, x, y, steps):
     return times
 
 
-def images_per_sample(recipe):
-    """Input images of one training sample: 2 for a frontal/lateral pair, else 1."""
-    return 2 if isinstance(recipe, MultiViewRecipe) else 1
-
-
-def _full_image_flops(encoder, image_size):
-    if isinstance(encoder, VisionTransformer):
-        return encoder_flops(encoder)
-    return encoder_flops(encoder, image_size=image_size)
-
-
-def encoder_work(recipe, model):
-    """``(trained, frozen)``: analytic forward FLOPs per input image of the encoder work of one training
-    step (``kmedssl.backbones.flops``), split into networks that get gradients and an EMA teacher.
-
-    - ``mvmae``: the ViT on the ``int(N (1 - mask_ratio))`` kept patches + the MAE decoder (per view).
-    - ``spcl``: the ViT on each of the two visible parts (``V // 2`` and ``V - V // 2`` patches).
-    - ``ace``: the student ViT on both crops; frozen: the teacher ViT on both crops.
-    - ``simclr``, ``mulsupcon``: the encoder on both augmented crops.
-    - ``mvcon``, ``supervised``: the encoder on the whole image (per view).
-
-    Heads (projection, DINO, composer/decomposer, classifier) and the losses are not counted.
-    """
-    encoder, method = model.encoder, recipe.method
-    if method == "mvmae":
-        kept = int(encoder.num_patches * (1 - model.mask_ratio))  # mae_masking's len_keep
-        return encoder_flops(encoder, kept) + decoder_flops(model.decoder, kept), 0
-    if method == "spcl":
-        visible = encoder.num_patches - int(encoder.num_patches * model.mask_ratio)  # random_partition's V
-        return encoder_flops(encoder, visible // 2) + encoder_flops(encoder, visible - visible // 2), 0
-    if method == "ace":
-        return 2 * encoder_flops(encoder), 2 * encoder_flops(model.teacher)
-    if method in ("simclr", "mulsupcon"):
-        return 2 * _full_image_flops(encoder, model.crop_size or recipe.image_size), 0
-    return _full_image_flops(encoder, recipe.image_size), 0
-
-
 def step_flops(recipe, model):
-    """``(forward, train)`` FLOPs per input image of one training step's encoder work (``encoder_work``):
+    """``(forward, train)`` FLOPs per input image of one training step's encoder work (the method's
+    ``encoder_work``):
     ``forward = trained + frozen``; ``train = 3 trained + frozen`` (a backward pass costs about two forward
     passes; the teacher runs forward only)."""
-    trained, frozen = encoder_work(recipe, model)
+    trained, frozen = model.encoder_work(recipe.image_size)
     return trained + frozen, 3 * trained + frozen
 
 
@@ -220,7 +181,7 @@ def method_overrides(name, quick, subjects):
 def pretrain_row(name, budget_seconds, quick, subjects, seed, directory, log):
     """Pretrain ``name`` within the budget; its run directory and what was spent."""
     overrides = method_overrides(name, quick, subjects)
-    entry = {"method": name, "kind": "supervised" if name == "supervised" else "ssl"}
+    entry = {"method": name, "kind": "ssl" if RECIPES[name].method_class.self_supervised else "supervised"}
     if not quick:
         start = time.perf_counter()
         step, per_pass = time_step(make_recipe(name, **overrides), seed)

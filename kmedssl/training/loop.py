@@ -1,9 +1,10 @@
-"""``pretrain``: one pretraining run from a recipe, written to a run directory that survives interruption
-(SPEC §8, §9; layout in ``kmedssl.recipes.runs``, checkpoints in ``kmedssl.recipes.checkpoints``).
+"""One pretraining run of a recipe, written to a run directory that survives interruption (SPEC §8; layout
+in ``kmedssl.training.runs``, checkpoints in ``kmedssl.training.checkpoints``). The public entry point is
+``kmedssl.recipes.pretrain``, which makes the recipe and calls ``run_pretraining``.
 
-Stages: settings (recipe, run options, checks that need no data) -> the run directory's state (new, to be
-overwritten, or a run to resume, whose settings must match) -> data and model -> ``train`` (one ``fit`` per
-epoch, from the newest checkpoint when resuming) -> the final encoder.
+Stages: run options and checks that need no data -> the run directory's state (new, to be overwritten, or a
+run to resume, whose settings must match) -> data and model -> ``train`` (one ``fit`` per epoch, from the
+newest checkpoint when resuming) -> the final encoder.
 """
 
 import contextlib
@@ -17,22 +18,18 @@ import keras
 import numpy as np
 
 from kmedssl.data.sources import open_source, split_records
-from kmedssl.distributed.strategy import data_parallel
 from kmedssl.eval.monitor import ProbeMonitor
 from kmedssl.ops.runtime import device_description, seed_everything
-from kmedssl.recipes import runs
-from kmedssl.recipes.callbacks import ON_NONFINITE, NonFiniteLossGuard
-from kmedssl.recipes.checkpoints import (
+from kmedssl.training import runs
+from kmedssl.training.callbacks import ON_NONFINITE, NonFiniteLossGuard
+from kmedssl.training.checkpoints import (
     Checkpointer,
     CheckpointError,
     latest_checkpoint,
     load_checkpoint,
     restore_checkpoint,
 )
-from kmedssl.recipes.registry import make_recipe, read_recipe_file, recipe_fields
 
-# Methods whose loss contrasts each sample with the other samples of its batch (at least one other needed).
-CONTRASTIVE_METHODS = ("mulsupcon", "mvcon", "simclr", "spcl")
 OUT_OF_MEMORY_MARKERS = ("out of memory", "outofmemory", "resource_exhausted", "resourceexhausted",
                          "oom when allocating", "can't allocate memory")
 
@@ -54,84 +51,25 @@ class PretrainResult:
     resumed_from: int | None = None
 
 
-def check_backend(backend):
-    """The backend is chosen before Keras is imported; here we can only check it."""
-    if backend is not None and backend != keras.backend.backend():
-        raise ValueError(
-            f"Expected backend={backend!r} to match the active Keras backend {keras.backend.backend()!r}. "
-            f"Set KERAS_BACKEND={backend} before importing kmedssl or keras (the CLI's --backend does this)."
-        )
+def run_pretraining(recipe, seed=0, data="phantom", output_dir=None, resume=False, overwrite=False, format=None,
+                    on_error="raise", verbose="auto", checkpoint_every=None, keep_checkpoints=3, on_nonfinite="stop",
+                    callbacks=(), engine=None):
+    """Pretrain with ``recipe`` and write its run directory; continue an interrupted run with ``resume``.
 
-
-def pretrain(name, data="phantom", size=None, epochs=None, steps_per_epoch=None, batch_size=None,
-             image_size=None, seed=None, output_dir=None, resume=False, backend=None, overwrite=False,
-             format=None, on_error="raise", verbose="auto", checkpoint_every=None, keep_checkpoints=3,
-             on_nonfinite="stop", callbacks=(), devices=None, recipe=None, **overrides):
-    """Pretrain method ``name`` and write its run directory; continue an interrupted run with ``resume``.
-
-    Args:
-        name: one of ``kmedssl.recipes.list_methods()``.
-        data: ``"phantom"`` (the embedded data set) or a path in one of ``kmedssl.data.formats.FORMATS``.
-        size: ``"phantom"`` (CPU-minutes) or ``"paper"`` (the papers' settings); None: the ``recipe`` file's
-            ``size``, else ``"phantom"``.
-        epochs, steps_per_epoch, batch_size, image_size: shortcuts for the recipe fields of those names.
-        seed: seeds weights, data order, masks, partitions and augmentations; None: the ``recipe`` file's
-            ``seed``, else 0.
-        output_dir: run directory (default ``runs/<method>-<timestamp>``); an existing non-empty one needs
-            ``resume=True`` or ``overwrite=True``.
-        resume: continue the run in ``output_dir`` from its newest checkpoint, with the optimizer, RNG and
-            data-order state, so that it ends exactly as an uninterrupted run would (CPU, same backend). The
-            settings (method, recipe, seed, data, format, on_error, backend) must be those of the run; the run
-            options below may change. A missing or empty ``output_dir``, or one whose creation was
-            interrupted (``runs.occupied``), starts a new run.
-        backend: checked against the active Keras backend.
-        overwrite: replace an existing run directory: only a kmedssl run directory that holds nothing else
-            and not the data (``runs.check_overwrite``); anything else is refused before anything is written.
-        format: the on-disk format of ``data`` (inferred when None).
-        on_error: ``"raise"`` (a bad file or row raises ``DataError``) or ``"skip"`` (skipped and listed in
-            the run directory's ``data_skipped.csv``).
-        verbose: ``fit``'s progress output.
-        checkpoint_every: also checkpoint every N training steps (None: at epoch ends only).
-        keep_checkpoints: checkpoints kept (the newest; 0 keeps all).
-        on_nonfinite: ``"stop"`` (raise ``NonFiniteLossError`` at the first NaN/Inf loss; the last good
-            checkpoint stays) or ``"skip"`` (undo such steps and count them as ``skipped_steps`` in the log).
-        callbacks: extra Keras callbacks, run before the run's own (so they may add logged values).
-        devices: data-parallel devices (docs/distributed.md): JAX ``keras.distribution.DataParallel``, TensorFlow
-            ``MirroredStrategy`` (``MultiWorkerMirroredStrategy`` with ``TF_CONFIG``), torch DDP (one process per
-            device under ``torchrun``; None there means its world size). ``batch_size`` is the global batch.
-            Only the main process writes the run directory.
-        recipe: a TOML recipe file (``kmedssl.recipes.registry.read_recipe_file``): one of the top-level
-            ``recipes/`` folder, or a run's ``recipe.toml`` (which reproduces that run). Precedence: the class
-            defaults < ``size`` < the file < the keyword arguments (shortcuts and ``overrides``).
-        **overrides: any recipe field, e.g. ``mask_ratio=0.5``; the three run options above may also come
-            here as strings (``--set on_nonfinite=skip``).
+    The arguments are those of ``kmedssl.recipes.pretrain`` (documented there), after the recipe is made:
+    ``engine`` is the data-parallel engine (``kmedssl.distributed.strategy.data_parallel``) or None.
 
     Returns:
         ``PretrainResult(model, encoder, history, run_dir, recipe, resumed_from)``.
-
-    Raises:
-        ValueError: unknown method, size or field, a bad value, a resume with other settings.
-        FileExistsError: ``output_dir`` holds something and neither ``resume`` nor ``overwrite`` is set, or
-            ``overwrite`` would delete what is not a kmedssl run's (``runs.check_overwrite``).
-        NonFiniteLossError: a NaN/Inf loss under ``on_nonfinite="stop"``.
-        OutOfMemoryError: a training step ran out of memory.
     """
-    check_backend(backend)
-    engine = data_parallel(devices)  # first: TensorFlow's CPU split must precede its first op
     options = run_options(checkpoint_every, keep_checkpoints, on_nonfinite)
-    shortcuts = dict(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, image_size=image_size)
-    overrides.update({key: value for key, value in shortcuts.items() if value is not None})
-    recipe_file = read_recipe_file(recipe, name) if recipe is not None else None
-    if seed is None:
-        seed = recipe_file.seed if recipe_file is not None and recipe_file.seed is not None else 0
-    recipe = make_recipe(name, size, recipe=recipe_file, **overrides)
     check_batch_size(recipe)
     if engine is not None:
         engine.check_batch_size(recipe.batch_size)
         verbose = verbose if engine.is_main else 0
     if resume and output_dir is None:
         raise ValueError("Expected output_dir (--output) naming the run to resume. Received: none")
-    run_dir = pathlib.Path(output_dir or runs.default_run_dir(name))
+    run_dir = pathlib.Path(output_dir or runs.default_run_dir(recipe.method))
     settings = {"data": data_identity(data), "format": format, "on_error": on_error}
     resuming = runs.existing_run(run_dir, overwrite=overwrite, resume=resume, data=data)
     if resuming:
@@ -204,7 +142,7 @@ def _integer(key, value, none_ok=False):
 
 
 def check_batch_size(recipe):
-    if recipe.method in CONTRASTIVE_METHODS and recipe.batch_size < 2:
+    if recipe.method_class.contrastive and recipe.batch_size < 2:
         raise ValueError(
             f"Expected batch_size >= 2 for {recipe.method}: its contrastive loss compares each sample with the "
             f"others of its batch. Received: batch_size={recipe.batch_size}"
@@ -218,19 +156,21 @@ def data_identity(data):
 
 def check_same_run(run_dir, recipe, seed, settings):
     """Raise ``ValueError`` listing every setting (the Keras backend included) that differs from the run being
-    resumed in ``run_dir``."""
+    resumed in ``run_dir``. Fields missing from the run's ``recipe.toml`` (None, or added to kmedssl since)
+    count as the recipe class's defaults; values are compared as ``recipe.toml`` writes them."""
     saved = runs.read_recipe(run_dir)
     if saved.get("method") != recipe.method:
         raise ValueError(f"Expected method {saved.get('method')!r}, the method of the run in {run_dir}. "
                          f"Received: {recipe.method!r}")
-    fields = recipe_fields(recipe.method)
-    saved_recipe = make_recipe(recipe.method, "paper", **{k: v for k, v in saved.items() if k in fields})
+    fields = dataclasses.fields(recipe)
+    defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
     environment = runs.read_environment(run_dir)
     given = {**dataclasses.asdict(recipe), "seed": int(seed), **settings, "backend": keras.backend.backend()}
-    stored = {**dataclasses.asdict(saved_recipe), "seed": saved.get("seed"), "data": environment.get("data"),
-              "format": environment.get("format"), "on_error": environment.get("on_error", "raise"),
-              "backend": environment.get("backend")}
-    differences = [f"{key}={given[key]!r} (the run has {stored[key]!r})" for key in given if given[key] != stored[key]]
+    stored = {**defaults, **{f.name: saved[f.name] for f in fields if f.name in saved}, "seed": saved.get("seed"),
+              "data": environment.get("data"), "format": environment.get("format"),
+              "on_error": environment.get("on_error", "raise"), "backend": environment.get("backend")}
+    differences = [f"{key}={given[key]!r} (the run has {stored.get(key)!r})" for key in given
+                   if runs.toml_value(given[key]) != runs.toml_value(stored.get(key))]
     if differences:
         raise ValueError(
             f"Expected the settings of the run being resumed in {run_dir}. Received: {'; '.join(differences)}. "

@@ -7,7 +7,7 @@ Layout of a run directory::
     environment.json     versions, backend, device, seed, command line, data; one entry per resume
     training_log.csv     one row per finished epoch: epoch, step, every logged value
     training_log.jsonl   the same rows as JSON objects (NaN written as null)
-    checkpoints/         step-NNNNNNNN.npz, the last K training states (``kmedssl.recipes.checkpoints``)
+    checkpoints/         step-NNNNNNNN.npz, the last K training states (``kmedssl.training.checkpoints``)
     encoder.keras        the final encoder (``keras.saving``), written when training ends
     data_skipped.csv     data items skipped under on_error="skip" (only when there are any)
     reports/             evaluation reports and plots (``kmedssl evaluate``)

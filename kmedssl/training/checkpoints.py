@@ -41,8 +41,8 @@ import keras
 import numpy as np
 
 from kmedssl.data.npz import ARCHIVE_ERRORS, array_headers, declared_size_problem
-from kmedssl.recipes import runs
-from kmedssl.recipes.callbacks import NonFiniteLossError
+from kmedssl.training import runs
+from kmedssl.training.callbacks import NonFiniteLossError
 
 FORMAT, VERSION = "kmedssl-checkpoint", 1
 GROUPS = ("model", "optimizer", "metrics")

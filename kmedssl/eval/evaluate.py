@@ -29,8 +29,8 @@ from kmedssl.eval import (
     subgroup_auroc,
     summarize_repeats,
 )
-from kmedssl.recipes import runs
-from kmedssl.recipes.checkpoints import load_model_file
+from kmedssl.training import runs
+from kmedssl.training.checkpoints import load_model_file
 
 VIEWS = ("frontal", "lateral", "ensemble")
 PROTOCOLS = ("linear", "finetune")
