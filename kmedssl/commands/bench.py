@@ -62,7 +62,7 @@ def phantom(methods, budget_minutes, labels, protocols, output, overwrite, seed,
     from kmedssl.cli import run_user_command, use_backend  # here: kmedssl.cli imports this module
 
     use_backend(backend)
-    from kmedssl.recipes.benchmark import DEFAULT_LABEL_BUDGETS, phantom_benchmark
+    from kmedssl.bench.phantom import DEFAULT_LABEL_BUDGETS, phantom_benchmark
 
     budgets = parse_budgets(labels)
     run_user_command(
