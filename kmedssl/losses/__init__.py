@@ -3,6 +3,11 @@
 Each loss is a pure function of backend tensors written with ``keras.ops``: it accepts float32 or
 bfloat16, reduces in float32 and returns a scalar. Where a ``keras.losses.Loss`` fits, a class of the same
 name in CamelCase wraps it.
+
+The contrastive losses (``nt_xent``, ``multiview_infonce``, ``tsp_infonce``, ``jaccard_supcon``) declare a
+positive structure and a similarity and share one form and one dispatch, ``contrastive.contrastive_loss``:
+the replica path (``replicas``), then the Triton fused op, the row-blocked engine (``blocked``) or the plain
+matrices.
 """
 
 from kmedssl.losses.ace import (

@@ -1,16 +1,15 @@
-"""Row-blocked contrastive losses: memory O(block² + R·D) instead of O(R²), on every backend (``keras.ops``).
+"""The row-blocked engine of the contrastive losses: memory O(block² + R·D) instead of O(R²), on every backend.
 
-The contrastive losses of ``kmedssl.losses`` are all of one form over R rows of unit vectors z (R, D):
+``kmedssl.losses.contrastive`` declares each loss (a positive structure and a similarity) and decides which
+path runs; this module computes its one form over R rows of unit vectors z (R, D) in tiles:
 
-    L[i, j]  = scale * sim(z_i . z_j)                    sim(c) = c (dot) or the T-SP similarity (paper 003, Eq. 1)
+    L[i, j]  = scale * sim(z_i . z_j)                    sim(c) = c, or T-SP (paper 003, Eq. 1)
     lse_i    = log sum_{j in den(i)} exp(L[i, j])        den(i): the denominator set of anchor i (never i itself)
     loss     = 1/R sum_i coef_i * (w_i * lse_i - sum_j W[i, j] L[i, j])
 
 with target weights W (w_i = sum_j W[i, j]) and coef_i = 1 / max(|P(i)|, 1), |P(i)| the number of
-positives of anchor i. Paired InfoNCE (``nt_xent``, ``multiview_infonce`` Eq. 2 of paper 000,
-``tsp_infonce`` Eq. 2 of paper 003): W[i, j] = 1 for j = (i + R/2) mod R, so loss_i = lse_i - L[i, pos(i)].
-Jaccard SupCon (paper 001, Eq. 3, without the T / T_base factor): W[i, j] = J[i, j] for the positives
-J[i, j] >= threshold, j != i.
+positives of anchor i. W, P and den come from the loss's positive structure (``targets``), sim and its
+derivatives from its similarity (``contrastive.CosineSimilarity``, ``contrastive.TSPSimilarity``).
 
 Forward: (block x block) tiles of L, an online log-sum-exp across the column tiles of each row block
 (running max m and sum s: ``s <- s * exp(m - m') + sum exp(L - m')``). The (R, R) matrix never exists.
@@ -28,23 +27,22 @@ local anchors among the gathered rows, ``kmedssl.losses.replicas``) ``coef_i`` i
 the mean runs over the anchors; the formulas are unchanged. ``scale`` (and ``kappa``) are tensors of the
 custom-gradient function, so S-PCL's trainable scale receives its gradient through this path.
 
-``blocked_or_naive`` chooses the path from the losses' ``block_size`` argument: ``None`` (auto) takes this
-one when R > ``AUTO_BLOCKED_ROWS`` (decided when the function runs if R is unknown while tracing, as in a
-TensorFlow train step), ``0`` always the plain (R, R) matrices, an int >= 1 always this one with tiles of
-that many rows.
+The losses' ``block_size`` argument chooses this path (``contrastive``): ``None`` (auto) takes it when
+R > ``AUTO_BLOCKED_ROWS`` (decided when the function runs if R is unknown while tracing, as in a TensorFlow
+train step), ``0`` never, an int >= 1 always, with tiles of that many rows.
 """
 
 import numbers
 
 from keras import ops
 
+from kmedssl.losses.common import EXCLUDED_LOGIT
+
 # Auto mode takes the blocked path above this many rows: a (R, R) float32 matrix of 64 MiB, of which the
 # naive path holds several (logits, masks, exp, softmax and their gradients).
 AUTO_BLOCKED_ROWS = 4096
 # Rows (and columns) of one tile: a 4 MiB float32 tile; the tile temporaries stay in the tens of MiB.
 DEFAULT_BLOCK_SIZE = 1024
-# Logit given to entries outside den(i): finite (no inf - inf), and exp(_EXCLUDED - m) underflows to 0.
-_EXCLUDED = -1e9
 
 
 def validate_block_size(block_size):
@@ -58,75 +56,30 @@ def validate_block_size(block_size):
         )
 
 
-def blocked_or_naive(z, block_size, naive_fn, blocked_fn):
-    """``blocked_fn(block)`` on the blocked path, else ``naive_fn()`` (see the module docstring).
+# === Entry point ===
+
+
+def blocked_loss(z, scale, kappa, labels, targets, similarity, block_size, anchors=None):
+    """The loss of the module docstring over the rows z, in tiles, with its custom gradient.
 
     Args:
-        z: ``(R, D)`` rows of the loss (only its row count is read).
-        block_size: None (auto: blocked with ``DEFAULT_BLOCK_SIZE`` when R > ``AUTO_BLOCKED_ROWS``), 0 (always
-            ``naive_fn``) or an int >= 1 (always blocked, tiles of that many rows).
+        z: ``(R, D)`` float32 unit rows. scale: ``()`` float32 tensor. kappa: ``()`` float32 tensor (a
+            similarity with a concentration, T-SP) or None.
+        labels: ``(R, K)`` float32 label rows (a label-weighted positive structure) or None.
+        targets: ``targets(rows_i, rows_j, labels_i, labels_j) -> (W, is_positive, in_denominator)`` of a tile,
+            from the row ids (int32) and label rows of its rows and columns (``contrastive``'s positive
+            structures).
+        similarity: ``similarity.function(cosine, kappa)`` and ``similarity.derivatives(cosine, sim, kappa) ->
+            (dsim/dc, dsim/dkappa)``.
+        block_size: rows of a tile (clamped to R when R is static).
+        anchors: None (every row is an anchor) or ``(R,)`` float32 0/1: the loss is the mean over the rows
+            marked 1 (``coef_i`` is 0 elsewhere), every row still a candidate and receiving its gradient
+            (a data-parallel replica's local anchors against the gathered batch).
+
+    Returns:
+        float32 scalar.
     """
-    validate_block_size(block_size)
-    if block_size == 0:
-        return naive_fn()
-    if block_size is not None:
-        return blocked_fn(block_size)
-    num_rows = z.shape[0]
-    if num_rows is None:  # a graph traced with an unknown batch: decide when it runs
-        return ops.cond(
-            ops.shape(z)[0] > AUTO_BLOCKED_ROWS, lambda: blocked_fn(DEFAULT_BLOCK_SIZE), naive_fn
-        )
-    return blocked_fn(DEFAULT_BLOCK_SIZE) if num_rows > AUTO_BLOCKED_ROWS else naive_fn()
-
-
-# === Targets of one tile ===
-
-
-def _paired_targets(exclude_positive):
-    """Paired InfoNCE: W[i, j] = 1 for j = (i + R/2) mod R; den(i) = {j != i} (also j != pos(i) if excluded)."""
-
-    def targets(rows_i, rows_j, num_rows, labels_i, labels_j):
-        positives = (rows_i + num_rows // 2) % num_rows  # (b,)
-        is_positive = rows_j[None, :] == positives[:, None]  # (b, b)
-        in_denominator = rows_i[:, None] != rows_j[None, :]
-        if exclude_positive:
-            in_denominator = ops.logical_and(in_denominator, ops.logical_not(is_positive))
-        return ops.cast(is_positive, "float32"), is_positive, in_denominator
-
-    return targets
-
-
-def _jaccard_targets(threshold):
-    """Jaccard SupCon: P(i) = {j != i : J[i, j] >= threshold}, W = J on P(i); den(i) = {j != i}."""
-
-    def targets(rows_i, rows_j, num_rows, labels_i, labels_j):
-        intersection = ops.matmul(labels_i, ops.transpose(labels_j))  # (b, b)
-        union = ops.sum(labels_i, axis=1)[:, None] + ops.sum(labels_j, axis=1)[None, :] - intersection
-        jaccard = ops.divide_no_nan(intersection, union)  # 0 where both label rows are empty
-        not_self = rows_i[:, None] != rows_j[None, :]
-        is_positive = ops.logical_and(jaccard >= threshold, not_self)
-        return ops.where(is_positive, jaccard, 0.0), is_positive, not_self
-
-    return targets
-
-
-# === Similarity of one tile ===
-
-
-def similarity(cosine, kappa):
-    """``sim(c)``: the dot product (kappa None) or T-SP ``0.5 (1 + c) / (1 + (1 - c) kappa)`` (paper 003, Eq. 1)."""
-    if kappa is None:
-        return cosine
-    return 0.5 * (1.0 + cosine) / (1.0 + (1.0 - cosine) * kappa)
-
-
-def _similarity_derivatives(cosine, similarity, kappa):
-    """``(dsim/dc, dsim/dkappa)``: ``(1, 0)`` for the dot product; for T-SP, with ``q = 1 + (1 - c) kappa``,
-    ``(0.5 (1 + 2 kappa) / q², -sim (1 - c) / q)``."""
-    if kappa is None:
-        return 1.0, 0.0
-    denominator = 1.0 + (1.0 - cosine) * kappa
-    return 0.5 * (1.0 + 2.0 * kappa) / ops.square(denominator), -similarity * (1.0 - cosine) / denominator
+    return _blocked_loss(z, scale, kappa, labels, targets, similarity, block_size, anchors)
 
 
 # === The blocked loss ===
@@ -138,17 +91,8 @@ def _pad_rows(x, multiple):
     return ops.concatenate([x, ops.zeros((padding, ops.shape(x)[1]), x.dtype)], axis=0)
 
 
-def _blocked_loss(z, scale, kappa, labels, targets, block_size, anchors=None):
-    """The loss of the module docstring, with its custom gradient.
-
-    Args:
-        z: ``(R, D)`` float32 unit rows. scale: ``()`` float32 tensor. kappa: ``()`` float32 tensor (T-SP)
-        or None (dot). labels: ``(R, K)`` float32 or None. targets: ``_paired_targets`` / ``_jaccard_targets``.
-        block_size: rows of a tile (clamped to R when R is static).
-        anchors: None (every row is an anchor) or ``(R,)`` float32 0/1: the loss is the mean over the rows
-            marked 1 (``coef_i`` is 0 elsewhere), every row still a candidate and receiving its gradient
-            (a data-parallel replica's local anchors against the gathered batch).
-    """
+def _blocked_loss(z, scale, kappa, labels, targets, similarity, block_size, anchors=None):
+    """``blocked_loss`` (same arguments, all positional)."""
     num_rows, dim = ops.shape(z)[0], ops.shape(z)[1]
     if isinstance(num_rows, int):
         block_size = min(block_size, num_rows)
@@ -177,10 +121,10 @@ def _blocked_loss(z, scale, kappa, labels, targets, block_size, anchors=None):
             rows_i = start_i + ops.arange(block_size)  # (b,)
             rows_j = start_j + ops.arange(block_size)
             labels_i, labels_j = (rows(labels_pad, start_i), rows(labels_pad, start_j)) if has_labels else (None, None)
-            weights, is_positive, in_denominator = targets(rows_i, rows_j, num_rows, labels_i, labels_j)
+            weights, is_positive, in_denominator = targets(rows_i, rows_j, labels_i, labels_j)
             valid = ops.logical_and((rows_i < num_rows)[:, None], (rows_j < num_rows)[None, :])  # (b, b)
             cosine = ops.matmul(rows(z_pad, start_i), ops.transpose(rows(z_pad, start_j)))  # (b, b)
-            similarities = similarity(cosine, kappa)
+            similarities = similarity.function(cosine, kappa)
             logits = scale * similarities  # L
             in_denominator = ops.logical_and(in_denominator, valid)
             return {
@@ -188,7 +132,7 @@ def _blocked_loss(z, scale, kappa, labels, targets, block_size, anchors=None):
                 "is_positive": ops.logical_and(is_positive, valid),
                 "in_denominator": in_denominator,
                 "logits": logits,
-                "masked_logits": ops.where(in_denominator, logits, _EXCLUDED),
+                "masked_logits": ops.where(in_denominator, logits, EXCLUDED_LOGIT),
                 "cosine": cosine,
                 "similarity": similarities,
             }
@@ -209,7 +153,7 @@ def _blocked_loss(z, scale, kappa, labels, targets, block_size, anchors=None):
                 return (new_peak, summed, weighted_logits, weight_sum, count), None
 
             zeros = ops.zeros((block_size,), "float32")
-            state = (ops.full((block_size,), _EXCLUDED, "float32"), zeros, zeros, zeros, zeros)
+            state = (ops.full((block_size,), EXCLUDED_LOGIT, "float32"), zeros, zeros, zeros, zeros)
             (peak, summed, weighted_logits, weight_sum, count), _ = ops.scan(column_tile, state, block_ids)
             lse = peak + ops.log(ops.where(summed > 0.0, summed, 1.0))  # (b,); padded rows have no terms
             is_row = ops.cast(start_i + ops.arange(block_size) < num_rows, "float32")
@@ -250,7 +194,7 @@ def _blocked_loss(z, scale, kappa, labels, targets, block_size, anchors=None):
                     g_sym = (
                         coef_weight_i * softmax_ij + coef_weight_j * softmax_ji - (coef_i + coef_j) * t["weights"]
                     )  # (b, b) = R * (G + G^T)
-                    d_cosine, d_sim_kappa = _similarity_derivatives(t["cosine"], t["similarity"], kappa)
+                    d_cosine, d_sim_kappa = similarity.derivatives(t["cosine"], t["similarity"], kappa)
                     dz_i = dz_i + ops.matmul(g_sym * (scale * d_cosine), rows(z_pad, start_j))  # (b, D)
                     d_scale = d_scale + 0.5 * ops.sum(g_sym * t["similarity"])
                     if has_kappa:
@@ -280,44 +224,3 @@ def _blocked_loss(z, scale, kappa, labels, targets, block_size, anchors=None):
     args = [z, scale] + ([kappa] if has_kappa else []) + ([labels] if has_labels else []) + (
         [ops.cast(anchors, "float32")] if has_anchors else [])
     return ops.custom_gradient(loss_with_gradient)(*args)
-
-
-# === Entry points ===
-
-
-def blocked_paired_infonce(z, scale, kappa=None, exclude_positive=False, block_size=DEFAULT_BLOCK_SIZE, anchors=None):
-    """Paired InfoNCE over the R = 2B unit rows z (positive of row i: ``(i + B) mod 2B``), row-blocked.
-
-    ``L = scale * z z^T`` (``kappa=None``: ``nt_xent``, ``multiview_infonce``) or
-    ``L = scale * sim_tsp(z, z)`` (``tsp_infonce``); the denominator is all j != i (NT-Xent), or also
-    j != pos(i) with ``exclude_positive`` (paper 000, Eq. 2). Equals ``paired_infonce`` of those logits.
-
-    Args:
-        z: ``(2B, D)`` float32, L2-normalised rows. scale: number or ``()`` tensor (gets a gradient).
-        kappa: None (dot product) or the T-SP concentration (number or ``()`` tensor, gets a gradient).
-        block_size: rows of one tile.
-        anchors: None (all rows) or ``(2B,)`` 0/1: the mean runs over the marked anchors only.
-
-    Returns:
-        float32 scalar.
-    """
-    kappa = None if kappa is None else ops.cast(kappa, "float32")
-    targets = _paired_targets(exclude_positive)
-    return _blocked_loss(z, ops.cast(scale, "float32"), kappa, None, targets, block_size, anchors)
-
-
-def blocked_jaccard_supcon(z, labels, scale, threshold, block_size=DEFAULT_BLOCK_SIZE, anchors=None):
-    """``mean_a 1/|P(a)| sum_{p in P(a)} J[a, p] * (lse_a - L[a, p])`` with ``L = scale * z z^T``, row-blocked:
-    ``jaccard_supcon`` (paper 001, Eq. 3) without its ``T / T_base`` factor, for ``scale = 1 / T``.
-
-    Args:
-        z: ``(VB, D)`` float32, L2-normalised rows (view-major). labels: ``(VB, K)`` multi-hot rows of z.
-        scale: number or ``()`` tensor. threshold: tau in [0, 1]. block_size: rows of one tile.
-        anchors: None (all rows) or ``(VB,)`` 0/1: the mean runs over the marked anchors only.
-
-    Returns:
-        float32 scalar.
-    """
-    labels = ops.cast(labels, "float32")
-    targets = _jaccard_targets(threshold)
-    return _blocked_loss(z, ops.cast(scale, "float32"), None, labels, targets, block_size, anchors)

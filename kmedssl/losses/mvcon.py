@@ -1,11 +1,15 @@
-"""Multi-view contrastive loss of paper 000 (Eq. 2): frontal and lateral views of one study are positives."""
+"""Multi-view contrastive loss of paper 000 (Eq. 2): frontal and lateral views of one study are positives.
+
+``multiview_infonce`` declares paired positives and the cosine similarity; ``kmedssl.losses.contrastive``
+computes it.
+"""
 
 import keras
-from keras import ops
 
-from kmedssl.losses.blocked import blocked_or_naive, blocked_paired_infonce, validate_block_size
-from kmedssl.losses.common import l2_normalize, paired_infonce, validate_pair, validate_positive
-from kmedssl.losses.replicas import gathered_paired_infonce, grouped_mean, replica_path, validate_gather
+from kmedssl.losses import contrastive
+from kmedssl.losses.blocked import validate_block_size
+from kmedssl.losses.common import validate_pair, validate_positive
+from kmedssl.losses.replicas import validate_gather
 
 
 def multiview_infonce(z_f, z_l, temperature=0.1, exclude_positive=True, block_size=None, gather="global"):
@@ -18,9 +22,12 @@ def multiview_infonce(z_f, z_l, temperature=0.1, exclude_positive=True, block_si
 
     By default (``exclude_positive=True``, exactly Eq. 2) the denominator has the 2B - 2 terms k != i, so
     the positive pair is not in it; this needs B >= 2. ``exclude_positive=False`` adds the positive to the
-    denominator, which is standard NT-Xent as in the authors' released code (= ``nt_xent``). Above
-    2B = ``blocked.AUTO_BLOCKED_ROWS`` rows (or with ``block_size >= 1``) the logits are computed in tiles
-    (``kmedssl.losses.blocked``), memory O(block² + B·D); same value and gradients.
+    denominator, which is standard NT-Xent as in the authors' released code (= ``nt_xent``).
+
+    ``contrastive.contrastive_loss`` with ``PairedPositives(exclude_positive)`` and
+    ``CosineSimilarity(temperature)``. Above 2B = ``blocked.AUTO_BLOCKED_ROWS`` rows (or with
+    ``block_size >= 1``) the logits are computed in tiles (``kmedssl.losses.blocked``), memory
+    O(block² + B·D); same value and gradients. There is no Triton kernel for it.
 
     Args:
         z_f, z_l: ``(B, D)`` frontal / lateral embeddings (CLS tokens), float32 or bfloat16, normalised inside.
@@ -29,43 +36,18 @@ def multiview_infonce(z_f, z_l, temperature=0.1, exclude_positive=True, block_si
         block_size: None (auto), 0 (always the plain matrices) or the rows of one tile of the row-blocked
             path.
         gather: ``"global"`` (negatives from every data-parallel replica) or ``"local"`` (from this
-            replica's rows only); the same on one device (``kmedssl.losses.replicas``).
+            replica's rows only); the same on one device (``kmedssl.losses.replicas``). The B >= 2 rule of
+            ``exclude_positive`` applies to the rows each device contrasts on its own (``"local"``).
 
     Returns:
         float32 scalar.
     """
     validate_positive(temperature=temperature)
     validate_block_size(block_size)
-    z_f, z_l = l2_normalize(z_f), l2_normalize(z_l)
     validate_pair(z_f, z_l, names=("z_f", "z_l"))
-    path = replica_path(gather)
-    if path == "gathered":
-        return gathered_paired_infonce(
-            ops.concatenate([z_f, z_l], axis=0), 1.0 / temperature, exclude_positive=exclude_positive,
-            block_size=block_size,
-        )
-    if path == "grouped":
-        return grouped_mean(
-            lambda f, l: _plain_multiview_infonce(f, l, temperature, exclude_positive, block_size), z_f, z_l
-        )
-    return _plain_multiview_infonce(z_f, z_l, temperature, exclude_positive, block_size)
-
-
-def _plain_multiview_infonce(z_f, z_l, temperature, exclude_positive, block_size):
-    """``multiview_infonce`` of the rows given (unit rows): one device's batch, or one replica's rows."""
-    if exclude_positive and z_f.shape[0] == 1:
-        raise ValueError(
-            "Expected a batch of at least 2 studies (per device with gather='local') when exclude_positive=True "
-            f"(the denominator of Eq. 2 is otherwise empty). Received: z_f.shape={tuple(z_f.shape)}"
-        )
-    z = ops.concatenate([z_f, z_l], axis=0)  # (2B, D), view-major
-    return blocked_or_naive(
-        z,
-        block_size,
-        naive_fn=lambda: paired_infonce(ops.matmul(z, ops.transpose(z)) / temperature, exclude_positive),  # (2B, 2B)
-        blocked_fn=lambda block: blocked_paired_infonce(
-            z, 1.0 / temperature, exclude_positive=exclude_positive, block_size=block
-        ),
+    return contrastive.contrastive_loss(
+        (z_f, z_l), contrastive.PairedPositives(exclude_positive), contrastive.CosineSimilarity(temperature),
+        block_size=block_size, gather=gather,
     )
 
 

@@ -1,11 +1,14 @@
-"""SimCLR's NT-Xent loss (Chen et al. 2020), the baseline of paper 001 (T = 0.1)."""
+"""SimCLR's NT-Xent loss (Chen et al. 2020), the baseline of paper 001 (T = 0.1).
+
+``nt_xent`` declares paired positives and the cosine similarity; ``kmedssl.losses.contrastive`` computes it.
+"""
 
 import keras
-from keras import ops
 
-from kmedssl.losses.blocked import blocked_or_naive, blocked_paired_infonce, validate_block_size
-from kmedssl.losses.common import l2_normalize, paired_infonce, validate_pair, validate_positive
-from kmedssl.losses.replicas import gathered_paired_infonce, grouped_mean, replica_path, validate_gather
+from kmedssl.losses import contrastive
+from kmedssl.losses.blocked import validate_block_size
+from kmedssl.losses.common import validate_pair, validate_positive
+from kmedssl.losses.replicas import validate_gather
 
 
 def nt_xent(z_a, z_b, temperature=0.1, block_size=None, gather="global"):
@@ -15,9 +18,12 @@ def nt_xent(z_a, z_b, temperature=0.1, block_size=None, gather="global"):
 
         loss = mean_i -log( exp(z_i . z_pos(i) / T) / sum_{j != i} exp(z_i . z_j / T) )
 
-    (the denominator has all 2B - 1 other rows, positive included). Above 2B = ``blocked.AUTO_BLOCKED_ROWS``
-    rows (or with ``block_size >= 1``) the logits are computed in tiles (``kmedssl.losses.blocked``), memory
-    O(block² + B·D); same value and gradients.
+    (the denominator has all 2B - 1 other rows, positive included). It equals
+    ``multiview_infonce(z_a, z_b, temperature, exclude_positive=False)``: both are
+    ``contrastive.contrastive_loss`` with ``PairedPositives(exclude_positive=False)`` and
+    ``CosineSimilarity(temperature)``. Above 2B = ``blocked.AUTO_BLOCKED_ROWS`` rows (or with
+    ``block_size >= 1``) the logits are computed in tiles (``kmedssl.losses.blocked``), memory
+    O(block² + B·D); same value and gradients. There is no Triton kernel for it.
 
     Args:
         z_a, z_b: ``(B, D)`` embeddings of the two views (float32 or bfloat16), normalised inside.
@@ -32,24 +38,10 @@ def nt_xent(z_a, z_b, temperature=0.1, block_size=None, gather="global"):
     """
     validate_positive(temperature=temperature)
     validate_block_size(block_size)
-    z_a, z_b = l2_normalize(z_a), l2_normalize(z_b)
     validate_pair(z_a, z_b)
-    path = replica_path(gather)
-    if path == "gathered":
-        return gathered_paired_infonce(ops.concatenate([z_a, z_b], axis=0), 1.0 / temperature, block_size=block_size)
-    if path == "grouped":
-        return grouped_mean(lambda a, b: _plain_nt_xent(a, b, temperature, block_size), z_a, z_b)
-    return _plain_nt_xent(z_a, z_b, temperature, block_size)
-
-
-def _plain_nt_xent(z_a, z_b, temperature, block_size):
-    """``nt_xent`` of the rows given (unit rows)."""
-    z = ops.concatenate([z_a, z_b], axis=0)  # (2B, D)
-    return blocked_or_naive(
-        z,
-        block_size,
-        naive_fn=lambda: paired_infonce(ops.matmul(z, ops.transpose(z)) / temperature),  # (2B, 2B) logits
-        blocked_fn=lambda block: blocked_paired_infonce(z, 1.0 / temperature, block_size=block),
+    return contrastive.contrastive_loss(
+        (z_a, z_b), contrastive.PairedPositives(exclude_positive=False), contrastive.CosineSimilarity(temperature),
+        block_size=block_size, gather=gather,
     )
 
 

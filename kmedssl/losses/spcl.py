@@ -1,20 +1,17 @@
-"""S-PCL loss (paper 003): T-SP similarity (Eq. 1) inside an InfoNCE over two token partitions (Eq. 2)."""
+"""S-PCL loss (paper 003): T-SP similarity (Eq. 1) inside an InfoNCE over two token partitions (Eq. 2).
+
+``tsp_infonce`` declares paired positives and the T-SP similarity; ``kmedssl.losses.contrastive`` computes it.
+"""
 
 import numbers
 
 import keras
 from keras import ops
 
-from kmedssl.losses.blocked import blocked_or_naive, blocked_paired_infonce, validate_block_size
-from kmedssl.losses.common import (
-    l2_normalize,
-    paired_infonce,
-    tensor_arguments,
-    validate_pair,
-    validate_positive,
-)
-from kmedssl.losses.replicas import gathered_paired_infonce, grouped_mean, replica_path, validate_gather
-from kmedssl.ops.kernels import fused_op, use_triton
+from kmedssl.losses import contrastive
+from kmedssl.losses.blocked import validate_block_size
+from kmedssl.losses.common import l2_normalize, validate_pair, validate_positive
+from kmedssl.losses.replicas import validate_gather
 
 
 def _validate_kappa(kappa):
@@ -44,8 +41,7 @@ def tsp_similarity(a, b, kappa):
         raise ValueError(
             f"Expected a (M, D) and b (K, D). Received: a.shape={tuple(a.shape)}, b.shape={tuple(b.shape)}"
         )
-    cosine = ops.matmul(a, ops.transpose(b))  # (M, K)
-    return 0.5 * (1.0 + cosine) / (1.0 + (1.0 - cosine) * kappa)
+    return contrastive.tsp(ops.matmul(a, ops.transpose(b)), kappa)  # (M, K)
 
 
 def tsp_infonce(z_1, z_2, kappa=16.0, scale=1 / 0.07, block_size=None, gather="global"):
@@ -55,9 +51,10 @@ def tsp_infonce(z_1, z_2, kappa=16.0, scale=1 / 0.07, block_size=None, gather="g
 
         loss = mean_i -log( exp(scale * sim_tsp(z_i, z_pos(i))) / sum_{j != i} exp(scale * sim_tsp(z_i, z_j)) )
 
-    (denominator: all 2B - 1 other rows, positive included).
+    (denominator: all 2B - 1 other rows, positive included; ``sim_tsp`` of Eq. 1, ``tsp_similarity``).
 
-    Three paths give the same value and gradients (docs/kernels.md): the Triton fused kernel
+    ``contrastive.contrastive_loss`` with ``PairedPositives()`` and ``TSPSimilarity(kappa, scale)``. Three
+    paths give the same value and gradients (docs/kernels.md): the Triton fused kernel
     (``kmedssl_kernels.tsp_infonce``) when ``kmedssl.ops.kernels.use_triton`` allows it (torch tensors on
     CUDA) and ``kappa`` is a number; else the row-blocked ``keras.ops`` path (``kmedssl.losses.blocked``,
     memory O(block² + B·D)) when ``block_size >= 1`` or, with ``block_size=None``, when
@@ -71,9 +68,9 @@ def tsp_infonce(z_1, z_2, kappa=16.0, scale=1 / 0.07, block_size=None, gather="g
         block_size: None (auto, see above), 0 (always the plain matrices) or the rows of one tile of
             the row-blocked path.
         gather: ``"global"`` (negatives from every data-parallel replica) or ``"local"`` (from this
-            replica's rows only); the same on one device (``kmedssl.losses.replicas``). The Triton and
-            row-blocked paths serve the rows one replica sees; the gathered global batch of several replicas
-            takes the plain ``(2b, R 2b)`` logits.
+            replica's rows only); the same on one device (``kmedssl.losses.replicas``). The gathered global
+            batch of several replicas takes the plain ``(2b, 2Rb)`` logits of this replica's anchors, or the
+            row-blocked path over the gathered rows (same rule on the 2Rb gathered rows); no Triton kernel.
 
     Returns:
         float32 scalar.
@@ -82,27 +79,9 @@ def tsp_infonce(z_1, z_2, kappa=16.0, scale=1 / 0.07, block_size=None, gather="g
     _validate_kappa(kappa)
     validate_pair(z_1, z_2, names=("z_1", "z_2"))
     validate_block_size(block_size)
-    path = replica_path(gather)
-    if path == "gathered":
-        local = l2_normalize(ops.concatenate([z_1, z_2], axis=0))  # (2b, D) unit rows
-        kappa = ops.cast(kappa, "float32")
-        return gathered_paired_infonce(local, ops.cast(scale, "float32"), kappa=kappa, block_size=block_size)
-    if path == "grouped":
-        return grouped_mean(lambda a, b: _plain_tsp_infonce(a, b, kappa, scale, block_size), z_1, z_2)
-    return _plain_tsp_infonce(z_1, z_2, kappa, scale, block_size)
-
-
-def _plain_tsp_infonce(z_1, z_2, kappa, scale, block_size):
-    """``tsp_infonce`` of the rows given: the Triton, row-blocked or plain path."""
-    if isinstance(kappa, numbers.Real) and use_triton(z_1, z_2, *tensor_arguments(scale)):
-        return fused_op("tsp_infonce")(z_1, z_2, kappa=kappa, scale=scale)
-    z = ops.concatenate([ops.cast(z_1, "float32"), ops.cast(z_2, "float32")], axis=0)  # (2B, D)
-    scale = ops.cast(scale, "float32")
-    return blocked_or_naive(
-        z,
-        block_size,
-        naive_fn=lambda: paired_infonce(scale * tsp_similarity(z, z, kappa)),  # (2B, 2B) logits
-        blocked_fn=lambda block: blocked_paired_infonce(l2_normalize(z), scale, kappa=kappa, block_size=block),
+    return contrastive.contrastive_loss(
+        (z_1, z_2), contrastive.PairedPositives(), contrastive.TSPSimilarity(kappa, scale), block_size=block_size,
+        gather=gather,
     )
 
 
