@@ -189,7 +189,8 @@ class Recipe:
     (global norm, 0 = off). Data: ``data_size`` (phantom subjects or images), ``data_seed`` (phantom
     cohort), ``split_seed`` (subject split; pretraining uses the train split only), ``workers``.
     Monitoring: ``probe_every`` (log a kNN probe AUROC of the encoder on up to 256 labelled validation
-    images every N epochs as ``probe_auroc``; 0 = off).
+    images every N epochs as ``probe_auroc``; 0 = off), ``health_every`` (log the SSL health of the embeddings
+    of up to 256 validation images every N epochs, ``kmedssl.training.ssl_health``; 0 = off).
     """
 
     method: typing.ClassVar[str] = ""
@@ -207,6 +208,7 @@ class Recipe:
         "warmup_epochs": NON_NEGATIVE, "gradient_clip": NON_NEGATIVE,
         "data_size": AT_LEAST_ONE, "data_seed": NON_NEGATIVE, "split_seed": NON_NEGATIVE, "workers": AT_LEAST_ONE,
         "probe_every": NON_NEGATIVE,
+        "health_every": NON_NEGATIVE,
     }
 
     # === Encoder ===
@@ -231,6 +233,7 @@ class Recipe:
     workers: int = 1
     # === Monitoring ===
     probe_every: int = 0
+    health_every: int = 1
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -21,6 +21,7 @@ from kmedssl.data.sources import open_source, split_records
 from kmedssl.eval.monitor import ProbeMonitor
 from kmedssl.ops.runtime import device_description, seed_everything
 from kmedssl.training import runs
+from kmedssl.training.ssl_health import SSLHealthMonitor, health_monitor, plot_training_curves
 from kmedssl.training.callbacks import ON_NONFINITE, NonFiniteLossGuard
 from kmedssl.training.checkpoints import (
     Checkpointer,
@@ -88,7 +89,7 @@ def run_pretraining(recipe, seed=0, data="phantom", output_dir=None, resume=Fals
         model = recipe.build_model(encoder, total_steps=total_steps, seed=seed, num_labels=len(source.label_names))
         model.compile(optimizer=recipe.build_optimizer(total_steps, steps))
 
-        monitors = probe_monitor(recipe, source, splits["val"], seed)
+        monitors = run_monitors(recipe, source, splits["val"], seed, engine)
 
         start = newest_checkpoint(run_dir, steps) if resuming else None
         if resuming and write_dir == run_dir:
@@ -98,10 +99,13 @@ def run_pretraining(recipe, seed=0, data="phantom", output_dir=None, resume=Fals
             runs.write_recipe(write_dir, recipe, seed)
             runs.write_environment(write_dir, seed, **settings, run_options=options,
                                    **({"devices": engine.description} if engine is not None else {}))
-        rows = train(model, dataset, write_dir, recipe.epochs, steps, start=start, callbacks=[*monitors, *callbacks],
-                     verbose=verbose, engine=engine, **options)
+        rows = train(model, dataset, write_dir, recipe.epochs, steps, start=start,
+                     callbacks=[*monitors, *callbacks], verbose=verbose, engine=engine, **options)
         runs.save_model_file(encoder, write_dir / runs.ENCODER_FILE)
         runs.write_skipped(write_dir, [*source.skipped, *dataset.skipped])
+        plot_training_curves(rows, write_dir / runs.REPORTS_DIR / "training_curves.png",
+                             dim=next((m.dim for m in monitors if isinstance(m, SSLHealthMonitor)), None),
+                             title=f"{recipe.method}: {run_dir.name}")
     return PretrainResult(model=model, encoder=encoder, history=history_of(rows), run_dir=run_dir, recipe=recipe,
                           resumed_from=start.step if start else (0 if resuming else None))
 
@@ -292,6 +296,14 @@ def history_of(rows):
     """``{key: [value per epoch]}`` of the log rows (``epoch`` and ``step`` left out), as Keras's History."""
     keys = sorted({key for row in rows for key in row} - {"epoch", "step"})
     return {key: [row.get(key, math.nan) for row in rows] for key in keys}
+
+
+def run_monitors(recipe, source, records, seed, engine=None):
+    """The per-epoch monitors of a run on the validation ``records``: the kNN probe (``probe_every``) and the SSL
+    health of the embeddings (``health_every``; the collapse warning printed by the main process only)."""
+    health = health_monitor(source, records, recipe.image_size, seed=seed, every_n_epochs=recipe.health_every,
+                            warn_on_collapse=engine is None or engine.is_main) if recipe.health_every else []
+    return [*probe_monitor(recipe, source, records, seed), *health]
 
 
 def probe_monitor(recipe, source, records, seed, max_images=256):

@@ -103,9 +103,9 @@ def test_every_method_continues_exactly_from_a_mid_epoch_checkpoint(method_run, 
     cheap on every backend): a state the checkpoint missed would make the continuation diverge."""
     resumed = tmp_path / "resumed"
     start = interrupted_copy(method_run.run_dir, resumed, RESUME_STEP)
-    _, _, dataset = loop.open_training_data(method_run.recipe, "phantom", seed=0)
+    source, splits, dataset = loop.open_training_data(method_run.recipe, "phantom", seed=0)
     loop.train(method_run.model, dataset, resumed, EPOCHS, STEPS, start=start, checkpoint_every=1,
-                   keep_checkpoints=0, verbose=0)
+               keep_checkpoints=0, verbose=0, callbacks=loop.run_monitors(method_run.recipe, source, splits["val"], 0))
     assert_same_run(method_run.run_dir, resumed)
 
 

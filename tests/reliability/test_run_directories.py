@@ -140,7 +140,8 @@ def test_overwrite_replaces_a_run_directory(tmp_path):
     assert_finished_new_run(exit_code, output, run)
     assert "seed = 1" in (run / runs.RECIPE_FILE).read_text()
     assert sorted(path.name for path in (run / runs.CHECKPOINT_DIR).iterdir()) == ["step-00000002.npz"]
-    assert not (run / runs.REPORTS_DIR).exists() and not (run / ".training_log.csv.tmp-77").exists()
+    assert sorted(path.name for path in (run / runs.REPORTS_DIR).iterdir()) == ["training_curves.png"]
+    assert not (run / ".training_log.csv.tmp-77").exists()
 
 
 @pytest.mark.parametrize("leftovers", [[".recipe.toml.tmp-123"], [runs.RECIPE_FILE, ".environment.json.tmp-9"]])
