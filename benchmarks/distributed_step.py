@@ -44,7 +44,7 @@ import subprocess
 import sys
 import time
 
-from train_step import split_choices, write_report
+from kmedssl.bench.train_step import split_choices, write_report
 
 METHODS = ("mvcon", "simclr", "spcl", "mulsupcon")
 BACKENDS = ("torch", "tensorflow", "jax")

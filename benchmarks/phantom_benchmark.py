@@ -11,7 +11,7 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "torch")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kmedssl.commands.bench import phantom  # noqa: E402
+from kmedssl.cli.bench import phantom  # noqa: E402
 
 if __name__ == "__main__":
     phantom(prog_name="phantom_benchmark.py")

@@ -6,7 +6,7 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from kmedssl.commands.data import data
+from kmedssl.cli.data import data
 from kmedssl.data.formats import read_dataset
 from tests.data.test_health import plant_defects, write_clean_mimic
 

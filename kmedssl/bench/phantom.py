@@ -22,7 +22,7 @@ methods on their own multi-modal phantom. Written to ``output_dir``: ``phantom_b
 output (``BENCHMARK_LAYOUT``; anything else in it is never deleted).
 
 The step measurement used for the budget (``prepare_step``, ``run_steps``) is shared with ``kmedssl bench
-train`` (``benchmarks/train_step.py``), which adds the recipes it times (``step_recipe``: the phantom size and
+train`` (``kmedssl.bench.train_step``), which adds the recipes it times (``step_recipe``: the phantom size and
 ViT-S/16 at 224 px) and the analytic FLOPs of a step's encoder work (``step_flops``).
 """
 

@@ -22,6 +22,7 @@ from kmedssl.bench.phantom import (
     step_flops,
     step_recipe,
 )
+from kmedssl.bench.train_step import efficiency_claims
 from kmedssl.recipes.registry import make_recipe
 
 
@@ -140,21 +141,14 @@ def test_prepare_and_run_steps_on_a_real_batch():
 
 @pytest.mark.backend_free
 def test_step_benchmark_reports_paper_003_claims_and_by_how_much_they_fail():
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "train_step.py"
-    spec = importlib.util.spec_from_file_location("train_step_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     row = dict(size="vit-s16", backend="torch", jit_compile="auto", error="")
     rows = [dict(row, method="spcl", images_per_s=8.0, forward_gflops_per_image=3.5),
             dict(row, method="simclr", images_per_s=2.0, forward_gflops_per_image=18.2),
             dict(row, method="mvmae", images_per_s=4.0, forward_gflops_per_image=12.8)]
-    (line,) = module.efficiency_claims(rows)
+    (line,) = efficiency_claims(rows)
     assert "spcl 8.00 vs simclr 2.00 img/s: holds" in line
     assert "FAILS (simclr at 0.50x of mvmae)" in line
     assert "is the lowest" in line
     rows[0]["forward_gflops_per_image"] = 25.6
-    assert "NOT the lowest (mvmae: 12.800, 2.00x)" in module.efficiency_claims(rows)[0]
-    assert module.efficiency_claims(rows[:2]) == []
+    assert "NOT the lowest (mvmae: 12.800, 2.00x)" in efficiency_claims(rows)[0]
+    assert efficiency_claims(rows[:2]) == []

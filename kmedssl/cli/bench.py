@@ -1,12 +1,14 @@
-"""``kmedssl bench``: the phantom benchmark (every method vs scratch and supervised) and step times (SPEC §7)."""
+"""``kmedssl bench``: the phantom benchmark (every method vs scratch and supervised), per-method training step
+times and kernel microbenchmarks (SPEC §7). The benchmarks are ``kmedssl.bench`` modules, imported only when
+a command runs (after the backend is chosen)."""
 
-import pathlib
-import runpy
-import sys
+import os
 
 import click
 
-TRAIN_STEP_SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "train_step.py"
+from kmedssl.bench import kernels as kernel_benchmark  # both keras-free until their main() runs
+from kmedssl.bench import train_step
+from kmedssl.cli.common import BACKENDS, CONTEXT_SETTINGS, run_user_command, split_names, use_backend
 
 
 def parse_budgets(text):
@@ -18,13 +20,9 @@ def parse_budgets(text):
                                  param_hint="--labels") from None
 
 
-def split_names(text):
-    return tuple(v.strip() for v in text.split(",") if v.strip()) if text else None
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings=CONTEXT_SETTINGS)
 def bench():
-    """Benchmarks: the phantom benchmark and per-method training step time.
+    """Benchmarks: the phantom benchmark, per-method training step time and kernel microbenchmarks.
 
     \b
     Example:
@@ -45,8 +43,7 @@ def bench():
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quick", is_flag=True, help="A tiny run (2 methods, 1 epoch of 2 steps) to check the pipeline.")
-@click.option("--backend", type=click.Choice(["torch", "tensorflow", "jax"]),
-              help="Keras backend (default: $KERAS_BACKEND or torch).")
+@click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (default: $KERAS_BACKEND or torch).")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def phantom(methods, budget_minutes, labels, protocols, output, overwrite, seed, quick, backend, debug):
     """Pretrain every SSL method with the same CPU budget, then compare linear-probe and fine-tuning macro
@@ -59,8 +56,6 @@ def phantom(methods, budget_minutes, labels, protocols, output, overwrite, seed,
     Example:
       kmedssl bench phantom --budget-minutes 2 --labels 0.1,1.0 --output runs/bench-phantom
     """
-    from kmedssl.cli import run_user_command, use_backend  # here: kmedssl.cli imports this module
-
     use_backend(backend)
     from kmedssl.bench.phantom import DEFAULT_LABEL_BUDGETS, phantom_benchmark
 
@@ -76,7 +71,7 @@ def phantom(methods, budget_minutes, labels, protocols, output, overwrite, seed,
 @click.option("--methods", help="Comma-separated methods (default: every method).")
 @click.option("--sizes", default="phantom,vit-s16", show_default=True,
               help="phantom: each method's phantom recipe; vit-s16: ViT-S/16 at 224 px for every method.")
-@click.option("--backend", "backends", default="torch,tensorflow,jax", show_default=True,
+@click.option("--backend", "--backends", "backends", default="torch,tensorflow,jax", show_default=True,
               help="Comma-separated Keras backends (each measurement runs in its own process).")
 @click.option("--batch-size", type=int, help="Batch size of every method (default: the recipe's; 16 at vit-s16).")
 @click.option("--steps", type=int, default=5, show_default=True, help="Timed steps per measurement.")
@@ -90,35 +85,23 @@ def phantom(methods, budget_minutes, labels, protocols, output, overwrite, seed,
               "runs/bench-train-TIME.csv).")
 def train(methods, sizes, backends, batch_size, steps, warmup, jit_compile, threads, csv_path):
     """Per-method training step: median step time, images/s, peak memory and analytic GFLOPs per image, per
-    backend and size (runs benchmarks/train_step.py; prints a table and writes a CSV).
+    backend and size (kmedssl.bench.train_step; prints a table and writes a CSV).
 
     \b
     Example:
       kmedssl bench train --methods spcl,mvmae --sizes phantom --backend torch,jax --steps 5
       kmedssl bench train --sizes vit-s16 --batch-size 32 --jit-compile auto,true --csv runs/train.csv
     """
-    if not TRAIN_STEP_SCRIPT.is_file():
-        raise click.ClickException(f"{TRAIN_STEP_SCRIPT} not found: `kmedssl bench train` needs a source checkout "
-                                   "(pip install -e .)")
-    argv = [str(TRAIN_STEP_SCRIPT), "--sizes", sizes, "--backends", backends, "--steps", str(steps),
-            "--warmup", str(warmup), "--jit-compile", jit_compile]
+    argv = ["--sizes", sizes, "--backends", backends, "--steps", str(steps), "--warmup", str(warmup),
+            "--jit-compile", jit_compile]
     for flag, value in (("--methods", methods), ("--batch-size", batch_size), ("--threads", threads),
                         ("--csv", csv_path)):
         if value is not None:
             argv += [flag, str(value)]
-    saved, sys.argv = sys.argv, argv
-    try:
-        runpy.run_path(str(TRAIN_STEP_SCRIPT), run_name="__main__")
-    finally:
-        sys.argv = saved
+    train_step.main(argv)
 
 
 # === kmedssl bench kernels ===
-
-KERNELS_SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "kernels" / "bench_kernels.py"
-KERNEL_OPS = ("tsp", "supcon", "ace", "partition")
-KERNEL_PATHS = ("naive", "blocked", "triton")
-KERNEL_MODES = ("forward", "backward", "full")
 
 
 def checked_names(text, allowed, param_hint):
@@ -140,15 +123,15 @@ def checked_integers(text, param_hint):
 
 
 @bench.command()
-@click.option("--op", "ops", default=",".join(KERNEL_OPS), show_default=True,
+@click.option("--op", "ops", default=",".join(kernel_benchmark.OPS), show_default=True,
               help="Comma-separated ops: tsp (T-SP InfoNCE), supcon (Jaccard SupCon), ace (ACE matching loss), "
                    "partition (random token partition).")
 @click.option("--sizes", help="Comma-separated sizes: rows 2N for tsp and supcon, batch for ace and partition "
                               "(default: a sweep per device, docs/kernels.md).")
 @click.option("--dims", help="Comma-separated feature widths: D for tsp and supcon, C for ace.")
-@click.option("--paths", default=",".join(KERNEL_PATHS), show_default=True,
+@click.option("--paths", default=",".join(kernel_benchmark.PATHS), show_default=True,
               help="naive (keras.ops, plain matrices), blocked (keras.ops, row-blocked), triton (fused kernels).")
-@click.option("--modes", default=",".join(KERNEL_MODES), show_default=True, help="Comma-separated modes.")
+@click.option("--modes", default=",".join(kernel_benchmark.MODES), show_default=True, help="Comma-separated modes.")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]),
               help="Input dtype (default: bfloat16 on a GPU, float32 on CPU).")
 @click.option("--repeats", type=int, default=10, show_default=True, help="Timed repeats per case (median).")
@@ -157,12 +140,11 @@ def checked_integers(text, param_hint):
               help="Peak extra memory of the row-blocked losses at 2N = 32768, D = 256 on each backend (CPU).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False),
               help="CSV output (default bench_kernels_BACKEND_DEVICE.csv in the current directory).")
-@click.option("--backend", type=click.Choice(["torch", "tensorflow", "jax"]),
+@click.option("--backend", type=click.Choice(BACKENDS),
               help="Keras backend of the keras.ops paths (default: $KERAS_BACKEND or torch; Triton needs torch).")
 def kernels(ops, sizes, dims, paths, modes, dtype, repeats, interpret, cpu_memory, csv_path, backend):
     """Kernel microbenchmarks: median time, peak memory, max error, and ratios to the naive path and to the
-    H100 roofline, per op, path, mode and size; prints a table and writes a CSV (runs
-    benchmarks/kernels/bench_kernels.py).
+    H100 roofline, per op, path, mode and size; prints a table and writes a CSV (kmedssl.bench.kernels).
 
     \b
     Example:
@@ -170,27 +152,16 @@ def kernels(ops, sizes, dims, paths, modes, dtype, repeats, interpret, cpu_memor
       kmedssl bench kernels --interpret --op tsp,supcon --sizes 64 --dims 16
       kmedssl bench kernels --cpu-memory
     """
-    import os
-
-    from kmedssl.cli import use_backend  # here: kmedssl.cli imports this module
-
-    argv = [str(KERNELS_SCRIPT), "--op", checked_names(ops, KERNEL_OPS, "--op"),
-            "--paths", checked_names(paths, KERNEL_PATHS, "--paths"),
-            "--modes", checked_names(modes, KERNEL_MODES, "--modes"), "--repeats", str(repeats)]
+    argv = ["--op", checked_names(ops, kernel_benchmark.OPS, "--op"),
+            "--paths", checked_names(paths, kernel_benchmark.PATHS, "--paths"),
+            "--modes", checked_names(modes, kernel_benchmark.MODES, "--modes"), "--repeats", str(repeats)]
     argv += ["--sizes", checked_integers(sizes, "--sizes")] if sizes else []
     argv += ["--dims", checked_integers(dims, "--dims")] if dims else []
     argv += ["--dtype", dtype] if dtype else []
     argv += ["--csv", csv_path] if csv_path else []
     argv += ["--interpret"] if interpret else []
     argv += ["--cpu-memory"] if cpu_memory else []
-    if not KERNELS_SCRIPT.is_file():
-        raise click.ClickException(f"{KERNELS_SCRIPT} not found: `kmedssl bench kernels` needs a source checkout "
-                                   "(pip install -e .)")
     if interpret:
         os.environ["TRITON_INTERPRET"] = "1"  # before use_backend imports Triton
     use_backend(backend)
-    saved, sys.argv = sys.argv, argv
-    try:
-        runpy.run_path(str(KERNELS_SCRIPT), run_name="__main__")
-    finally:
-        sys.argv = saved
+    kernel_benchmark.main(argv)

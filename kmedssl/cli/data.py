@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from kmedssl.cli.common import CONTEXT_SETTINGS, run_user_command
 from kmedssl.data.formats import FORMATS, read_dataset
 from kmedssl.data.health import MIN_SIDE, health_report
 from kmedssl.data.phantom.radimagenet_writer import write_radimagenet
@@ -16,7 +17,7 @@ from kmedssl.data.phantom.writer import write_mimic_cxr
 LAYOUTS = ("mimic-cxr", "radimagenet")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings=CONTEXT_SETTINGS)
 def data():
     """Data sets on disk: health checks, and the phantom written in a real layout.
 
@@ -51,8 +52,6 @@ def check(path, format_, json_path, min_side, workers, debug):
     Example:
       kmedssl data check /data/mimic-cxr-jpg --format mimic-cxr --json health.json
     """
-    from kmedssl.cli import run_user_command  # here: kmedssl.cli imports this module
-
     report = run_user_command(debug, _check, path, format_, min_side, workers)
     click.echo(report.to_text())
     if json_path:
@@ -89,8 +88,6 @@ def phantom(out, layout, subjects, image_size, seed, debug):
     Example:
       kmedssl data phantom --out phantom-rin --layout radimagenet --subjects 300 --image-size 128
     """
-    from kmedssl.cli import run_user_command  # here: kmedssl.cli imports this module
-
     run_user_command(debug, _write_phantom, out, layout, subjects, image_size, seed)
     count = sum(1 for file in pathlib.Path(out).rglob("*") if file.is_file())
     click.echo(f"Wrote the {layout} phantom ({count} files) to {out}; check it with: kmedssl data check {out}")

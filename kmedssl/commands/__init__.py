@@ -1,1 +1,0 @@
-"""Sub-command groups of the ``kmedssl`` command (SPEC §7), registered on ``kmedssl.cli.main``."""
