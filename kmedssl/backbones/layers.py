@@ -280,6 +280,13 @@ class TransformerBlock(keras.layers.Layer):
         }
 
 
+def transformer_parameters(dim, depth, mlp_ratio):
+    """Weights of ``depth`` ``TransformerBlock``s of width ``D``, MLP width ``H = int(mlp_ratio * D)``: per block
+    two LayerNorms ``4 D``, qkv ``3 D^2 + 3 D``, projection ``D^2 + D``, MLP ``2 D H + H + D``."""
+    hidden = int(dim * mlp_ratio)
+    return depth * (4 * dim * dim + 2 * dim * hidden + 9 * dim + hidden)
+
+
 # === Batch normalisation over the global batch ===
 
 

@@ -10,8 +10,8 @@ import math
 import keras
 from keras import ops
 
-from kmedssl.backbones.layers import TransformerBlock, sincos_position_embedding_2d
-from kmedssl.backbones.vit import constructor_arguments, is_finite, is_integer, transformer_parameters
+from kmedssl.backbones.config_checks import constructor_arguments, integer_problems, is_finite
+from kmedssl.backbones.layers import TransformerBlock, sincos_position_embedding_2d, transformer_parameters
 
 MAE_DECODER_SIZES = {
     "phantom": {"dim": 64, "depth": 2, "num_heads": 2},
@@ -94,11 +94,8 @@ class MAEDecoder(keras.Model):
             ValueError: one line naming the fields of the wrong type or out of range.
         """
         a = constructor_arguments(cls, config)
-        bad = [f"{key}={a[key]!r}" for key in ("num_patches", "patch_dim", "encoder_dim", "dim", "num_heads")
-               if not is_integer(a[key], 1)] + ([] if is_integer(a["depth"], 0) else [f"depth={a['depth']!r}"])
-        if bad:
-            raise ValueError(f"Expected integers num_patches, patch_dim, encoder_dim, dim, num_heads >= 1 and "
-                             f"depth >= 0. Received: {', '.join(bad)}")
+        integer_problems(a, positive=("num_patches", "patch_dim", "encoder_dim", "dim", "num_heads"),
+                         non_negative=("depth",))
         if math.isqrt(a["num_patches"]) ** 2 != a["num_patches"]:
             raise ValueError(f"Expected num_patches to be a perfect square. Received: num_patches={a['num_patches']}")
         if a["dim"] % a["num_heads"] or a["dim"] % 4:

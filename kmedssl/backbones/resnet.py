@@ -11,7 +11,7 @@ import keras
 from keras import ops
 
 from kmedssl.backbones.layers import SyncBatchNormalization
-from kmedssl.backbones.vit import constructor_arguments, is_finite, is_integer
+from kmedssl.backbones.config_checks import constructor_arguments, is_finite, is_integer
 
 STEMS = ("cifar", "imagenet")
 

@@ -6,15 +6,19 @@ Masked pretraining (MVMAE, S-PCL) passes ``token_indices`` so that only the sele
 and encoded; the positions travel with the patches, so no dense mask is ever built.
 """
 
-import inspect
-import math
-import numbers
 
 import keras
 import numpy as np
 from keras import ops
 
-from kmedssl.backbones.layers import TransformerBlock, patchify, sincos_position_embedding_2d, unpatchify
+from kmedssl.backbones.config_checks import constructor_arguments, integer_problems, is_finite, is_integer
+from kmedssl.backbones.layers import (
+    TransformerBlock,
+    patchify,
+    sincos_position_embedding_2d,
+    transformer_parameters,
+    unpatchify,
+)
 
 VIT_SIZES = {
     "phantom": {"dim": 96, "depth": 4, "num_heads": 3},
@@ -119,11 +123,8 @@ class VisionTransformer(keras.Model):
             ValueError: one line naming the fields of the wrong type or out of range.
         """
         a = constructor_arguments(cls, config)
-        bad = [f"{key}={a[key]!r}" for key in ("image_size", "patch_size", "channels", "dim", "num_heads")
-               if not is_integer(a[key], 1)] + ([] if is_integer(a["depth"], 0) else [f"depth={a['depth']!r}"])
-        if bad:
-            raise ValueError(f"Expected integers image_size, patch_size, channels, dim, num_heads >= 1 and "
-                             f"depth >= 0. Received: {', '.join(bad)}")
+        integer_problems(a, positive=("image_size", "patch_size", "channels", "dim", "num_heads"),
+                         non_negative=("depth",))
         if a["image_size"] % a["patch_size"]:
             raise ValueError(
                 f"Expected image_size divisible by patch_size. Received: image_size={a['image_size']}, "
@@ -248,31 +249,6 @@ class VisionTransformer(keras.Model):
             "input_std": self.input_std,
             "seed": self.seed,
         }
-
-
-def is_integer(value, minimum=None):
-    """Whether ``value`` is an integer (not a bool), and at least ``minimum`` when one is given."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and (minimum is None or value >= minimum)
-
-
-def is_finite(value):
-    """Whether ``value`` is a finite real number (not a bool)."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def constructor_arguments(cls, config):
-    """The ``__init__`` arguments of ``cls`` in ``config`` (a ``get_config()`` dict), defaults filled in and
-    None for a missing required one; Keras's own keys (name, dtype, ...) are left out."""
-    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
-    return {p.name: config.get(p.name, None if p.default is p.empty else p.default)
-            for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD}
-
-
-def transformer_parameters(dim, depth, mlp_ratio):
-    """Weights of ``depth`` ``TransformerBlock``s of width ``D``, MLP width ``H = int(mlp_ratio * D)``: per block
-    two LayerNorms ``4 D``, qkv ``3 D^2 + 3 D``, projection ``D^2 + D``, MLP ``2 D H + H + D``."""
-    hidden = int(dim * mlp_ratio)
-    return depth * (4 * dim * dim + 2 * dim * hidden + 9 * dim + hidden)
 
 
 def vision_transformer(size="base", image_size=224, patch_size=16, channels=1, **overrides):
