@@ -11,6 +11,7 @@ from PIL import Image
 
 from kmedssl.cli import main
 from kmedssl.data.pipeline import ViewDataset
+from kmedssl.eval.intervals import format_interval
 from kmedssl.methods.spcl import SPCL
 from kmedssl.training import checkpoints, runs
 from kmedssl.recipes.registry import make_recipe
@@ -162,18 +163,26 @@ def test_a_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoin
 
 
 @pytest.mark.slow
-def test_pretrain_then_evaluate_against_random_init(tmp_path):
+def test_pretrain_then_evaluate_against_random_init(tmp_path, monkeypatch):
+    monkeypatch.setenv("KMEDSSL_CACHE", str(tmp_path / "cache"))  # the phantom test cohort's images
     run = tmp_path / "run"
     result = invoke("pretrain", "spcl", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "16",
                     "--set", "data_size=150", "--output", str(run))
     assert result.exit_code == 0 and f"Run written to {run}" in result.output
-    result = invoke("evaluate", str(run), "--baseline", "random", "--views", "frontal,ensemble")
+    result = invoke("evaluate", str(run), "--baseline", "random", "--views", "frontal,ensemble", "--test-size", "60")
     assert result.exit_code == 0, result.output
-    rows = {line.split()[0]: line.split()[1:] for line in result.output.splitlines()[2:]}
-    assert set(rows) == {"frontal", "ensemble"} and all(len(v) == 2 for v in rows.values())
+    # "view  pretrained  random init  difference" rows: 0.712 [0.688, 0.735]  ...  +0.031 [+0.012, +0.050], p = 0.002
+    lines = result.stdout.splitlines()
+    assert lines[2].split()[:3] == ["view", "pretrained", "random"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[3:]}
+    assert set(rows) == {"frontal", "ensemble"} and all(len(v) == 12 for v in rows.values())
     report = json.loads((run / "reports" / "linear_probe.json").read_text())
-    assert 0.0 <= report["macro_auroc"] <= 1.0
-    assert float(rows["ensemble"][0]) == pytest.approx(report["macro_auroc"], abs=1e-4)
+    assert 0.0 <= report["macro_auroc"] <= 1.0 and report["test_cohort"]["n_studies"] == 60
+    ci, difference = report["macro_auroc_ci"], report["baseline"]["difference"]
+    assert rows["ensemble"][:3] == [f"{ci['estimate']:.3f}", f"[{ci['low']:.3f},", f"{ci['high']:.3f}]"]
+    difference = {key: difference[key] for key in ("estimate", "low", "high", "p_value")}
+    assert " ".join(rows["ensemble"][6:]) == format_interval(difference)
+    assert "] done" in result.stderr and "bootstrap" in result.stderr  # progress, one line per step (no terminal)
     assert (run / "reports" / "linear_probe.md").is_file()
 
 

@@ -13,11 +13,17 @@ initialised encoder), one scratch row per distinct encoder (ViT phantom/8 at 64 
 64 px for S-PCL; ResNet-18 at 32 px for SimCLR and ModAn-MulSupCon), each evaluated at its image size.
 
 Every encoder is evaluated with ``kmedssl.recipes.evaluate`` per protocol (linear probe, fine-tuning) and
-label budget, on the frontal, lateral and ensemble views of one chest cohort: chest methods are
-pretrained on the training subjects of that cohort (``data_size`` set to it), and the multi-modal
-methods on their own multi-modal phantom. Written to ``output_dir``: ``phantom_benchmark.{md,json,csv}``
-(rows = encoders, columns = view x protocol x budget) and ``auroc_vs_budget_<protocol>_<view>.png``
-(paper 000 Fig. 3), with every evaluation's reports under ``evaluations/``, the run directories under
+label budget, on the frontal, lateral and ensemble views: probes (and fine-tuned copies) are fitted on the
+training split of one chest cohort, on which the chest methods are pretrained (``data_size`` set to it; the
+multi-modal methods pretrain on their own multi-modal phantom), and every encoder is scored on the phantom's
+separate test cohort (``test_size`` studies, 2,000 by default), every macro AUROC with its 95 % bootstrap
+interval. Each pretrained row is compared with the scratch row of its own encoder by the paired difference
+(same test studies, same resamples) with its 95 % interval and p-value. Written to ``output_dir``:
+``phantom_benchmark.{md,json,csv}`` (Markdown: rows = encoders, columns = view x protocol x budget, a table of
+AUROCs and one of differences; CSV: one line per encoder, view, protocol and budget with ``macro_auroc``,
+``low``, ``high``, ``difference``, ``difference_low``, ``difference_high``, ``p_value``) and
+``auroc_vs_budget_<protocol>_<view>.png`` (paper 000 Fig. 3, with the intervals), with every evaluation's
+reports under ``evaluations/``, the run directories under
 ``pretrain/``, and the marker ``kmedssl-benchmark.txt`` by which ``overwrite`` knows the folder as a benchmark
 output (``BENCHMARK_LAYOUT``; anything else in it is never deleted).
 
@@ -35,20 +41,23 @@ import statistics
 import time
 
 import keras
+import numpy as np
 
 from kmedssl.data.sources import open_source, split_records
-from kmedssl.eval import plot_auroc_vs_budget
+from kmedssl.data.test_cohort import TEST_COHORT_STUDIES
+from kmedssl.eval import format_interval, paired_difference, plot_auroc_vs_budget
 from kmedssl.ops.runtime import device_description, seed_everything
 from kmedssl.training import runs
 from kmedssl.recipes.base import Recipe
-from kmedssl.eval.evaluate import PROTOCOLS, VIEWS, evaluate
+from kmedssl.eval.intervals import N_RESAMPLES
+from kmedssl.eval.evaluate import PROTOCOLS, VIEWS, evaluate, read_scores, report_stem
 from kmedssl.recipes.registry import RECIPES, make_recipe
 from kmedssl.recipes import pretrain
 
 SSL_METHODS = tuple(name for name, recipe in sorted(RECIPES.items()) if recipe.method_class.self_supervised)
 EVAL_SUBJECTS = 500  # the chest cohort ``evaluate`` uses for runs pretrained on other data
 QUICK = dict(methods=("mvcon", "mvmae"), epochs=1, steps_per_epoch=2, batch_size=8, subjects=100,
-             label_budgets=(0.2,))
+             label_budgets=(0.2,), test_size=100)
 DEFAULT_LABEL_BUDGETS = (0.1, 1.0)
 BENCHMARK_HEADER = "# kmedssl phantom benchmark output"
 BENCHMARK_LAYOUT = runs.Layout(
@@ -220,58 +229,136 @@ def column_name(view, protocol, budget):
     return f"{view} {protocol} {budget_label(budget)}"
 
 
-def evaluate_row(entry, protocols, label_budgets, seed, directory, log):
-    """``entry["auroc"][view][protocol][budget label]`` = macro AUROC, and the test sizes and seconds."""
-    entry.update(auroc={view: {p: {} for p in protocols} for view in VIEWS}, n_test={}, evaluate_seconds=0.0)
+def evaluate_row(entry, protocols, label_budgets, seed, directory, log, test_size=TEST_COHORT_STUDIES):
+    """``entry["auroc"][view][protocol][budget label]`` = macro AUROC, ``entry["auroc_ci"]`` the same with its
+    95 % interval, ``entry["scores"][protocol][budget label]`` the evaluation's test scores (``read_scores``),
+    and the test sizes and seconds."""
+    entry.update(auroc={view: {p: {} for p in protocols} for view in VIEWS},
+                 auroc_ci={view: {p: {} for p in protocols} for view in VIEWS},
+                 scores={p: {} for p in protocols}, n_test={}, n_test_studies={}, evaluate_seconds=0.0)
     slug = pathlib.Path(entry["run_dir"]).name
     for protocol in protocols:
         for budget in label_budgets:
             start = time.perf_counter()
+            output = directory / slug / f"{protocol}-labels-{budget}"
             report = evaluate(entry["run_dir"], protocol=protocol, labels=budget, views=VIEWS, seed=seed,
-                              output_dir=directory / slug / f"{protocol}-labels-{budget}")
+                              output_dir=output, test_size=test_size)
             entry["evaluate_seconds"] += time.perf_counter() - start
+            label = budget_label(budget)
+            entry["scores"][protocol][label] = str(output / f"{report_stem(protocol)}_scores.npz")
             for view in VIEWS:
-                entry["auroc"][view][protocol][budget_label(budget)] = report["views"][view]["macro_auroc"]
+                entry["auroc"][view][protocol][label] = report["views"][view]["macro_auroc"]
+                entry["auroc_ci"][view][protocol][label] = report["views"][view]["macro_auroc_ci"]
                 entry["n_test"][view] = report["views"][view]["n_test"]
+                entry["n_test_studies"][view] = report["views"][view]["n_test_studies"]
+            entry.setdefault("test_cohort", report.get("test_cohort"))
     log(f"[{entry['method']}] evaluated in {entry['evaluate_seconds']:.0f} s")
 
 
+def scratch_differences(entry, scratch, seed):
+    """``entry["difference"][view][protocol][budget label]``: macro AUROC of ``entry`` minus that of the scratch
+    row of its encoder, paired on the same test studies and resamples, with its 95 % interval and p-value
+    (``kmedssl.eval.paired_difference``; the per-label differences are left out)."""
+    entry["difference"] = {view: {p: {} for p in entry["scores"]} for view in VIEWS}
+    for protocol, per_budget in entry["scores"].items():
+        for label, path in per_budget.items():
+            names, ours = read_scores(path)
+            _, theirs = read_scores(scratch["scores"][protocol][label])
+            for view in VIEWS:
+                a, b = ours[view]["encoder"], theirs[view]["encoder"]
+                if not np.array_equal(a.groups, b.groups):
+                    raise ValueError(f"Expected {entry['method']} and {scratch['method']} to be scored on the same "
+                                     f"test studies. Received: different {view} test sets")
+                difference = paired_difference(a.labels, a.scores, b.scores, a.groups, names, seed=seed).to_dict()
+                difference.pop("per_label", None)
+                entry["difference"][view][protocol][label] = difference
+
+
 def beats_scratch(entry, scratch):
-    """``"yes"`` when every linear-probe cell beats the scratch row of the same encoder, else ``"no (k/n)"``."""
+    """``"yes (n/n; s significant)"`` when every linear-probe cell's macro AUROC is above the scratch row of the
+    same encoder, else ``"no (k/n; s significant)"``; s counts the cells whose paired difference has p < 0.05
+    and is positive."""
     if entry["kind"] == "scratch" or "linear" not in next(iter(entry["auroc"].values())):
         return ""
-    pairs = [(entry["auroc"][v]["linear"][b], scratch["auroc"][v]["linear"][b])
-             for v in VIEWS for b in entry["auroc"][v]["linear"]]
-    wins = sum(a > s for a, s in pairs)
-    return "yes" if wins == len(pairs) else f"no ({wins}/{len(pairs)})"
+    cells = [entry["difference"][v]["linear"][b] for v in VIEWS for b in entry["auroc"][v]["linear"]]
+    wins = sum(c["estimate"] is not None and c["estimate"] > 0 for c in cells)
+    significant = sum(c["estimate"] is not None and c["estimate"] > 0 and c["p_value"] < 0.05 for c in cells)
+    return f"{'yes' if wins == len(cells) else 'no'} ({wins}/{len(cells)}; {significant} significant)"
 
 
-def write_table(directory, rows, columns, cells, summary):
-    """``phantom_benchmark.md`` / ``.csv`` / ``.json``; returns the Markdown text."""
+CSV_COLUMNS = ("method", "encoder", "view", "protocol", "labels", "macro_auroc", "low", "high", "n_test_studies",
+               "baseline", "difference", "difference_low", "difference_high", "p_value")
+
+
+def csv_lines(rows, protocols, label_budgets, scratch):
+    """One line per encoder, view, protocol and label budget: the macro AUROC with its 95 % interval and, for a
+    pretrained encoder, the paired difference with the scratch row of its encoder."""
+    lines = []
+    for row in rows:
+        for view in VIEWS:
+            for protocol in protocols:
+                for budget in label_budgets:
+                    label = budget_label(budget)
+                    ci = row["auroc_ci"][view][protocol][label]
+                    line = {"method": row["method"], "encoder": row["encoder"], "view": view, "protocol": protocol,
+                            "labels": label, "macro_auroc": ci["estimate"], "low": ci["low"], "high": ci["high"],
+                            "n_test_studies": row["n_test_studies"][view]}
+                    if row["kind"] != "scratch":
+                        d = row["difference"][view][protocol][label]
+                        line.update(baseline=scratch[row["encoder"]]["method"], difference=d["estimate"],
+                                    difference_low=d["low"], difference_high=d["high"], p_value=d["p_value"])
+                    lines.append([_csv_value(line.get(c)) for c in CSV_COLUMNS])
+    return lines
+
+
+def _csv_value(value):
+    return "" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def write_table(directory, rows, columns, cells, summary, differences=None, csv_rows=None):
+    """``phantom_benchmark.md`` (macro AUROC [95 % CI] per cell, then the paired differences with scratch),
+    ``.csv`` (``csv_rows``, one line per cell, ``CSV_COLUMNS``) and ``.json``; returns the Markdown text.
+
+    ``cells[i][column]`` and ``differences[i][column]`` are interval dicts (``Interval.to_dict()``); a row
+    without differences (scratch) is left out of the second table."""
     header = ["method", "encoder", *columns, "beats scratch (linear)"]
-    table = [[row["method"], row["encoder"], *(f"{cells[i][c]:.4f}" for c in columns), row["beats_scratch"]]
+    table = [[row["method"], row["encoder"], *(format_interval(cells[i][c]) for c in columns), row["beats_scratch"]]
              for i, row in enumerate(rows)]
-    lines = ["# Phantom benchmark: macro AUROC (rows: encoders; columns: view, protocol, label budget)", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-             *("| " + " | ".join(line) + " |" for line in table), "", summary]
+    lines = ["# Phantom benchmark: macro AUROC [95 % CI] (rows: encoders; columns: view, protocol, label budget)",
+             "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+             *("| " + " | ".join(line) + " |" for line in table)]
+    if differences:
+        lines += ["", "## Paired difference with scratch (the same encoder, randomly initialised, same protocol)", "",
+                  "Macro AUROC of the row minus that of its encoder's scratch row on the same test studies: "
+                  "estimate [95 % CI], two-sided bootstrap p-value.", "",
+                  "| method | encoder | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 2)]
+        lines += ["| " + " | ".join([row["method"], row["encoder"],
+                                     *(format_interval(differences[i][c]) for c in columns)]) + " |"
+                  for i, row in enumerate(rows) if differences[i]]
+    lines += ["", summary]
     markdown = "\n".join(lines) + "\n"
     (directory / "phantom_benchmark.md").write_text(markdown)
     with open(directory / "phantom_benchmark.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(table)
+        writer.writerow(CSV_COLUMNS if csv_rows is not None else header)
+        writer.writerows(csv_rows if csv_rows is not None else table)
     return markdown
 
 
 def plot_figures(directory, rows, protocols, label_budgets):
-    """``auroc_vs_budget_<protocol>_<view>.png``: macro AUROC vs label budget, one line per encoder."""
+    """``auroc_vs_budget_<protocol>_<view>.png``: macro AUROC vs label budget with 95 % intervals, one line per
+    encoder."""
     paths = []
     for protocol in protocols:
         for view in VIEWS:
             results = {row["method"]: {b: row["auroc"][view][protocol][budget_label(b)] for b in label_budgets}
                        for row in rows}
+            intervals = {row["method"]: {b: (row["auroc_ci"][view][protocol][budget_label(b)]["low"],
+                                             row["auroc_ci"][view][protocol][budget_label(b)]["high"])
+                                         for b in label_budgets} for row in rows}
             path = directory / f"auroc_vs_budget_{protocol}_{view}.png"
-            paths.append(str(plot_auroc_vs_budget(results, path, title=f"Phantom: {protocol}, {view} view")))
+            paths.append(str(plot_auroc_vs_budget(results, path, title=f"Phantom: {protocol}, {view} view",
+                                                  intervals=intervals)))
     return paths
 
 
@@ -289,7 +376,7 @@ def check_arguments(methods, budget_minutes, label_budgets, protocols):
 
 def phantom_benchmark(methods=None, budget_minutes=2.0, label_budgets=DEFAULT_LABEL_BUDGETS,
                       protocols=("linear", "finetune"), output_dir=None, seed=0, quick=False, overwrite=False,
-                      log=print):
+                      log=print, test_size=None):
     """Pretrain every SSL method with the same CPU budget, evaluate it against scratch and supervised.
 
     Args:
@@ -301,13 +388,17 @@ def phantom_benchmark(methods=None, budget_minutes=2.0, label_budgets=DEFAULT_LA
         output_dir: where runs, reports, table and figures go (default ``runs/phantom-benchmark-<time>``).
         seed: seed of pretraining, scratch weights, label budgets and probes.
         quick: a tiny run (the methods above, 1 epoch of 2 steps of batch 8, a 100-subject chest cohort,
-            label budget 20 % unless others are given; no step timing) to check the whole pipeline.
+            label budget 20 % unless others are given, a 100-study test cohort; no step timing) to check the
+            whole pipeline.
         overwrite: replace a non-empty ``output_dir`` that is a benchmark output (``BENCHMARK_LAYOUT``).
         log: called with each progress line and the final table.
+        test_size: studies of the phantom test cohort every encoder is scored on (default 2,000; ``quick``: 100).
 
     Returns:
         The dict written to ``phantom_benchmark.json``: ``config``, ``columns``, ``rows`` (per encoder: its
-        AUROCs by view, protocol and budget, its pretraining schedule and seconds) and ``timings``.
+        AUROCs by view, protocol and budget (``auroc``), with their intervals (``auroc_ci``), for a pretrained
+        encoder the paired differences with its scratch row (``difference``), its pretraining schedule and
+        seconds) and ``timings``.
     """
     start = time.perf_counter()
     methods = tuple(methods or (QUICK["methods"] if quick else SSL_METHODS))
@@ -316,6 +407,7 @@ def phantom_benchmark(methods=None, budget_minutes=2.0, label_budgets=DEFAULT_LA
     protocols = tuple(protocols)
     check_arguments(methods, budget_minutes, label_budgets, protocols)
     subjects = QUICK["subjects"] if quick else EVAL_SUBJECTS
+    test_size = test_size or (QUICK["test_size"] if quick else TEST_COHORT_STUDIES)
     directory = runs.prepare_run_dir(output_dir or runs.default_run_dir("phantom-benchmark"), overwrite=overwrite,
                                      layout=BENCHMARK_LAYOUT)
     runs.atomic_write(directory / BENCHMARK_LAYOUT.marker, f"{BENCHMARK_HEADER}: overwrite may replace this folder\n")
@@ -332,26 +424,34 @@ def phantom_benchmark(methods=None, budget_minutes=2.0, label_budgets=DEFAULT_LA
     scratch = {key: scratch_row(recipe, seed, directory / "pretrain") for key, recipe in scratch_recipes.items()}
     rows = [*scratch.values(), rows[-1], *rows[:-1]]  # scratch, supervised, then the SSL methods
     for entry in rows:
-        evaluate_row(entry, protocols, label_budgets, seed, directory / "evaluations", log)
+        evaluate_row(entry, protocols, label_budgets, seed, directory / "evaluations", log, test_size=test_size)
     for entry in rows:
+        if entry["kind"] != "scratch":
+            scratch_differences(entry, scratch[entry["encoder"]], seed)
         entry["beats_scratch"] = beats_scratch(entry, scratch[entry["encoder"]])
 
     columns = [column_name(v, p, b) for v in VIEWS for p in protocols for b in label_budgets]
-    cells = [{column_name(v, p, b): row["auroc"][v][p][budget_label(b)] for v in VIEWS for p in protocols
+    cells = [{column_name(v, p, b): row["auroc_ci"][v][p][budget_label(b)] for v in VIEWS for p in protocols
               for b in label_budgets} for row in rows]
+    differences = [{column_name(v, p, b): row["difference"][v][p][budget_label(b)] for v in VIEWS
+                    for p in protocols for b in label_budgets} if "difference" in row else None for row in rows]
     figures = plot_figures(directory, rows, protocols, label_budgets)
     total = time.perf_counter() - start
     schedule = ", ".join(f"{r['method']} {r['epochs']}x{r['steps_per_epoch']} steps of {r['batch_size']} "
                          f"({r['pretrain_seconds']:.0f} s)" for r in rows if r["kind"] != "scratch")
     summary = (f"Backend {keras.backend.backend()}, {device_description()}; budget "
                + ("quick (1 epoch of 2 steps)" if quick else f"{budget_minutes:g} min of optimisation steps per "
-                  f"method") + f"; pretraining (epochs x steps per epoch): {schedule}. Test studies per view: "
-               + ", ".join(f"{v} {rows[0]['n_test'][v]}" for v in VIEWS) + f". Total {total / 60:.1f} min.")
-    markdown = write_table(directory, rows, columns, cells, summary)
+                  f"method") + f"; pretraining (epochs x steps per epoch): {schedule}. Test set: the phantom test "
+               f"cohort ({test_size} studies, never seen in pretraining or probe training); test studies per view: "
+               + ", ".join(f"{v} {rows[0]['n_test_studies'][v]}" for v in VIEWS) + ". Intervals: 95 %, bootstrap "
+               f"over test studies ({N_RESAMPLES} resamples, seed {seed}). Total {total / 60:.1f} min.")
+    markdown = write_table(directory, rows, columns, cells, summary, differences,
+                           csv_lines(rows, protocols, label_budgets, scratch))
     result = {
         "config": {"methods": list(methods), "budget_minutes": budget_minutes, "label_budgets": list(label_budgets),
                    "protocols": list(protocols), "views": list(VIEWS), "seed": seed, "quick": quick,
-                   "backend": keras.backend.backend(), "device": device_description(), "eval_subjects": subjects},
+                   "backend": keras.backend.backend(), "device": device_description(), "eval_subjects": subjects,
+                   "test_size": test_size, "test_cohort": rows[0].get("test_cohort")},
         "columns": columns,
         "rows": rows,
         "figures": figures,

@@ -1,4 +1,7 @@
-"""``kmedssl evaluate``: linear-probe or fine-tune a pretrained encoder and print macro AUROCs (SPEC §7)."""
+"""``kmedssl evaluate``: linear-probe or fine-tune a pretrained encoder and print macro AUROCs with their 95 %
+intervals and paired differences with a baseline (SPEC §5, §7); progress on stderr."""
+
+import time
 
 import click
 
@@ -15,7 +18,11 @@ from kmedssl.data.formats import FORMATS  # keras-free: the backend is chosen la
 @click.option("--labels", help="Label budget: a number of studies (e.g. 200) or a fraction (e.g. 0.1); a comma list "
                                "(e.g. 50,100,all) evaluates each and draws reports/auroc_vs_budget.png.")
 @click.option("--views", default="frontal,lateral,ensemble", show_default=True, help="Comma-separated views.")
-@click.option("--baseline", type=click.Choice(["random"]), help="Also probe a randomly initialised copy.")
+@click.option("--baseline", type=click.Choice(["random", "scratch"]),
+              help="Also evaluate a randomly initialised copy and report the paired difference: random = frozen "
+                   "(linear probe), scratch = trained with the same --protocol (fine-tuned from scratch).")
+@click.option("--test-size", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Studies of the phantom's own test cohort (--data phantom; rendered once, then cached).")
 @click.option("--test-data", help="Cross-source: fit on --data's training split, score on this data's test split.")
 @click.option("--test-format", type=click.Choice(FORMATS), help="Format of --test-data PATH (inferred if omitted).")
 @click.option("--cv", help="Repeated k-fold on the training split, FOLDSxREPEATS (paper 001: 5x10).")
@@ -25,13 +32,18 @@ from kmedssl.data.formats import FORMATS  # keras-free: the backend is chosen la
 @click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (default: $KERAS_BACKEND or torch).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
-def evaluate(source, data, data_format, protocol, labels, views, baseline, test_data, test_format, cv, compare,
-             property_probes, backend, seed, debug):
+def evaluate(source, data, data_format, protocol, labels, views, baseline, test_size, test_data, test_format, cv,
+             compare, property_probes, backend, seed, debug):
     """Linear-probe (or fine-tune) a pretrained encoder on chest pathology labels and print macro AUROCs.
+
+    Every AUROC is printed with its 95 % interval (bootstrap over test studies) and, with --baseline, the
+    paired difference pretrained - baseline with its interval and p-value. Reports (JSON, Markdown, figures)
+    go to the run's reports/ folder.
 
     \b
     Examples:
       kmedssl evaluate runs/spcl --baseline random --labels 0.1
+      kmedssl evaluate runs/spcl --protocol finetune --baseline scratch --labels 0.01,0.1,1.0
       kmedssl evaluate runs/spcl --labels 0.01,0.1,1.0
       kmedssl evaluate runs/spcl --data /data/mimic-cxr-jpg --test-data /data/chexpert
       kmedssl evaluate runs/spcl --cv 5x10 --compare runs/simclr
@@ -55,12 +67,16 @@ def evaluate(source, data, data_format, protocol, labels, views, baseline, test_
         if not (sep and folds_text.strip().isdigit() and repeats_text.strip().isdigit()):
             raise click.BadParameter(f"expected FOLDSxREPEATS such as 5x10, received {cv!r}", param_hint="--cv")
         folds, repeats = int(folds_text), int(repeats_text)
-    report = run_user_command(
-        debug, recipes.evaluate, source, data=data, protocol=protocol, labels=budget,
-        views=[v.strip() for v in views.split(",") if v.strip()], seed=seed, baseline=baseline, format=data_format,
-        test_data=test_data, test_format=test_format, folds=folds, repeats=repeats, compare=compare,
-        property_probes=property_probes,
-    )
+    display = ProgressDisplay("Fine-tuning" if protocol == "finetune" else "Linear probe")
+    try:
+        report = run_user_command(
+            debug, recipes.evaluate, source, data=data, protocol=protocol, labels=budget,
+            views=[v.strip() for v in views.split(",") if v.strip()], seed=seed, baseline=baseline, format=data_format,
+            test_data=test_data, test_format=test_format, folds=folds, repeats=repeats, compare=compare,
+            property_probes=property_probes, test_size=test_size, progress=display,
+        )
+    finally:
+        display.close()
     name = "Linear probe" if protocol == "linear" else "Fine-tuning"
     if "cv" in report:
         result = report["cv"]
@@ -71,28 +87,81 @@ def evaluate(source, data, data_format, protocol, labels, views, baseline, test_
         if "wilcoxon" in result:
             click.echo(f"Wilcoxon signed-rank (two-sided, paired): p = {result['wilcoxon']['p_value']:.4g}")
         return
+    print_report(report, name, data, test_data, property_probes)
+
+
+def print_report(report, name, data, test_data, property_probes):
+    """The evaluation as tables: every macro AUROC as ``0.712 [0.688, 0.735]`` (95 % interval), and with a
+    baseline its AUROC and the paired difference ``+0.031 [+0.012, +0.050], p = 0.002``."""
+    from kmedssl.eval.intervals import format_interval
+
+    baseline = report.get("baseline")
     tested = f"{data} -> {test_data}" if test_data else data
-    click.echo(f"{name}, macro AUROC over {len(report['per_label_auroc'])} labels of {tested}")
+    click.echo(f"{name}, macro AUROC [95 % CI] over {len(report['per_label_auroc'])} labels of {tested}")
+    if "test_cohort" in report:
+        cohort = report["test_cohort"]
+        click.echo(f"Test set: the phantom test cohort, {cohort['n_studies']} studies ({cohort['n_images']} images) "
+                   f"of subjects never seen in training; intervals: bootstrap over test studies, "
+                   f"{report['macro_auroc_ci']['n_resamples']} resamples")
+    columns = ["pretrained"] + ([baseline["name"], f"difference (pretrained - {baseline['name']})"] if baseline else [])
+
+    def line(first, cells):
+        return (f"{first:<10} " + "  ".join(f"{cell:<22}" for cell in cells)).rstrip()
+
     if "budgets" in report:
-        click.echo(f"{'labels':<10} {'pretrained':>11}" + (f" {'random init':>12}" if baseline else ""))
+        click.echo(line("labels", columns))
         for entry in report["budgets"]:
             budget = "all" if entry["labels"] is None else format(entry["labels"], "g")
-            line = f"{budget:<10} {entry['macro_auroc']:>11.4f}"
+            cells = [format_interval(entry["macro_auroc_ci"])]
             if baseline:
-                line += f" {entry['baseline_macro_auroc']:>12.4f}"
-            click.echo(line)
+                cells += [format_interval(entry["baseline_macro_auroc_ci"]),
+                          format_interval(entry["baseline_difference"])]
+            click.echo(line(budget, cells))
         click.echo(f"Views at the last budget ({report['budgets'][-1]['labels']}):")
-    header = f"{'view':<10} {'pretrained':>11}" + (f" {'random init':>12}" if baseline else "")
-    click.echo(header)
+    click.echo(line("view", columns))
     for view, entry in report["views"].items():
-        line = f"{view:<10} {entry['macro_auroc']:>11.4f}"
+        cells = [format_interval(entry["macro_auroc_ci"])]
         if baseline:
-            line += f" {report['baseline']['views'][view]['macro_auroc']:>12.4f}"
-        click.echo(line)
+            cells += [format_interval(baseline["views"][view]["macro_auroc_ci"]),
+                      format_interval({k: v for k, v in baseline["views"][view]["difference"].items()
+                                       if k != "per_label"})]
+        click.echo(line(view, cells))
     if property_probes:
         click.echo("ACE property probes (frontal test images; chance = 1 / batch):")
         for role, entry in report["property_probes"].items():
-            name = "pretrained" if role == "encoder" else "random init"
+            name = "pretrained" if role == "encoder" else baseline["name"]
             click.echo(f"{name:<12} compositionality cos {entry['compositionality_mean_cosine']['4']:.4f}, "
                        f"decompositionality acc {entry['decompositionality_accuracy']:.4f}, "
                        f"retrieval acc {entry['retrieval_accuracy']:.4f} (chance {entry['chance']:.4f})")
+
+
+class ProgressDisplay:
+    """``evaluate``'s ``progress(done, total, what)`` on stderr: a click progress bar with the running step and
+    the time left on a terminal, else one line per step (``[3/29 0:12] what``) for logs."""
+
+    def __init__(self, label):
+        self.label, self.bar, self.start = label, None, time.monotonic()
+        self.stream = click.get_text_stream("stderr")
+        self.terminal = self.stream.isatty()
+
+    def __call__(self, done, total, what):
+        if not self.terminal:
+            elapsed = int(time.monotonic() - self.start)
+            click.echo(f"[{done}/{total} {elapsed // 60}:{elapsed % 60:02d}] {what}", err=True)
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=self.label, file=self.stream, show_eta=True,
+                                         show_pos=True, item_show_func=lambda item: item and item[:70])
+            self.bar.__enter__()
+        if done > self.bar.pos:
+            self.bar.update(done - self.bar.pos, current_item=what)
+        else:
+            self.bar.current_item = what
+            self.bar.render_progress()
+        if done >= total:
+            self.close()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None

@@ -1,5 +1,5 @@
-"""Evaluation (SPEC §5): frozen features, linear probes, fine-tuning, metrics, statistics, subgroups,
-ACE property probes, online monitoring and figures."""
+"""Evaluation (SPEC §5): frozen features, linear probes, fine-tuning, metrics, bootstrap intervals and paired
+differences, statistics, subgroups, ACE property probes, online monitoring and figures."""
 
 from kmedssl.eval.ace_probes import (
     compositionality,
@@ -9,6 +9,7 @@ from kmedssl.eval.ace_probes import (
 )
 from kmedssl.eval.features import extract_features, random_init_copy
 from kmedssl.eval.finetune import FineTuneClassifier, copy_encoder, fit_finetune, step_lr_schedule
+from kmedssl.eval.intervals import Interval, auroc_interval, format_interval, paired_difference
 from kmedssl.eval.linear_probe import fit_linear_probe
 from kmedssl.eval.metrics import macro_auroc, per_label_auroc
 from kmedssl.eval.monitor import ProbeMonitor, knn_scores

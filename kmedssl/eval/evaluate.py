@@ -1,5 +1,10 @@
 """``evaluate``: linear-probe a pretrained encoder on the phantom pathology labels (SPEC §5, §9), across
-sources (paper 002 §6), with repeated k-fold and Wilcoxon tests (paper 001 §4.2) and label-budget curves."""
+sources (paper 002 §6), with repeated k-fold and Wilcoxon tests (paper 001 §4.2) and label-budget curves.
+
+Every AUROC of a test set carries a 95 % interval (cluster bootstrap over test studies, ``kmedssl.eval.intervals``)
+and every comparison with a baseline the paired difference with its interval and p-value. On the phantom the
+test set is its own cohort (``kmedssl.data.test_cohort``), never seen by pretraining or probe training.
+"""
 
 import collections
 import dataclasses
@@ -10,6 +15,7 @@ import keras
 import numpy as np
 
 from kmedssl.data.sources import open_source, split_records
+from kmedssl.data.test_cohort import TEST_COHORT_SEED, TEST_COHORT_STUDIES, PhantomTestSource
 from kmedssl.eval import (
     compare_methods,
     compositionality,
@@ -29,11 +35,41 @@ from kmedssl.eval import (
     subgroup_auroc,
     summarize_repeats,
 )
+from kmedssl.eval.intervals import N_RESAMPLES, auroc_interval, format_interval, paired_difference
 from kmedssl.training import runs
 from kmedssl.training.checkpoints import load_model_file
 
 VIEWS = ("frontal", "lateral", "ensemble")
 PROTOCOLS = ("linear", "finetune")
+BASELINES = ("random", "scratch")
+# "random": the frozen random-init copy (always a linear probe); "scratch": the random-init copy trained with
+# the evaluated protocol (fine-tuned from scratch with "finetune"; the same as "random" with "linear").
+BASELINE_NAMES = {"random": "random init", "scratch": "scratch"}
+AGE_BANDS = ((0, 40), (40, 60), (60, 200))  # subgroup_auroc's bands (paper 002 §5-6)
+EMBEDDING_POINTS = 1000  # frontal test images in the t-SNE figure (a seeded subset of a larger test set)
+
+ViewScores = collections.namedtuple("ViewScores", "labels scores groups")
+ViewScores.__doc__ = """One view's test rows: ``labels`` (N, K), ``scores`` (N, K) and ``groups`` (N,), the study of
+every row (``"subject/study"``; the bootstrap resamples studies)."""
+
+
+class Progress:
+    """Calls ``callback(done, total, what)`` as each long step starts, and ``(total, total, "done")`` at the end.
+
+    A no-op when ``callback`` is None. ``total`` is counted before the work starts (``evaluate`` plans its steps).
+    """
+
+    def __init__(self, callback, total):
+        self.callback, self.total, self.done = callback, int(total), 0
+
+    def __call__(self, what):
+        if self.callback is not None:
+            self.callback(min(self.done, self.total), self.total, what)
+        self.done += 1
+
+    def finish(self):
+        if self.callback is not None:
+            self.callback(self.total, self.total, "done")
 
 
 def load_encoder(encoder):
@@ -111,32 +147,104 @@ def study_scores(records, scores):
     return {key: np.mean(values, axis=0) for key, values in grouped.items()}
 
 
-def view_report(labels, scores, label_names):
+def study_group(record):
+    """The bootstrap group of a test row: its study, ``"subject/study"``."""
+    return f"{record.subject_id}/{record.study_id}"
+
+
+def interval_entries(interval):
+    """``{"macro_auroc_ci": {...}, "per_label_auroc_ci": {name: {...} | None}}`` of an ``Interval``."""
+    macro = interval.to_dict()
+    per_label = macro.pop("per_label", {})
+    return {"macro_auroc_ci": macro, "per_label_auroc_ci": per_label}
+
+
+def view_report(labels, scores, label_names, groups=None, seed=0):
+    """Per-label and macro AUROC; with ``groups`` (the study of every row) also their 95 % intervals
+    (``macro_auroc_ci``, ``per_label_auroc_ci``: bootstrap over the studies, ``seed``) and ``n_test_studies``."""
     per_label = per_label_auroc(labels, scores, label_names)
-    return {"macro_auroc": macro_auroc(per_label), "per_label_auroc": per_label, "n_test": int(len(labels))}
+    report = {"macro_auroc": macro_auroc(per_label), "per_label_auroc": per_label, "n_test": int(len(labels))}
+    if groups is not None:
+        report.update(interval_entries(auroc_interval(labels, scores, groups, label_names, seed=seed)),
+                      n_test_studies=len(set(groups)))
+    return report
 
 
-def probe_report(encoder, sources, train, test, views, image_size, protocol, seed, label_names):
-    """Per-view AUROC reports (+ sex/age subgroups per image view); ``ensemble`` fuses the frontal and
-    lateral study probabilities (mean). Also returns ``{view: (labels, scores)}`` for the ROC figures."""
+def subgroup_report(records, view_scores, label_names, seed):
+    """``subgroup_auroc`` by sex and age band, each group's macro AUROC with its interval (``macro_ci``)."""
+    report = subgroup_auroc(records, view_scores.scores, label_names, age_bands=AGE_BANDS)
+    keys = {"sex": np.asarray([r.sex or None for r in records], dtype=object),
+            "age": np.asarray([age_band_name(r.age) for r in records], dtype=object)}
+    for attribute in ("sex", "age"):
+        for group, entry in report[attribute].items():
+            members = keys[attribute] == group
+            interval = auroc_interval(view_scores.labels[members], view_scores.scores[members],
+                                      view_scores.groups[members], seed=seed)
+            ci = interval.to_dict()
+            ci.pop("per_label", None)
+            entry["macro_ci"] = ci
+    return report
+
+
+def age_band_name(age):
+    """The ``AGE_BANDS`` band of ``age`` as ``subgroup_auroc`` names it; None when unknown or outside."""
+    if age is None or np.isnan(age):
+        return None
+    return next((f"{lo:g}-{hi:g}" for lo, hi in AGE_BANDS if lo <= age < hi), None)
+
+
+def predict_views(encoder, sources, train, test, views, image_size, protocol, seed, step, what):
+    """Test-set scores of every requested view: ``({view: ViewScores}, {image view: test records})``.
+
+    ``ensemble`` fuses the frontal and lateral probabilities per study (the mean of each view's image
+    probabilities, then of the two views) on the studies that have both.
+    """
     study_labels = {(r.subject_id, r.study_id): np.asarray(r.labels, "float32") for r in test}
-    per_view_scores, report, curves = {}, {}, {}
+    per_view_scores, scores, records_by_view = {}, {}, {}
     for view in ("frontal", "lateral"):
         if view in views or "ensemble" in views:
-            records, scores = probe_view(encoder, sources, train, test, view, image_size, protocol, seed)
-            per_view_scores[view] = study_scores(records, scores)
+            step(f"{view}: {what}")
+            records, predicted = probe_view(encoder, sources, train, test, view, image_size, protocol, seed)
+            per_view_scores[view] = study_scores(records, predicted)
             if view in views:
-                labels = label_matrix(records)
-                report[view] = dict(view_report(labels, scores, label_names),
-                                    subgroups=subgroup_auroc(records, scores, label_names))
-                curves[view] = (labels, scores)
+                groups = np.asarray([study_group(r) for r in records])
+                scores[view] = ViewScores(label_matrix(records), np.asarray(predicted, "float64"), groups)
+                records_by_view[view] = records
     if "ensemble" in views:
         both = sorted(set(per_view_scores["frontal"]) & set(per_view_scores["lateral"]))
+        if not both:
+            raise ValueError("Expected test studies with both a frontal and a lateral image for the ensemble. "
+                             "Received: none; choose other --views")
         fused = np.stack([(per_view_scores["frontal"][k] + per_view_scores["lateral"][k]) / 2 for k in both])
-        labels = np.stack([study_labels[k] for k in both])
-        report["ensemble"] = view_report(labels, fused, label_names)
-        curves["ensemble"] = (labels, fused)
-    return report, curves
+        groups = np.asarray([f"{subject}/{study}" for subject, study in both])
+        scores["ensemble"] = ViewScores(np.stack([study_labels[k] for k in both]), fused.astype("float64"), groups)
+    return scores, records_by_view
+
+
+def probe_report(encoder, sources, train, test, views, image_size, protocol, seed, label_names, step=None,
+                 what="probe"):
+    """Per-view AUROC reports with 95 % intervals (+ sex/age subgroups per image view); ``ensemble`` fuses the
+    frontal and lateral study probabilities (mean). Also returns ``{view: ViewScores}`` (figures, paired
+    differences). ``step(what)`` is called as each long step starts."""
+    step = step or (lambda what: None)
+    scores, records = predict_views(encoder, sources, train, test, views, image_size, protocol, seed, step, what)
+    report = {}
+    for view, view_scores in scores.items():
+        step(f"{view}: bootstrap intervals ({N_RESAMPLES} resamples of {len(set(view_scores.groups))} studies)")
+        report[view] = view_report(view_scores.labels, view_scores.scores, label_names, view_scores.groups, seed)
+        if view in records:
+            report[view]["subgroups"] = subgroup_report(records[view], view_scores, label_names, seed)
+    return report, scores
+
+
+def difference_report(encoder_scores, baseline_scores, label_names, seed):
+    """Paired difference (encoder - baseline) of the macro AUROC on the same resampled test studies, with its
+    95 % interval and two-sided bootstrap p-value, and per label (``kmedssl.eval.paired_difference``)."""
+    if not np.array_equal(encoder_scores.groups, baseline_scores.groups):
+        raise ValueError("Expected the encoder and the baseline to be scored on the same test rows. Received: "
+                         "different studies")
+    return paired_difference(encoder_scores.labels, encoder_scores.scores, baseline_scores.scores,
+                             encoder_scores.groups, label_names, seed=seed).to_dict()
 
 
 def match_labels(train_names, test_names):
@@ -192,18 +300,23 @@ def cv_view(views):
     return "frontal" if "frontal" in views or not image_views else image_views[0]
 
 
-def cv_scores(encoder, source, records, folds, seeds, image_size, protocol, label_names):
+def cv_scores(encoder, source, records, folds, seeds, image_size, protocol, label_names, step=None, name="encoder"):
     """Macro AUROC of every (repeat, fold): the probe is fitted on k-1 folds with the repeat's seed and scored
     on the held-out fold. Also the per-label AUROC averaged over every fold and repeat (None where undefined).
 
     Returns:
         ``(scores (n_repeats, n_splits), per_label {name: float | None})``.
     """
+    step = step or (lambda what: None)
     images, labels = load_images(source, records, image_size), label_matrix(records)  # (N, S, S, 1), (N, K)
+    if protocol == "linear":
+        step(f"{name}: features of {len(images)} images")
     features = extract_features(encoder, images) if protocol == "linear" else None
     scores, per_label = np.empty((len(seeds), len(folds))), collections.defaultdict(list)
     for r, seed in enumerate(seeds):
         for k, (train_idx, test_idx) in enumerate(folds):
+            step(f"{name}: repeat {r + 1}/{len(seeds)}, fold {k + 1}/{len(folds)}"
+                 + (" (fine-tuning)" if protocol != "linear" else ""))
             if protocol == "linear":
                 predicted = fit_linear_probe(features[train_idx], labels[train_idx], seed=seed)(features[test_idx])
             else:
@@ -222,7 +335,7 @@ def cv_entry(scores, per_label, name):
             "per_label_auroc": per_label}
 
 
-def cross_validate(candidates, source, train, views, protocol, cv, seed, label_names):
+def cross_validate(candidates, source, train, views, protocol, cv, seed, label_names, step=None):
     """Repeated k-fold on the training split (paper 001 §4.2): fixed folds by subject, one probe seed per
     repeat; with two candidates, both use the same folds and seeds and are compared by a paired two-sided
     Wilcoxon signed-rank test on their per-repeat means.
@@ -230,14 +343,15 @@ def cross_validate(candidates, source, train, views, protocol, cv, seed, label_n
     Args:
         candidates: ``[(name, encoder, image_size)]``, the evaluated encoder first.
         cv: ``(n_splits, n_repeats)``.
+        step: called with a description as each fold's fit (and each candidate's feature extraction) starts.
     """
     view = cv_view(views)
     records = view_records(train, view)
     if not records:
         raise ValueError(f"Expected {view} images in the training split for cross-validation. Received: none")
     folds, seeds = repeated_kfold_indices([r.subject_id for r in records], n_splits=cv[0], n_repeats=cv[1], seed=seed)
-    entries = [cv_entry(*cv_scores(model, source, records, folds, seeds, size, protocol, label_names), name)
-               for name, model, size in candidates]
+    entries = [cv_entry(*cv_scores(model, source, records, folds, seeds, size, protocol, label_names, step, name),
+                        name) for name, model, size in candidates]
     result = {"folds": cv[0], "repeats": cv[1], "view": view, "n_images": len(records), "seeds": seeds,
               "methods": entries}
     if len(entries) == 2:
@@ -267,32 +381,71 @@ def budget_axis(budgets, train):
 
 
 def budget_summary(budget, x, result):
-    """One label budget's line of the budget curve: headline and per-view macro AUROC (and the baseline's)."""
+    """One label budget's line of the budget curve: headline and per-view macro AUROC with their intervals (and
+    the baseline's, with the paired differences)."""
     summary = {"labels": budget, "x": x, "macro_auroc": result["macro_auroc"],
-               "views": {view: report["macro_auroc"] for view, report in result["views"].items()}}
+               "macro_auroc_ci": result["macro_auroc_ci"],
+               "views": {view: report["macro_auroc"] for view, report in result["views"].items()},
+               "views_ci": {view: report["macro_auroc_ci"] for view, report in result["views"].items()}}
     if "baseline" in result:
-        summary["baseline_macro_auroc"] = result["baseline"]["macro_auroc"]
+        baseline = result["baseline"]
+        summary.update(
+            baseline_macro_auroc=baseline["macro_auroc"], baseline_macro_auroc_ci=baseline["macro_auroc_ci"],
+            baseline_views={view: report["macro_auroc"] for view, report in baseline["views"].items()},
+            baseline_views_ci={view: report["macro_auroc_ci"] for view, report in baseline["views"].items()},
+            baseline_difference=macro_only(baseline["difference"]),
+            baseline_differences={view: macro_only(report["difference"]) for view, report in baseline["views"].items()},
+        )
     return summary
+
+
+def macro_only(interval):
+    """An interval's dict without its ``per_label`` entries."""
+    return {key: value for key, value in interval.items() if key != "per_label"}
+
+
+def check_test_size(test_size):
+    if isinstance(test_size, bool) or not isinstance(test_size, (int, np.integer)) or test_size < 1:
+        raise ValueError(f"Expected test_size to be a positive integer (test studies). Received: "
+                         f"test_size={test_size!r}")
+    return int(test_size)
+
+
+def count_steps(views, budgets, roles, render, property_probes, write, embedding):
+    """The number of ``Progress`` steps ``evaluate`` announces (see ``evaluate``'s ``progress``)."""
+    fitted = sum(v in views or "ensemble" in views for v in ("frontal", "lateral"))
+    per_budget = len(roles) * (fitted + len(views)) + (len(views) if len(roles) > 1 else 0)
+    return (render + len(budgets) * per_budget + (len(roles) if property_probes else 0) + write + embedding)
 
 
 def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEWS, seed=0, baseline=None,
              output_dir=None, format=None, test_data=None, test_format=None, folds=None, repeats=None, compare=None,
-             property_probes=False):
+             property_probes=False, test_size=TEST_COHORT_STUDIES, progress=None):
     """Linear-probe or fine-tune ``encoder`` on chest pathology labels, per view and ensembled (SPEC §5).
+
+    Every AUROC comes with its 95 % interval (a cluster bootstrap over the test studies, 1,000 resamples,
+    seeded by ``seed``), and with a baseline every view gets the paired difference encoder - baseline on the
+    same resampled studies, with its 95 % interval and p-value (``kmedssl.eval.intervals``).
 
     Args:
         encoder: a Keras encoder, an ``ENCODER.keras`` file, or a run directory.
         data: ``"phantom"`` or a chest radiograph data path (``format`` inferred when None). On the phantom,
-            when ``encoder`` is a chest run, its cohort and subject split are reused so that test subjects
-            were never seen in pretraining; on a path, the official split is used when the data has one.
+            when ``encoder`` is a chest run, its cohort and subject split are reused for the probe's training
+            studies (test subjects never seen in pretraining), and the test set is the phantom's own test
+            cohort (``kmedssl.data.test_cohort``: ``test_size`` studies of subjects that no training cohort
+            has, rendered once and cached on disk). On a path, the official split is used when the data has
+            one.
         protocol: ``"linear"`` (frozen features, one logistic regression per label) or ``"finetune"``
-            (a copy of the encoder and a linear head trained end to end: paper 001 Table 3, 10 epochs,
-            batch 32, Adam 1e-4, StepLR(5, 0.1)).
+            (a copy of the encoder and a linear head trained end to end: ``kmedssl.eval.fit_finetune``).
         labels: label budget: None (all training studies), a count of studies, or a fraction; a list or
             tuple of budgets evaluates once per budget and draws macro AUROC against the budget.
         views: any of ``("frontal", "lateral", "ensemble")``.
-        seed: seed of the label budget and the probes (and of the folds with ``folds``).
-        baseline: ``"random"`` also probes a randomly initialised copy of the encoder.
+        seed: seed of the label budget, the probes, the baseline's weights and the bootstrap (and of the folds
+            with ``folds``).
+        baseline: ``"random"``: a frozen randomly initialised copy of the encoder, linear-probed whatever the
+            protocol; ``"scratch"``: the random-init copy trained with the same protocol (with ``"finetune"``
+            the papers' training from scratch; with ``"linear"`` the same as ``"random"``). Evaluated side by
+            side on the same test rows; every view reports the paired difference.
         output_dir: where to write ``reports/`` (default: the run directory, if any).
         format: format of a ``data`` path.
         test_data: cross-source evaluation (paper 002 §6): the probe is fitted on the training split of
@@ -310,14 +463,28 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
         property_probes: also run ACE's property probes (paper 004 §5.1: compositionality, decompositionality,
             patch-to-image retrieval) on the frontal test images, for the encoder and any baseline; written to
             ``property_probes.{json,md}`` and ``compositionality.png``.
+        test_size: studies of the phantom test cohort (default 2,000); used when ``data="phantom"`` without
+            ``test_data`` or ``folds``.
+        progress: None (silent) or ``progress(done, total, what)``, called as each long step starts (the test
+            cohort's rendering, each view's feature extraction + probe or fine-tuning run per encoder and
+            budget, each view's bootstrap, each fold, the property probes, the figures) with the number of
+            steps done, their total and a description of the step, and once at the end with
+            ``(total, total, "done")``. Steps differ in length; ``total`` is fixed before the first call.
 
     Returns:
-        dict with ``macro_auroc`` and ``per_label_auroc`` (of the ensemble when evaluated, else of the first
-        view), ``views`` (every view's report) and, with a baseline, ``baseline`` (the same for it). With a
-        list of budgets, ``budgets`` (one entry per budget) and the headline of the last budget. With
-        ``folds``, ``cv`` (fold AUROCs, per-repeat means, mean, std per method and ``wilcoxon``) and the
-        headline ``macro_auroc`` / ``per_label_auroc`` are the cross-validated means. With ``property_probes``,
-        ``property_probes`` (per encoder role: the three probes' summary numbers).
+        dict with ``macro_auroc``, ``macro_auroc_ci`` (its interval: ``estimate``, ``low``, ``high``,
+        ``confidence``, ``n_resamples``, ``n_groups``, ``n_incomplete``), ``per_label_auroc`` and
+        ``per_label_auroc_ci`` (of the ensemble when evaluated, else of the first view), ``views`` (every
+        view's report: the same keys, ``n_test`` rows and ``n_test_studies``, and per image view the
+        ``subgroups``), and with a baseline, ``baseline`` (the same for it, plus ``name``, ``kind``,
+        ``protocol``, ``difference`` of the headline view and per view ``views[view]["difference"]``: the
+        paired difference encoder - baseline with ``p_value`` and ``per_label``). On the phantom test cohort,
+        ``test_cohort`` (``seed``, ``n_studies``, ``n_subjects``, ``n_images``, ``image_size``, ``cache``).
+        With a list of budgets, ``budgets`` (one entry per budget, with intervals and differences) and the
+        headline of the last budget. With ``folds``, ``cv`` (fold AUROCs, per-repeat means, mean, std per
+        method and ``wilcoxon``) and the headline ``macro_auroc`` / ``per_label_auroc`` are the
+        cross-validated means (no bootstrap interval). With ``property_probes``, ``property_probes`` (per
+        encoder role: the three probes' summary numbers).
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"Expected protocol in {PROTOCOLS}. Received: protocol={protocol!r}")
@@ -325,8 +492,9 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
     bad = [v for v in views if v not in VIEWS]
     if bad or not views:
         raise ValueError(f"Expected views from {VIEWS}. Received: {views}")
-    if baseline not in (None, "random"):
-        raise ValueError(f"Expected baseline None or 'random'. Received: baseline={baseline!r}")
+    if baseline is not None and baseline not in BASELINES:
+        raise ValueError(f"Expected baseline None or one of {BASELINES}. Received: baseline={baseline!r}")
+    test_size = check_test_size(test_size)
     budgets = list(labels) if isinstance(labels, (list, tuple)) else None
     if budgets is not None and not budgets:
         raise ValueError(f"Expected at least one label budget in the list. Received: labels={labels!r}")
@@ -350,41 +518,71 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
         candidates = [("encoder", model, image_size)] + ([load_compare(compare, model, seed, image_size)]
                                                          if compare is not None else [])
         train = label_budget(splits["train"], labels, seed)
+        fits = cv[0] * cv[1] + (protocol == "linear")
+        step = Progress(progress, len(candidates) * fits + (out is not None))
         result = {"protocol": protocol, "labels": labels, "image_size": image_size,
-                  "cv": cross_validate(candidates, source, train, views, protocol, cv, seed, source.label_names)}
+                  "cv": cross_validate(candidates, source, train, views, protocol, cv, seed, source.label_names,
+                                       step)}
         result.update(macro_auroc=result["cv"]["methods"][0]["mean"],
                       per_label_auroc=result["cv"]["methods"][0]["per_label_auroc"])
         if out is not None:
+            step("writing the reports")
             write_cv_reports(out, result)
+        step.finish()
         return result
 
     test_source, test = source, splits["test"]
     names = tuple(source.label_names)
     train_all = splits["train"]
+    cohort = None
     if test_data is not None:
         test_source, test = open_test_source(test_data, test_format)
         names = match_labels(source.label_names, test_source.label_names)
         train_all = select_labels(train_all, source.label_names, names)
         test = select_labels(test, test_source.label_names, names)
-    encoders = {"encoder": model}
-    if baseline == "random":
-        encoders["baseline"] = random_init_copy(model, seed)
+    elif data == "phantom":
+        cohort = PhantomTestSource(size=test_size, seed=TEST_COHORT_SEED, workers=1, cache=True)
+        test_source, test = cohort, list(cohort.records)
+    encoders = {"encoder": (model, protocol)}
+    if baseline is not None:
+        encoders["baseline"] = (random_init_copy(model, seed), "linear" if baseline == "random" else protocol)
+    render = cohort is not None and not cohort.cache_path(image_size).exists()
+    embedding = out is not None and "frontal" in views
+    step = Progress(progress, count_steps(views, budgets or [labels], encoders, render, property_probes,
+                                          out is not None, embedding))
+    if cohort is not None:
+        if render:
+            step(f"rendering the phantom test cohort once ({len(test)} images of {test_size} studies at "
+                 f"{image_size} px; cached in {cohort.cache_path(image_size)})")
+        cohort.images(image_size)
+    role_names = {"encoder": "pretrained encoder", "baseline": f"{BASELINE_NAMES.get(baseline)} copy"}
 
     def one_budget(budget):
         train = label_budget(train_all, budget, seed)
-        result = {"protocol": protocol, "labels": budget, "views": {}, "image_size": image_size}
+        result = {"protocol": protocol, "labels": budget, "views": {}, "image_size": image_size, "seed": seed}
         figures = {}
-        for role, candidate in encoders.items():
-            report, curves = probe_report(candidate, (source, test_source), train, test, views, image_size, protocol,
-                                          seed, names)
-            figures[role] = curves
+        at = "" if budgets is None else f", labels {'all' if budget is None else format_budget(budget)}"
+        for role, (candidate, role_protocol) in encoders.items():
+            what = (f"{'linear probe' if role_protocol == 'linear' else 'fine-tuning'} of the {role_names[role]} "
+                    f"({len(train)} training images{at})")
+            report, scores = probe_report(candidate, (source, test_source), train, test, views, image_size,
+                                          role_protocol, seed, names, step=step, what=what)
+            figures[role] = scores
             headline = report["ensemble"] if "ensemble" in report else report[views[0]]
-            entry = {"macro_auroc": headline["macro_auroc"], "per_label_auroc": headline["per_label_auroc"],
-                     "views": report}
+            entry = {"macro_auroc": headline["macro_auroc"], "macro_auroc_ci": headline["macro_auroc_ci"],
+                     "per_label_auroc": headline["per_label_auroc"],
+                     "per_label_auroc_ci": headline["per_label_auroc_ci"], "views": report}
             if role == "encoder":
                 result.update(entry)
             else:
-                result["baseline"] = dict(entry, name="random-init")
+                result["baseline"] = dict(entry, name=BASELINE_NAMES[baseline], kind=baseline, protocol=role_protocol)
+        if "baseline" in result:
+            for view, report in result["baseline"]["views"].items():
+                step(f"{view}: paired difference with the {BASELINE_NAMES[baseline]} baseline")
+                report["difference"] = difference_report(figures["encoder"][view], figures["baseline"][view], names,
+                                                          seed)
+            headline = "ensemble" if "ensemble" in result["views"] else views[0]
+            result["baseline"]["difference"] = result["baseline"]["views"][headline]["difference"]
         return result, figures
 
     if budgets is None:
@@ -396,29 +594,46 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
         result.update(labels=budgets, budgets=[budget_summary(b, x, e) for b, x, (e, _) in zip(budgets, axis, entries)])
     if test_data is not None:
         result["test_data"] = {"data": str(test_data), "label_names": list(names), "n_test_images": len(test)}
+    if cohort is not None:
+        result["test_cohort"] = {
+            "seed": cohort.seed, "n_studies": cohort.n_studies, "n_subjects": len({r.subject_id for r in test}),
+            "n_images": len(test), "image_size": image_size,
+            "cache": str(cohort.cache_path(image_size)) if cohort.cache else None}
     if property_probes:
-        result["property_probes"] = run_property_probes(encoders, test_source, test, image_size, seed, out)
+        result["property_probes"] = run_property_probes(
+            {role: candidate for role, (candidate, _) in encoders.items()}, test_source, test, image_size, seed, out,
+            step=step, names={"encoder": "pretrained", "baseline": BASELINE_NAMES.get(baseline)})
     if out is not None:
+        step("writing the reports and figures")
         write_reports(out, result, figures, label_names=names)
-        if "frontal" in views:
+        if embedding:
+            step("t-SNE of the frontal test features")
             plot_frontal_embedding(out, model, test_source, test, image_size, seed, names)
+    step.finish()
     return result
 
 
-def run_property_probes(encoders, source, test, image_size, seed, directory=None):
+def format_budget(budget):
+    return f"{budget:g}" if isinstance(budget, (int, float)) else str(budget)
+
+
+def run_property_probes(encoders, source, test, image_size, seed, directory=None, step=None, names=None):
     """ACE's property probes (paper 004 §5.1) of every encoder role on the frontal test images.
 
     Compositionality uses ``image_size // 2``-pixel patches; decompositionality and retrieval use batches of
     32 images as the paper (fewer when the test split is smaller: chance is then ``1 / batch_size``).
     Writes ``property_probes.{json,md}`` and ``compositionality.png`` into ``directory`` when given.
+    ``step(what)`` is called as each role's probes start; ``names`` maps roles to display names.
     """
     images = load_images(source, view_records(test, "frontal"), image_size)
     batch_size = min(32, len(images))
     if batch_size < 2:
         raise ValueError(f"Expected at least 2 frontal test images for the property probes. Received: {len(images)}")
-    names = {"encoder": "pretrained", "baseline": "random init"}
+    names = {"encoder": "pretrained", "baseline": "random init", **(names or {})}
     summary, distributions = {}, {}
     for role, candidate in encoders.items():
+        if step is not None:
+            step(f"ACE property probes of the {names[role]} encoder ({len(images)} frontal test images)")
         composed = compositionality(candidate, images, patch_size_px=2 * (image_size // 4), seed=seed)
         decomposed = decompositionality(candidate, images, batch_size=batch_size, seed=seed)
         retrieved = patch_to_image_retrieval(candidate, images, batch_size=batch_size, seed=seed)
@@ -444,49 +659,132 @@ def run_property_probes(encoders, source, test, image_size, seed, directory=None
     return summary
 
 
+def report_stem(protocol):
+    return "linear_probe" if protocol == "linear" else "finetune"
+
+
+def test_set_line(result):
+    """One Markdown line naming the test set and how the intervals were computed."""
+    views = result["views"]
+    studies = ", ".join(f"{view} {report.get('n_test_studies', report['n_test'])}" for view, report in views.items())
+    if "test_cohort" in result:
+        cohort = result["test_cohort"]
+        test_set = (f"the phantom test cohort (seed {cohort['seed']}: {cohort['n_studies']} studies of "
+                    f"{cohort['n_subjects']} subjects, {cohort['n_images']} images; never seen in pretraining or "
+                    f"probe training)")
+    elif "test_data" in result:
+        test_set = f"{result['test_data']['data']} ({result['test_data']['n_test_images']} images)"
+    else:
+        test_set = "the data's test split"
+    ci = next(iter(views.values()))["macro_auroc_ci"]
+    line = (f"Test set: {test_set}; test studies per view: {studies}. Brackets: {100 * ci['confidence']:g} % "
+            f"interval, bootstrap over test studies ({ci['n_resamples']} resamples, seed {result.get('seed', 0)})")
+    if "baseline" in result:
+        line += "; differences are paired (the same resampled studies) with a two-sided bootstrap p-value"
+    return line + "."
+
+
 def write_reports(directory, result, figures, label_names):
-    """``<protocol>.json`` (every number), ``<protocol>.md`` (summary table) and ``roc_<protocol>_<view>.png``;
-    with a list of budgets also ``auroc_vs_budget.png`` and a budget table."""
+    """``<protocol>.json`` (every number), ``<protocol>.md`` (summary tables, every AUROC with its interval),
+    ``<protocol>_scores.npz`` (the test rows' scores, ``read_scores``) and ``roc_<protocol>_<view>.png``;
+    with a list of budgets also ``auroc_vs_budget.png`` (with the intervals) and a budget table."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    stem = "linear_probe" if result["protocol"] == "linear" else "finetune"
+    stem = report_stem(result["protocol"])
     (directory / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     views = list(result["views"])
     shift = f" on {result['test_data']['data']}" if "test_data" in result else ""
-    lines = [f"# {stem.replace('_', ' ').capitalize()} (macro AUROC{shift})", "",
+    baseline = result.get("baseline")
+    lines = [f"# {stem.replace('_', ' ').capitalize()} (macro AUROC{shift}, 95 % CI)", "", test_set_line(result), "",
              "| encoder | " + " | ".join(views) + " |", "|---|" + "---|" * len(views)]
-    rows = [("pretrained", result)] + ([("random init", result["baseline"])] if "baseline" in result else [])
+    rows = [("pretrained", result)] + ([(baseline["name"], baseline)] if baseline else [])
     for name, entry in rows:
-        lines.append(f"| {name} | " + " | ".join(f"{entry['views'][v]['macro_auroc']:.4f}" for v in views) + " |")
+        lines.append(f"| {name} | " + " | ".join(format_interval(entry["views"][v]["macro_auroc_ci"]) for v in views)
+                     + " |")
+    if baseline:
+        lines.append(f"| difference (pretrained - {baseline['name']}) | "
+                     + " | ".join(format_interval(macro_only(baseline["views"][v]["difference"])) for v in views)
+                     + " |")
+    headline = "ensemble" if "ensemble" in views else views[0]
+    lines += ["", f"## Per label ({headline})", "",
+              "| label | pretrained |" + (f" {baseline['name']} | difference |" if baseline else ""),
+              "|---|---|" + ("---|---|" if baseline else "")]
+    for name in label_names:
+        cells = [result["views"][headline]["per_label_auroc_ci"].get(name)]
+        if baseline:
+            cells += [baseline["views"][headline]["per_label_auroc_ci"].get(name),
+                      baseline["views"][headline]["difference"].get("per_label", {}).get(name)]
+        lines.append(f"| {name} | " + " | ".join("n/a (one class)" if c is None else format_interval(c)
+                                                 for c in cells) + " |")
     if "budgets" in result:
-        lines += budget_table(result["budgets"], views)
-        write_budget_figure(directory / "auroc_vs_budget.png", result["budgets"], stem)
+        lines += budget_table(result["budgets"], views, baseline["name"] if baseline else "baseline")
+        write_budget_figure(directory / "auroc_vs_budget.png", result["budgets"], stem,
+                            baseline_name=baseline["name"] if baseline else "baseline")
     (directory / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    for view, (labels, scores) in figures["encoder"].items():
-        plot_roc_curves(labels, scores, label_names, directory / f"roc_{stem}_{view}.png",
-                        title=f"{stem.replace('_', ' ')}, {view}: ROC per label")
+    write_scores(directory / f"{stem}_scores.npz", figures, label_names)
+    for view, view_scores in figures["encoder"].items():
+        ci = result["views"][view]["per_label_auroc_ci"]
+        plot_roc_curves(view_scores.labels, view_scores.scores, label_names, directory / f"roc_{stem}_{view}.png",
+                        title=f"{stem.replace('_', ' ')}, {view}: ROC per label",
+                        intervals={n: (c["low"], c["high"]) for n, c in ci.items() if c is not None})
 
 
-def budget_table(budgets, views):
-    """Markdown lines: macro AUROC per view (and of the random-init baseline) for every label budget."""
+def write_scores(path, figures, label_names):
+    """The test rows of every view and role: ``<view>.labels``, ``<view>.groups`` (study of every row) and
+    ``<view>.<role>`` scores (role ``encoder``, ``baseline``), plus ``label_names``; no pickle."""
+    arrays = {"label_names": np.asarray(list(label_names))}
+    for role, per_view in figures.items():
+        for view, view_scores in per_view.items():
+            arrays[f"{view}.labels"] = np.asarray(view_scores.labels, "float32")
+            arrays[f"{view}.groups"] = np.asarray(view_scores.groups).astype(str)
+            arrays[f"{view}.{role}"] = np.asarray(view_scores.scores, "float64")
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def read_scores(path):
+    """``(label_names, {view: {role: ViewScores}})`` from a ``<protocol>_scores.npz`` written by ``evaluate``.
+
+    Two evaluations on the same test set (e.g. two encoders of the same image size on the phantom test
+    cohort) can be compared paired: ``kmedssl.eval.paired_difference(a.labels, a.scores, b.scores, a.groups)``.
+    """
+    with np.load(path, allow_pickle=False) as data:
+        names = data["label_names"].tolist()
+        out = collections.defaultdict(dict)
+        for key in data.files:
+            view, _, role = key.partition(".")
+            if role and role not in ("labels", "groups"):
+                out[view][role] = ViewScores(data[f"{view}.labels"], data[key], data[f"{view}.groups"])
+    return names, dict(out)
+
+
+def budget_table(budgets, views, baseline_name="baseline"):
+    """Markdown lines: macro AUROC per view with its interval (and the baseline's headline AUROC and paired
+    difference) for every label budget."""
     baseline = "baseline_macro_auroc" in budgets[0]
     lines = ["", "## Macro AUROC by label budget", "",
-             "| label budget | " + " | ".join(views) + (" | random init |" if baseline else " |"),
-             "|---|" + "---|" * (len(views) + baseline)]
+             "| label budget | " + " | ".join(views) + (f" | {baseline_name} | difference |" if baseline else " |"),
+             "|---|" + "---|" * (len(views) + 2 * baseline)]
     for entry in budgets:
-        cells = [f"{entry['views'][v]:.4f}" for v in views]
-        cells += [f"{entry['baseline_macro_auroc']:.4f}"] if baseline else []
+        cells = [format_interval(entry["views_ci"][v]) for v in views]
+        if baseline:
+            cells += [format_interval(entry["baseline_macro_auroc_ci"]), format_interval(entry["baseline_difference"])]
         budget = "all" if entry["labels"] is None else f"{entry['labels']:g}"
         lines.append(f"| {budget} | " + " | ".join(cells) + " |")
     return lines
 
 
-def write_budget_figure(path, budgets, stem):
-    """Headline macro AUROC against the label budget, pretrained (and random init) (paper 000 Fig. 3)."""
+def write_budget_figure(path, budgets, stem, baseline_name="baseline"):
+    """Headline macro AUROC against the label budget with 95 % intervals, pretrained (and the baseline)
+    (paper 000 Fig. 3)."""
     curves = {"pretrained": {b["x"]: b["macro_auroc"] for b in budgets}}
+    intervals = {"pretrained": {b["x"]: (b["macro_auroc_ci"]["low"], b["macro_auroc_ci"]["high"]) for b in budgets}}
     if "baseline_macro_auroc" in budgets[0]:
-        curves["random init"] = {b["x"]: b["baseline_macro_auroc"] for b in budgets}
-    plot_auroc_vs_budget(curves, path, title=f"{stem.replace('_', ' ').capitalize()}: macro AUROC vs label budget")
+        curves[baseline_name] = {b["x"]: b["baseline_macro_auroc"] for b in budgets}
+        intervals[baseline_name] = {b["x"]: (b["baseline_macro_auroc_ci"]["low"], b["baseline_macro_auroc_ci"]["high"])
+                                    for b in budgets}
+    plot_auroc_vs_budget(curves, path, title=f"{stem.replace('_', ' ').capitalize()}: macro AUROC vs label budget",
+                         intervals=intervals)
 
 
 def write_cv_reports(directory, result):
@@ -494,7 +792,7 @@ def write_cv_reports(directory, result):
     means per method and the Wilcoxon p-value (paper 001 Tables 4-5)."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    stem = "cv_linear_probe" if result["protocol"] == "linear" else "cv_finetune"
+    stem = "cv_" + report_stem(result["protocol"])
     (directory / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     cv = result["cv"]
     wilcoxon = cv.get("wilcoxon")
@@ -507,10 +805,16 @@ def write_cv_reports(directory, result):
 
 
 def plot_frontal_embedding(directory, encoder, source, test, image_size, seed, label_names):
-    """t-SNE of the frozen features of the frontal test images, coloured by their finding."""
+    """t-SNE of the frozen features of the frontal test images, coloured by their finding (at most
+    ``EMBEDDING_POINTS`` images, a seeded subset of a larger test set: t-SNE's time grows with the points)."""
     records = view_records(test, "frontal")
+    if len(records) > EMBEDDING_POINTS:
+        chosen = np.sort(np.random.default_rng(seed).choice(len(records), EMBEDDING_POINTS, replace=False))
+        subset, records = f" ({EMBEDDING_POINTS} of {len(records)})", [records[i] for i in chosen]
+    else:
+        subset = ""
     images = load_images(source, records, image_size)
     colours = [" + ".join(n for n, v in zip(label_names, r.labels) if v) or "no finding" for r in records]
     colours = [c if c.count("+") == 0 else "several findings" for c in colours]
     plot_embedding(extract_features(encoder, images), colours, pathlib.Path(directory) / "embedding_frontal.png",
-                   title="Frontal test images: t-SNE of encoder features", seed=seed)
+                   title=f"Frontal test images{subset}: t-SNE of encoder features", seed=seed)

@@ -41,7 +41,7 @@ def _colors(count):
     return [colormaps["turbo"](x) for x in np.linspace(0.05, 0.95, count)]
 
 
-def plot_roc_curves(labels, scores, label_names, path, title):
+def plot_roc_curves(labels, scores, label_names, path, title, intervals=None):
     """One ROC curve per label (AUROC in the legend) and the chance diagonal, written to ``path`` (PNG).
 
     Labels with a single class in ``labels`` have no ROC curve; the legend lists them as "n/a".
@@ -49,6 +49,8 @@ def plot_roc_curves(labels, scores, label_names, path, title):
     Args:
         labels: (N, K) 0/1 ground truth. scores: (N, K) predicted scores. label_names: K names.
         path: output PNG file. title: figure title.
+        intervals: optional ``{label name: (low, high)}``, e.g. the 95 % bootstrap interval of each label's
+            AUROC, written in the legend as ``0.712 [0.688, 0.735]``.
 
     Returns:
         ``path`` as a ``pathlib.Path``.
@@ -67,14 +69,17 @@ def plot_roc_curves(labels, scores, label_names, path, title):
         column = labels[:, k]
         if 0 < column.sum() < len(column):
             fpr, tpr, _ = roc_curve(column, scores[:, k])
+            bounds = _bounds((intervals or {}).get(name))
+            span = f" [{bounds[0]:.3f}, {bounds[1]:.3f}]" if bounds else ""
             axes.plot(fpr, tpr, color=color, linewidth=1.6,
-                      label=f"{name} ({roc_auc_score(column, scores[:, k]):.3f})")
+                      label=f"{name} ({roc_auc_score(column, scores[:, k]):.3f}{span})")
         else:
             axes.plot([], [], color=color, label=f"{name} (n/a: one class)")
     axes.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="False positive rate", ylabel="True positive rate", title=title)
     axes.set_aspect("equal")
     axes.grid(alpha=0.3)
-    axes.legend(title="label (AUROC)", fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
+    axes.legend(title="label (AUROC" + (" [95 % CI]" if intervals else "") + ")", fontsize="small",
+                loc="center left", bbox_to_anchor=(1.02, 0.5))
     return _save(figure, path)
 
 
@@ -85,16 +90,21 @@ def _budget_ticks(budgets):
     return [f"{b / 1000:g}K" if b >= 1000 else f"{b:g}" for b in budgets]
 
 
-def plot_auroc_vs_budget(results, path, title):
+def plot_auroc_vs_budget(results, path, title, intervals=None, interval_name="95 % CI"):
     """Macro AUROC against the label budget, one line with markers per method (paper 000 Fig. 3).
 
     The x axis is logarithmic when the budgets span a factor of 10 or more (counts such as 5K ... 102K,
-    or fractions such as 1 %, 10 %, 100 %), linear otherwise; ticks sit at the budgets.
+    or fractions such as 1 %, 10 %, 100 %), linear otherwise; ticks sit at the budgets. With
+    ``intervals``, every point gets an error bar from its interval's low to high bound and the band
+    between the bounds is shaded in the method's colour (the y label names ``interval_name``).
 
     Args:
         results: ``{method: {budget: auroc}}``; a budget is a count of labelled studies or a fraction
             (<= 1) of them; NaN AUROCs leave a gap.
         path: output PNG file. title: figure title.
+        intervals: optional ``{method: {budget: (low, high)}}`` (e.g. 95 % bootstrap intervals); methods
+            or budgets without one (or with NaN / None bounds) are drawn without a bar.
+        interval_name: what the bars are, for the y label.
 
     Returns:
         ``path`` as a ``pathlib.Path``.
@@ -104,26 +114,55 @@ def plot_auroc_vs_budget(results, path, title):
                          f"Received: {results!r}")
     try:
         curves = {method: sorted((float(b), float(a)) for b, a in curve.items()) for method, curve in results.items()}
+        bounds = {method: {float(b): _bounds(v) for b, v in curve.items()}
+                  for method, curve in (intervals or {}).items()}
     except (TypeError, ValueError) as error:
-        raise ValueError(f"Expected numeric budgets (counts or fractions; pass the count for 'all') and AUROCs. "
-                         f"Received: {results!r}") from error
+        raise ValueError(f"Expected numeric budgets (counts or fractions; pass the count for 'all'), AUROCs and "
+                         f"(low, high) intervals. Received: {results!r}, intervals={intervals!r}") from error
+    unknown = set(bounds) - set(curves)
+    if unknown:
+        raise ValueError(f"Expected intervals for methods of results. Received: intervals for {sorted(unknown)}")
     budgets = sorted({b for curve in curves.values() for b, _ in curve})
     if budgets[0] <= 0:
         raise ValueError(f"Expected positive label budgets. Received: {budgets}")
+    from matplotlib.transforms import ScaledTranslation
+
     figure, axes = _figure((6.4, 4.4))
-    for (method, curve), color, marker in zip(curves.items(), _colors(len(curves)), "osD^v<>ph*" * len(curves)):
+    styles = zip(curves.items(), _colors(len(curves)), "osD^v<>ph*" * len(curves))
+    for index, ((method, curve), color, marker) in enumerate(styles):
         xs, ys = zip(*curve)
-        axes.plot(xs, ys, marker=marker, color=color, linewidth=1.8, markersize=6, label=method)
+        # With intervals, each method's points and bars are shifted sideways a little so that bars don't overlap.
+        shift = 0.05 * (index - (len(curves) - 1) / 2) if bounds else 0.0  # inches
+        transform = axes.transData + ScaledTranslation(shift, 0, figure.dpi_scale_trans)
+        axes.plot(xs, ys, marker=marker, color=color, linewidth=1.8, markersize=6, label=method, transform=transform)
+        axes.update_datalim(np.column_stack([xs, ys]))  # a shifted transform does not extend the data limits
+        known = [(x, y, *bounds[method][x]) for x, y in curve if bounds.get(method, {}).get(x) is not None]
+        if known:
+            kx, ky, low, high = (np.asarray(v) for v in zip(*known))
+            axes.errorbar(kx, ky, yerr=[np.maximum(ky - low, 0), np.maximum(high - ky, 0)], fmt="none",
+                          ecolor=color, elinewidth=1.2, capsize=4, transform=transform)
+            axes.fill_between(kx, low, high, color=color, alpha=0.12, linewidth=0)
+    axes.autoscale_view()
     if budgets[-1] / budgets[0] >= 10:
         axes.set_xscale("log")
         axes.minorticks_off()
     axes.set_xticks(budgets, _budget_ticks(budgets))
     fractions = budgets[-1] <= 1
     axes.set(xlabel="Labelled training studies" + (" (fraction)" if fractions else ""),
-             ylabel="Macro AUROC", title=title)
+             ylabel="Macro AUROC" + (f" (bars: {interval_name})" if bounds else ""), title=title)
     axes.grid(alpha=0.3)
     axes.legend(title="method", fontsize="small", loc="best")
     return _save(figure, path)
+
+
+def _bounds(value):
+    """``(low, high)`` floats, or None when missing or not finite."""
+    if value is None:
+        return None
+    low, high = value
+    if low is None or high is None or not (np.isfinite(float(low)) and np.isfinite(float(high))):
+        return None
+    return float(low), float(high)
 
 
 def _embed_2d(features, method, seed):

@@ -28,6 +28,9 @@ def test_roc_curves(tmp_path, rng):
     path = plot_roc_curves(labels, scores, ["Effusion", "Edema", "Fracture"], tmp_path / "roc.png", "ROC (test)")
     assert path == tmp_path / "roc.png"
     assert_png_drawn(path)
+    intervals = {"Effusion": (0.61, 0.74), "Edema": (0.58, 0.71)}  # 95 % intervals, written in the legend
+    assert_png_drawn(plot_roc_curves(labels, scores, ["Effusion", "Edema", "Fracture"], tmp_path / "ci.png",
+                                     "ROC (test)", intervals=intervals))
     with pytest.raises(ValueError, match="same shape"):
         plot_roc_curves(labels, scores[:, :2], ["a", "b", "c"], tmp_path / "bad.png", "bad")
 
@@ -61,3 +64,23 @@ def test_embedding_umap_needs_the_package(tmp_path, rng):
     else:
         assert_png_drawn(plot_embedding(rng.normal(size=(40, 4)), ["a", "b"] * 20, tmp_path / "u.png", "u",
                                         method="umap"))
+
+
+def test_auroc_vs_budget_draws_intervals(tmp_path):
+    results = {"pretrained": {0.01: 0.62, 0.1: 0.70, 1.0: 0.78}, "scratch": {0.01: 0.55, 0.1: 0.61, 1.0: 0.74}}
+    intervals = {"pretrained": {0.01: (0.58, 0.66), 0.1: (0.67, 0.73), 1.0: (0.76, 0.80)},
+                 "scratch": {0.01: (0.50, 0.60), 0.1: (0.57, 0.65), 1.0: (None, None)}}  # no bar at 100 %
+    plain = plot_auroc_vs_budget(results, tmp_path / "plain.png", "Fractions")
+    banded = plot_auroc_vs_budget(results, tmp_path / "banded.png", "Fractions", intervals=intervals)
+    assert_png_drawn(banded)
+    from matplotlib import image
+
+    def tinted(path):  # light, coloured pixels: the shaded bands
+        pixels = image.imread(path)[..., :3]
+        return ((np.ptp(pixels, axis=-1) > 0.03) & (pixels.min(axis=-1) > 0.7)).sum()
+
+    assert tinted(banded) > tinted(plain) + 500
+    with pytest.raises(ValueError, match="intervals for methods"):
+        plot_auroc_vs_budget(results, tmp_path / "bad.png", "bad", intervals={"other": {0.1: (0.1, 0.2)}})
+    with pytest.raises(ValueError, match="intervals"):
+        plot_auroc_vs_budget(results, tmp_path / "bad.png", "bad", intervals={"scratch": {0.1: 0.5}})

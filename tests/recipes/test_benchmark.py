@@ -1,6 +1,7 @@
 """The phantom benchmark (budget conversion, the quick benchmark end to end on the active backend) and the
 training-step measurement of ``kmedssl bench train`` (recipes, analytic FLOPs per method, timed steps)."""
 
+import csv
 import json
 import math
 
@@ -15,6 +16,7 @@ from kmedssl.methods.mvmae import MVMAE
 from kmedssl.methods.simclr import SimCLR
 from kmedssl.methods.spcl import SPCL
 from kmedssl.bench.phantom import (
+    CSV_COLUMNS,
     budget_schedule,
     phantom_benchmark,
     prepare_step,
@@ -46,26 +48,45 @@ def test_rejects_unknown_methods_and_protocols(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_benchmark_writes_table_json_csv_and_figures(tmp_path):
+def test_quick_benchmark_writes_table_json_csv_and_figures(tmp_path, monkeypatch):
+    monkeypatch.setenv("KMEDSSL_CACHE", str(tmp_path / "cache"))  # the phantom test cohort's images
     lines = []
-    result = phantom_benchmark(output_dir=tmp_path, quick=True, log=lines.append)
+    result = phantom_benchmark(output_dir=tmp_path / "out", quick=True, log=lines.append)
+    out = tmp_path / "out"
     names = [row["method"] for row in result["rows"]]
     assert names == ["scratch (ViT phantom/8, 64 px)", "supervised", "mvcon", "mvmae"]
     assert len(result["columns"]) == 3 * 2 * 1  # views x protocols x budgets
+    assert result["config"]["test_size"] == 100 and result["config"]["test_cohort"]["n_studies"] == 100
     for row in result["rows"]:
         for view in ("frontal", "lateral", "ensemble"):
             for protocol in ("linear", "finetune"):
-                assert math.isfinite(row["auroc"][view][protocol]["20%"]), (row["method"], view, protocol)
-                assert 0.0 <= row["auroc"][view][protocol]["20%"] <= 1.0
-    written = json.loads((tmp_path / "phantom_benchmark.json").read_text())
+                auroc, ci = row["auroc"][view][protocol]["20%"], row["auroc_ci"][view][protocol]["20%"]
+                assert math.isfinite(auroc), (row["method"], view, protocol)
+                assert 0.0 <= ci["low"] <= ci["estimate"] <= ci["high"] <= 1.0
+                assert ci["estimate"] == pytest.approx(auroc)
+                if row["kind"] != "scratch":  # paired with the scratch row of its encoder
+                    difference = row["difference"][view][protocol]["20%"]
+                    scratch = result["rows"][0]["auroc"][view][protocol]["20%"]
+                    assert difference["estimate"] == pytest.approx(auroc - scratch)
+                    assert difference["low"] <= difference["estimate"] <= difference["high"]
+                    assert 0.0 < difference["p_value"] <= 1.0
+    assert result["rows"][2]["beats_scratch"].split(" (")[0] in ("yes", "no") and "significant)" in \
+        result["rows"][2]["beats_scratch"]
+    written = json.loads((out / "phantom_benchmark.json").read_text())
     assert written["columns"] == result["columns"] and written["timings"]["total_seconds"] > 0
-    markdown = (tmp_path / "phantom_benchmark.md").read_text()
+    markdown = (out / "phantom_benchmark.md").read_text()
     assert all(f"| {name} |" in markdown for name in names) and markdown in lines
-    csv_lines = (tmp_path / "phantom_benchmark.csv").read_text().splitlines()
-    assert len(csv_lines) == 1 + len(names) and "ensemble finetune 20%" in csv_lines[0]
+    assert "## Paired difference with scratch" in markdown and "], p = " in markdown
+    rows = list(csv.DictReader((out / "phantom_benchmark.csv").read_text().splitlines()))
+    assert len(rows) == len(names) * 3 * 2 and list(rows[0]) == list(CSV_COLUMNS)
+    mvcon = next(r for r in rows if (r["method"], r["view"], r["protocol"]) == ("mvcon", "ensemble", "finetune"))
+    assert mvcon["labels"] == "20%" and mvcon["baseline"] == names[0]
+    assert float(mvcon["low"]) <= float(mvcon["macro_auroc"]) <= float(mvcon["high"])
+    assert float(mvcon["difference_low"]) <= float(mvcon["difference"]) <= float(mvcon["difference_high"])
+    assert 0 < float(mvcon["p_value"]) <= 1 and rows[0]["p_value"] == ""  # the scratch row has no difference
     for protocol in ("linear", "finetune"):
         for view in ("frontal", "lateral", "ensemble"):
-            assert (tmp_path / f"auroc_vs_budget_{protocol}_{view}.png").stat().st_size > 0
+            assert (out / f"auroc_vs_budget_{protocol}_{view}.png").stat().st_size > 0
 
 
 # === Training-step measurement (kmedssl bench train) ===

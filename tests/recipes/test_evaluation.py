@@ -1,4 +1,7 @@
-"""Evaluation pieces: label budgets, late fusion per study, AUROC bookkeeping."""
+"""Evaluation pieces: label budgets, late fusion per study, AUROC bookkeeping, intervals and paired
+differences in the reports, the phantom test cohort."""
+
+import json
 
 import numpy as np
 import pytest
@@ -8,7 +11,18 @@ from kmedssl.data.records import ImageRecord
 from kmedssl.eval import macro_auroc, per_label_auroc
 from kmedssl.eval.evaluate import label_budget, study_scores
 
+TEST_SIZE = 100  # studies of the phantom test cohort in these tests (2,000 by default)
 
+
+@pytest.fixture(scope="module")
+def cohort_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(autouse=True)
+def _test_cohort_cache(cohort_cache, monkeypatch):
+    """The phantom test cohort is rendered once per module into a temporary cache, never into ~/.cache."""
+    monkeypatch.setenv("KMEDSSL_CACHE", str(cohort_cache))
 
 
 def records(num_studies=20):
@@ -69,12 +83,15 @@ def tiny_run(tmp_path_factory):
 def test_evaluate_writes_reports_and_figures(protocol, tiny_run):
     from kmedssl import recipes
 
-    report = recipes.evaluate(tiny_run, protocol=protocol, labels=20, views=("frontal",))
+    report = recipes.evaluate(tiny_run, protocol=protocol, labels=20, views=("frontal",), test_size=TEST_SIZE)
     assert 0.0 <= report["macro_auroc"] <= 1.0
+    ci = report["views"]["frontal"]["macro_auroc_ci"]
+    assert ci["low"] <= report["macro_auroc"] == ci["estimate"] <= ci["high"] and ci["n_resamples"] == 1000
     assert set(report["views"]["frontal"]["subgroups"]) == {"sex", "age", "largest_gap"}
     reports = tiny_run / "reports"
     stem = "linear_probe" if protocol == "linear" else "finetune"
-    for name in (f"{stem}.json", f"{stem}.md", f"roc_{stem}_frontal.png", "embedding_frontal.png"):
+    for name in (f"{stem}.json", f"{stem}.md", f"{stem}_scores.npz", f"roc_{stem}_frontal.png",
+                 "embedding_frontal.png"):
         assert (reports / name).stat().st_size > 0, name
 
 
@@ -104,14 +121,23 @@ def test_budget_axis_uses_fractions_or_counts_of_studies():
 def test_label_budget_list_writes_the_auroc_vs_budget_figure(tiny_run, tmp_path):
     from kmedssl import recipes
 
-    report = recipes.evaluate(tiny_run, labels=[5, 10], views=("frontal",), baseline="random", output_dir=tmp_path)
-    single = recipes.evaluate(tiny_run, labels=10, views=("frontal",))
+    report = recipes.evaluate(tiny_run, labels=[5, 10], views=("frontal",), baseline="random", output_dir=tmp_path,
+                              test_size=TEST_SIZE)
+    single = recipes.evaluate(tiny_run, labels=10, views=("frontal",), test_size=TEST_SIZE)
     assert [b["labels"] for b in report["budgets"]] == [5, 10] and [b["x"] for b in report["budgets"]] == [5.0, 10.0]
     assert report["budgets"][-1]["macro_auroc"] == pytest.approx(single["macro_auroc"])
     assert report["macro_auroc"] == pytest.approx(single["macro_auroc"])  # headline: the last budget
-    assert all(0.0 <= b["baseline_macro_auroc"] <= 1.0 for b in report["budgets"])
+    assert report["budgets"][-1]["macro_auroc_ci"] == single["macro_auroc_ci"]  # same test set, same resamples
+    for entry in report["budgets"]:
+        assert 0.0 <= entry["baseline_macro_auroc"] <= 1.0
+        for ci in (entry["macro_auroc_ci"], entry["views_ci"]["frontal"], entry["baseline_macro_auroc_ci"]):
+            assert ci["low"] <= ci["estimate"] <= ci["high"]
+        difference = entry["baseline_difference"]
+        assert difference["estimate"] == pytest.approx(entry["macro_auroc"] - entry["baseline_macro_auroc"])
+        assert 0.0 < difference["p_value"] <= 1.0
     assert (tmp_path / "auroc_vs_budget.png").stat().st_size > 0
-    assert "| 5 |" in (tmp_path / "linear_probe.md").read_text()
+    table = (tmp_path / "linear_probe.md").read_text()
+    assert "| 5 |" in table and "], p = " in table
 
 
 @pytest.mark.slow
@@ -139,9 +165,10 @@ def test_cli_takes_a_comma_list_of_label_budgets(tiny_run):
 
     from kmedssl.cli import main
 
-    result = CliRunner().invoke(main, ["evaluate", str(tiny_run), "--labels", "5,all", "--views", "frontal"])
+    result = CliRunner().invoke(main, ["evaluate", str(tiny_run), "--labels", "5,all", "--views", "frontal",
+                                       "--test-size", str(TEST_SIZE)])
     assert result.exit_code == 0, result.output
-    assert "\n5 " in result.output and "\nall " in result.output
+    assert "\n5 " in result.stdout and "\nall " in result.stdout
     assert (tiny_run / "reports" / "auroc_vs_budget.png").stat().st_size > 0
     bad = CliRunner().invoke(main, ["evaluate", str(tiny_run), "--labels", "5,many"])
     assert bad.exit_code != 0 and "--labels" in bad.output
@@ -152,7 +179,7 @@ def test_property_probes_are_reported_for_the_encoder_and_the_baseline(tiny_run,
     from kmedssl import recipes
 
     report = recipes.evaluate(tiny_run, views=("frontal",), baseline="random", property_probes=True,
-                              output_dir=tmp_path)
+                              output_dir=tmp_path, test_size=TEST_SIZE)
     probes = report["property_probes"]
     assert set(probes) == {"encoder", "baseline"}
     for entry in probes.values():
@@ -163,3 +190,88 @@ def test_property_probes_are_reported_for_the_encoder_and_the_baseline(tiny_run,
     assert (tmp_path / "compositionality.png").stat().st_size > 0
     with pytest.raises(ValueError, match="property_probes=False with folds"):
         recipes.evaluate(tiny_run, folds=2, repeats=1, property_probes=True)
+
+
+@pytest.mark.backend_free
+def test_view_reports_carry_intervals_and_a_model_against_itself_differs_by_zero():
+    from kmedssl.eval.evaluate import ViewScores, difference_report, view_report
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat([f"p{s}/s{s}" for s in range(60)], 2)  # two images per study
+    labels = np.repeat(rng.integers(0, 2, (60, 3)), 2, axis=0).astype("float32")
+    labels[:, 2] = 0  # a single class: no AUROC, no interval
+    scores = labels + rng.normal(0, 1.0, labels.shape)
+    report = view_report(labels, scores, ("a", "b", "c"), groups, seed=3)
+    ci = report["macro_auroc_ci"]
+    assert ci["estimate"] == pytest.approx(report["macro_auroc"]) and ci["low"] <= ci["estimate"] <= ci["high"]
+    assert (ci["n_resamples"], ci["n_groups"], report["n_test"], report["n_test_studies"]) == (1000, 60, 120, 60)
+    assert report["per_label_auroc_ci"]["c"] is None
+    assert report["per_label_auroc_ci"]["a"]["estimate"] == pytest.approx(report["per_label_auroc"]["a"])
+    assert "macro_auroc_ci" not in view_report(labels, scores, ("a", "b", "c"))  # no groups: no interval
+    same = ViewScores(labels, scores, groups)
+    difference = difference_report(same, ViewScores(labels, scores.copy(), groups), ("a", "b", "c"), seed=3)
+    assert (difference["estimate"], difference["low"], difference["high"], difference["p_value"]) == (0, 0, 0, 1)
+    assert difference["per_label"]["a"]["p_value"] == 1.0 and difference["per_label"]["c"] is None
+    better = difference_report(ViewScores(labels, labels + 0.1 * scores, groups), same, ("a", "b", "c"), seed=3)
+    assert better["low"] > 0 and better["p_value"] < 0.05
+    with pytest.raises(ValueError, match="same test rows"):
+        difference_report(same, ViewScores(labels, scores, groups[::-1]), ("a", "b", "c"), seed=3)
+
+
+@pytest.mark.backend_free
+def test_evaluate_rejects_unknown_baselines_and_test_sizes():
+    from kmedssl.eval.evaluate import evaluate
+
+    with pytest.raises(ValueError, match="baseline None or one of"):
+        evaluate("/no/such/run", baseline="imagenet:/x.keras")
+    with pytest.raises(ValueError, match="test_size"):
+        evaluate("/no/such/run", test_size=0)
+
+
+@pytest.mark.slow
+def test_scratch_baseline_on_the_phantom_test_cohort_reports_paired_differences(tiny_run, tmp_path):
+    from kmedssl import recipes
+    from kmedssl.data.sources import open_source
+    from kmedssl.data.test_cohort import PhantomTestSource
+    from kmedssl.eval.evaluate import read_scores
+
+    calls = []
+    report = recipes.evaluate(tiny_run, labels=10, baseline="scratch", output_dir=tmp_path, test_size=TEST_SIZE,
+                              progress=lambda *call: calls.append(call))
+    written = json.loads((tmp_path / "linear_probe.json").read_text())
+    assert written["test_cohort"]["n_studies"] == TEST_SIZE and written["test_cohort"]["seed"] == 0
+    assert written["test_cohort"]["n_images"] == len(PhantomTestSource(size=TEST_SIZE).records)
+    baseline = written["baseline"]
+    assert (baseline["name"], baseline["kind"], baseline["protocol"]) == ("scratch", "scratch", "linear")
+    for entry in (written, baseline):  # headline = ensemble
+        assert entry["macro_auroc_ci"] == entry["views"]["ensemble"]["macro_auroc_ci"]
+        assert entry["per_label_auroc_ci"].keys() == entry["per_label_auroc"].keys()
+        for view in ("frontal", "lateral", "ensemble"):
+            ci = entry["views"][view]["macro_auroc_ci"]
+            assert ci["low"] <= ci["estimate"] <= ci["high"]
+            assert ci["estimate"] == pytest.approx(entry["views"][view]["macro_auroc"])
+            assert ci["n_groups"] == entry["views"][view]["n_test_studies"] <= TEST_SIZE
+        for group in entry["views"]["frontal"]["subgroups"]["sex"].values():
+            assert group["macro_ci"]["low"] <= group["macro_ci"]["estimate"] <= group["macro_ci"]["high"]
+    for view in ("frontal", "lateral", "ensemble"):
+        difference = baseline["views"][view]["difference"]
+        assert difference["estimate"] == pytest.approx(written["views"][view]["macro_auroc"]
+                                                       - baseline["views"][view]["macro_auroc"])
+        assert difference["low"] <= difference["estimate"] <= difference["high"] and 0 < difference["p_value"] <= 1
+    assert baseline["difference"] == baseline["views"]["ensemble"]["difference"]
+    assert "| difference (pretrained - scratch) |" in (tmp_path / "linear_probe.md").read_text()
+    # The test cohort shares no subject with the run's cohort (pretraining and probe training).
+    names, scores = read_scores(tmp_path / "linear_probe_scores.npz")
+    assert names == list(report["per_label_auroc"]) and set(scores["frontal"]) == {"encoder", "baseline"}
+    test_subjects = {group.split("/")[0] for view in scores.values() for group in view["encoder"].groups}
+    training = open_source("phantom", kind="chest", size=40, seed=0)
+    assert test_subjects and not test_subjects & {r.subject_id for r in training.records}
+    assert len(scores["ensemble"]["encoder"].scores) == report["views"]["ensemble"]["n_test"]
+    # Progress: a fixed total, announced step by step, then (total, total, "done").
+    total = calls[0][1]
+    assert [c[0] for c in calls] == list(range(total)) + [total] and all(c[1] == total for c in calls)
+    assert calls[-1][2] == "done" and any("bootstrap" in c[2] for c in calls)
+    # With the linear protocol, scratch is the random-init copy linear-probed: the same as baseline="random".
+    random = recipes.evaluate(tiny_run, labels=10, baseline="random", views=("frontal",), test_size=TEST_SIZE)
+    assert random["baseline"]["views"]["frontal"]["macro_auroc_ci"] == baseline["views"]["frontal"]["macro_auroc_ci"]
+    assert random["baseline"]["name"] == "random init"

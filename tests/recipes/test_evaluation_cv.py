@@ -10,6 +10,13 @@ from scipy import stats
 from kmedssl.eval.evaluate import cv_view, parse_cv
 
 
+@pytest.fixture(autouse=True)
+def _test_cohort_cache(tmp_path, monkeypatch):
+    """Nothing here renders the phantom test cohort (cross-validation stays on the training split); should a
+    test do so, it goes to a temporary cache, never into ~/.cache."""
+    monkeypatch.setenv("KMEDSSL_CACHE", str(tmp_path / "cache"))
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     from kmedssl import recipes
@@ -42,9 +49,12 @@ def test_cv_scores_frontal_or_the_first_requested_image_view():
 def test_cv_summarises_repeats_and_wilcoxon_tests_the_paired_means(run_dir, tmp_path):
     from kmedssl import recipes
 
+    calls = []
     report = recipes.evaluate(run_dir, folds=2, repeats=2, compare="random", views=("frontal",),
-                              output_dir=tmp_path)
+                              output_dir=tmp_path, progress=lambda *call: calls.append(call))
     cv = report["cv"]
+    assert [c[0] for c in calls] == list(range(2 * (1 + 2 * 2) + 1)) + [11] and calls[-1] == (11, 11, "done")
+    assert not (tmp_path / "cache").exists()  # no test cohort with folds
     assert (cv["folds"], cv["repeats"], cv["view"]) == (2, 2, "frontal")
     encoder, random_init = cv["methods"]
     for entry in (encoder, random_init):
@@ -79,7 +89,8 @@ def test_cli_cv_prints_means_and_the_p_value(run_dir):
     result = CliRunner().invoke(main, ["evaluate", str(run_dir), "--cv", "2x2", "--compare", "random",
                                        "--views", "frontal"])
     assert result.exit_code == 0, result.output
-    assert "2 x 2-fold cross-validation" in result.output and "p = " in result.output
+    assert "2 x 2-fold cross-validation" in result.stdout and "p = " in result.stdout
+    assert "repeat 2/2, fold 2/2" in result.stderr  # progress
     assert (run_dir / "reports" / "cv_linear_probe.md").is_file()
     bad = CliRunner().invoke(main, ["evaluate", str(run_dir), "--cv", "5by10"])
     assert bad.exit_code != 0 and "FOLDSxREPEATS" in bad.output
