@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 venv: $(VENV)/.installed
 
 demo: venv
-	KERAS_BACKEND=torch $(VENV)/bin/kmedssl pretrain spcl --data phantom --size phantom --output runs/demo --overwrite
+	KERAS_BACKEND=torch $(VENV)/bin/kmedssl pretrain spcl --recipe recipes/demo.toml --output runs/demo --overwrite
 	KERAS_BACKEND=torch $(VENV)/bin/kmedssl evaluate runs/demo --baseline random
 
 test: venv
