@@ -78,7 +78,8 @@ def test_phantom_mimic_layout_is_read_back(tmp_path):
     out = tmp_path / "mimic"
     result = invoke("phantom", "--out", out, "--layout", "mimic-cxr", "--subjects", 4, "--image-size", 32)
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("Wrote the mimic-cxr phantom (") and str(out) in result.output
+    assert result.output.splitlines()[-1].startswith("Wrote the mimic-cxr phantom (") and str(out) in result.output
+    assert "Writing images" in result.output  # the progress bar (stderr)
     dataset = read_dataset(out)  # format inferred from the files written
     assert dataset.format == "mimic-cxr" and dataset.skipped == [] and len({r.subject_id for r in dataset.records}) == 4
     assert invoke("check", out).exit_code == 0

@@ -88,14 +88,37 @@ def phantom(out, layout, subjects, image_size, seed, debug):
     Example:
       kmedssl data phantom --out phantom-rin --layout radimagenet --subjects 300 --image-size 128
     """
-    run_user_command(debug, _write_phantom, out, layout, subjects, image_size, seed)
+    with ImageProgress("Writing images") as progress:
+        run_user_command(debug, _write_phantom, out, layout, subjects, image_size, seed, progress)
     count = sum(1 for file in pathlib.Path(out).rglob("*") if file.is_file())
     click.echo(f"Wrote the {layout} phantom ({count} files) to {out}; check it with: kmedssl data check {out}")
 
 
-def _write_phantom(out, layout, subjects, image_size, seed):
+class ImageProgress:
+    """A writer's ``progress`` on stderr: ``progress(total)`` opens a click progress bar (with the time left),
+    then ``progress(1)`` advances it."""
+
+    def __init__(self, label):
+        self.label, self.bar = label, None
+
+    def __call__(self, count):
+        if self.bar is None:
+            self.bar = click.progressbar(length=count, label=self.label, file=sys.stderr, show_eta=True)
+            self.bar.__enter__()
+        else:
+            self.bar.update(count)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *error):
+        if self.bar is not None:
+            self.bar.__exit__(*error)
+
+
+def _write_phantom(out, layout, subjects, image_size, seed, progress=None):
     """Call the layout's writer with the options given (the writer's defaults for the others)."""
-    options = {"image_size": image_size, "seed": seed}
+    options = {"image_size": image_size, "seed": seed, "progress": progress}
     if layout == "mimic-cxr":
         options["num_subjects"] = subjects
         return write_mimic_cxr(pathlib.Path(out), **{k: v for k, v in options.items() if v is not None})

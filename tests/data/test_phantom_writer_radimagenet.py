@@ -63,3 +63,9 @@ def test_deterministic_and_refuses_a_non_empty_folder(written, tmp_path):
         with pytest.raises(ValueError, match="image_size"):
             write_radimagenet(tmp_path / "bad", num_images=2, image_size=bad)
     assert not (tmp_path / "bad").exists()
+
+
+def test_progress_is_told_the_total_then_each_image(tmp_path):
+    calls = []
+    write_radimagenet(tmp_path / "rin", num_images=5, image_size=16, seed=0, progress=calls.append)
+    assert calls == [5, 1, 1, 1, 1, 1]

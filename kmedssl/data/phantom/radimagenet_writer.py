@@ -17,10 +17,10 @@ import numpy as np
 from PIL import Image
 
 from kmedssl.data.phantom import MultiModalCohort
-from kmedssl.data.phantom.writer import refuse_non_empty
+from kmedssl.data.phantom.writer import counted, refuse_non_empty
 
 
-def write_radimagenet(out_dir, num_images=200, image_size=64, seed=0):
+def write_radimagenet(out_dir, num_images=200, image_size=64, seed=0, progress=None):
     """Write the phantom ``MultiModalCohort(num_images, seed)`` as a RadImageNet folder tree.
 
     Args:
@@ -28,6 +28,7 @@ def write_radimagenet(out_dir, num_images=200, image_size=64, seed=0):
         num_images: number of images (positive integer).
         image_size: side of the square PNG images in pixels (integer >= 8).
         seed: non-negative integer seed of the cohort.
+        progress: as for ``writer.write_mimic_cxr``.
 
     Returns:
         ``pathlib.Path`` of ``out_dir``, readable with ``kmedssl.data.formats.radimagenet.read``.
@@ -40,7 +41,7 @@ def write_radimagenet(out_dir, num_images=200, image_size=64, seed=0):
     cohort = MultiModalCohort(num_images=num_images, seed=seed)
     out = pathlib.Path(out_dir)
     refuse_non_empty(out)
-    for record in cohort.records:
+    for record in counted(cohort.records, progress):
         path = out / image_path(record)
         path.parent.mkdir(parents=True, exist_ok=True)
         pixels = np.round(cohort.render(record, image_size=int(image_size)) * 255.0).astype(np.uint8)

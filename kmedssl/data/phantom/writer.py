@@ -38,7 +38,7 @@ _SPLIT_NAMES = {"train": "train", "val": "validate", "test": "test"}
 _JPEG_QUALITY = 95
 
 
-def write_mimic_cxr(out_dir, num_subjects=50, image_size=256, seed=0):
+def write_mimic_cxr(out_dir, num_subjects=50, image_size=256, seed=0, progress=None):
     """Write the phantom ``ChestCohort(num_subjects, seed)`` as MIMIC-CXR-JPG under ``out_dir``.
 
     Args:
@@ -46,6 +46,8 @@ def write_mimic_cxr(out_dir, num_subjects=50, image_size=256, seed=0):
         num_subjects: number of simulated patients (positive integer).
         image_size: side of the square JPEG images in pixels (integer >= 8).
         seed: non-negative integer seed of the cohort, the uncertain/blank label cells and the split.
+        progress: optional ``progress(total)`` called once with the number of images, then ``progress(1)``
+            after each image is written.
 
     Returns:
         ``pathlib.Path`` of ``out_dir``, readable with ``kmedssl.data.formats.mimic_cxr.read``.
@@ -60,7 +62,7 @@ def write_mimic_cxr(out_dir, num_subjects=50, image_size=256, seed=0):
     refuse_non_empty(out)
     files = out / "files"
     dicom_ids = {r.image_id: _dicom_id(cohort.seed, r.image_id) for r in cohort.records}
-    for record in cohort.records:
+    for record in counted(cohort.records, progress):
         path = pathlib.Path(image_path(str(files), record.subject_id, record.study_id, dicom_ids[record.image_id]))
         path.parent.mkdir(parents=True, exist_ok=True)
         pixels = np.round(cohort.render(record, image_size=int(image_size)) * 255.0).astype(np.uint8)
@@ -74,6 +76,17 @@ def write_mimic_cxr(out_dir, num_subjects=50, image_size=256, seed=0):
                   for name, records in splits.items() for r in records]
     _write_csv_gz(out / SPLIT[0], ("dicom_id", "study_id", "subject_id", "split"), sorted(split_rows))
     return out
+
+
+def counted(records, progress=None):
+    """Iterate over ``records``, telling ``progress`` their number first and then each one done."""
+    records = list(records)
+    if progress is not None:
+        progress(len(records))
+    for record in records:
+        yield record
+        if progress is not None:
+            progress(1)
 
 
 def refuse_non_empty(out):
