@@ -5,7 +5,7 @@ One tiny real S-PCL run per module (``tiny_run``, with a NaN batch skipped under
 provides the checkpoint and the encoder that each case copies and tampers with: checkpoint arrays and meta
 are rewritten with NumPy (``allow_pickle=False``), encoders by rewriting the ``.keras`` zip's
 ``config.json``. The CLI cases run on one backend; the progress-bar case that the skip fix needs on every
-backend uses the tiny Keras model of ``tests/recipes/test_checkpoints.py`` (a CLI run compiles for tens of
+backend uses the tiny Keras model of ``tests/training/test_checkpoints.py`` (a CLI run compiles for tens of
 seconds on tensorflow and jax).
 """
 
@@ -33,7 +33,7 @@ from tests.reliability.harness import (
     run_kmedssl,
     snapshot,
 )
-from tests.recipes.test_checkpoints import BATCH, STEPS, tiny_data, tiny_model
+from tests.training.test_checkpoints import BATCH, STEPS, tiny_data, tiny_model
 
 TINY = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "4", "--image-size", "32",
         "--set", "patch_size=8", "--set", "data_size=40"]
