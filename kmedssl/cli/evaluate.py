@@ -14,7 +14,11 @@ from kmedssl.data.formats import FORMATS  # keras-free: the backend is chosen la
 @click.option("--data", default="phantom", show_default=True, help="'phantom' or a labelled chest X-ray data path.")
 @click.option("--format", "data_format", type=click.Choice(FORMATS), help="Format of --data PATH (inferred if omitted).")
 @click.option("--protocol", type=click.Choice(["linear", "finetune"]), default="linear", show_default=True,
-              help="linear: frozen features + logistic regression; finetune: paper 001 Table 3 fine-tuning.")
+              help="linear: frozen features + logistic regression; finetune: the encoder family's fine-tuning recipe "
+                   "(--finetune-recipe).")
+@click.option("--finetune-recipe", type=click.Choice(["phantom", "paper"]),
+              help="With --protocol finetune: the papers' recipe (ViT: Medical MAE; ResNet: paper 001 Table 3) or "
+                   "its phantom scale (default: phantom on --data phantom, paper on a path; docs/evaluation.md).")
 @click.option("--labels", help="Label budget: a number of studies (e.g. 200) or a fraction (e.g. 0.1); a comma list "
                                "(e.g. 50,100,all) evaluates each and draws reports/auroc_vs_budget.png.")
 @click.option("--views", default="frontal,lateral,ensemble", show_default=True, help="Comma-separated views.")
@@ -32,7 +36,7 @@ from kmedssl.data.formats import FORMATS  # keras-free: the backend is chosen la
 @click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (default: $KERAS_BACKEND or torch).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
-def evaluate(source, data, data_format, protocol, labels, views, baseline, test_size, test_data, test_format, cv,
+def evaluate(source, data, data_format, protocol, finetune_recipe, labels, views, baseline, test_size, test_data, test_format, cv,
              compare, property_probes, backend, seed, debug):
     """Linear-probe (or fine-tune) a pretrained encoder on chest pathology labels and print macro AUROCs.
 
@@ -74,6 +78,7 @@ def evaluate(source, data, data_format, protocol, labels, views, baseline, test_
             views=[v.strip() for v in views.split(",") if v.strip()], seed=seed, baseline=baseline, format=data_format,
             test_data=test_data, test_format=test_format, folds=folds, repeats=repeats, compare=compare,
             property_probes=property_probes, test_size=test_size, progress=display,
+            finetune_recipe=finetune_recipe,
         )
     finally:
         display.close()

@@ -8,7 +8,15 @@ from kmedssl.eval.ace_probes import (
     plot_similarity_distribution,
 )
 from kmedssl.eval.features import extract_features, random_init_copy
-from kmedssl.eval.finetune import FineTuneClassifier, copy_encoder, fit_finetune, step_lr_schedule
+from kmedssl.eval.finetune import (
+    FineTuneClassifier,
+    FineTuneRecipe,
+    copy_encoder,
+    finetune_recipe,
+    fit_finetune,
+    step_lr_schedule,
+    warmup_cosine_schedule,
+)
 from kmedssl.eval.intervals import Interval, auroc_interval, format_interval, paired_difference
 from kmedssl.eval.linear_probe import fit_linear_probe
 from kmedssl.eval.metrics import macro_auroc, per_label_auroc

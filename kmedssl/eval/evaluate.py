@@ -108,12 +108,13 @@ def view_records(records, view):
     return [r for r in records if (r.is_frontal if view == "frontal" else r.is_lateral)]
 
 
-def fit_predict(protocol, encoder, train_images, train_labels, test_images, seed):
-    """Test-set probabilities of a linear probe on frozen features, or of a fine-tuned copy of the encoder."""
+def fit_predict(protocol, encoder, train_images, train_labels, test_images, seed, finetune_recipe=None):
+    """Test-set probabilities of a linear probe on frozen features, or of a copy of the encoder fine-tuned with
+    ``finetune_recipe`` (``kmedssl.eval.fit_finetune``'s ``recipe``)."""
     if protocol == "linear":
         predict = fit_linear_probe(extract_features(encoder, train_images), train_labels, seed=seed)
         return predict(extract_features(encoder, test_images))
-    return fit_finetune(encoder, train_images, train_labels, seed=seed)(test_images)
+    return fit_finetune(encoder, train_images, train_labels, recipe=finetune_recipe, seed=seed)(test_images)
 
 
 def load_images(source, records, image_size):
@@ -125,7 +126,7 @@ def label_matrix(records):
     return np.asarray([r.labels for r in records], dtype="float32")  # (N, K)
 
 
-def probe_view(encoder, sources, train, test, view, image_size, protocol, seed):
+def probe_view(encoder, sources, train, test, view, image_size, protocol, seed, finetune_recipe=None):
     """Fit on the ``view`` images of ``train``; the ``view`` test records and their probabilities.
 
     ``sources`` is ``(train_source, test_source)``: the images of ``train`` and ``test`` come from each.
@@ -136,7 +137,8 @@ def probe_view(encoder, sources, train, test, view, image_size, protocol, seed):
                          f"{len(train_records)} and {len(test_records)}; choose other --views")
     train_images = load_images(sources[0], train_records, image_size)
     test_images = load_images(sources[1], test_records, image_size)
-    return test_records, fit_predict(protocol, encoder, train_images, label_matrix(train_records), test_images, seed)
+    return test_records, fit_predict(protocol, encoder, train_images, label_matrix(train_records), test_images, seed,
+                                     finetune_recipe)
 
 
 def study_scores(records, scores):
@@ -193,7 +195,7 @@ def age_band_name(age):
     return next((f"{lo:g}-{hi:g}" for lo, hi in AGE_BANDS if lo <= age < hi), None)
 
 
-def predict_views(encoder, sources, train, test, views, image_size, protocol, seed, step, what):
+def predict_views(encoder, sources, train, test, views, image_size, protocol, seed, step, what, finetune_recipe=None):
     """Test-set scores of every requested view: ``({view: ViewScores}, {image view: test records})``.
 
     ``ensemble`` fuses the frontal and lateral probabilities per study (the mean of each view's image
@@ -204,7 +206,8 @@ def predict_views(encoder, sources, train, test, views, image_size, protocol, se
     for view in ("frontal", "lateral"):
         if view in views or "ensemble" in views:
             step(f"{view}: {what}")
-            records, predicted = probe_view(encoder, sources, train, test, view, image_size, protocol, seed)
+            records, predicted = probe_view(encoder, sources, train, test, view, image_size, protocol, seed,
+                                            finetune_recipe)
             per_view_scores[view] = study_scores(records, predicted)
             if view in views:
                 groups = np.asarray([study_group(r) for r in records])
@@ -222,12 +225,13 @@ def predict_views(encoder, sources, train, test, views, image_size, protocol, se
 
 
 def probe_report(encoder, sources, train, test, views, image_size, protocol, seed, label_names, step=None,
-                 what="probe"):
+                 what="probe", finetune_recipe=None):
     """Per-view AUROC reports with 95 % intervals (+ sex/age subgroups per image view); ``ensemble`` fuses the
     frontal and lateral study probabilities (mean). Also returns ``{view: ViewScores}`` (figures, paired
     differences). ``step(what)`` is called as each long step starts."""
     step = step or (lambda what: None)
-    scores, records = predict_views(encoder, sources, train, test, views, image_size, protocol, seed, step, what)
+    scores, records = predict_views(encoder, sources, train, test, views, image_size, protocol, seed, step, what,
+                                    finetune_recipe)
     report = {}
     for view, view_scores in scores.items():
         step(f"{view}: bootstrap intervals ({N_RESAMPLES} resamples of {len(set(view_scores.groups))} studies)")
@@ -300,7 +304,8 @@ def cv_view(views):
     return "frontal" if "frontal" in views or not image_views else image_views[0]
 
 
-def cv_scores(encoder, source, records, folds, seeds, image_size, protocol, label_names, step=None, name="encoder"):
+def cv_scores(encoder, source, records, folds, seeds, image_size, protocol, label_names, step=None, name="encoder",
+              finetune_recipe=None):
     """Macro AUROC of every (repeat, fold): the probe is fitted on k-1 folds with the repeat's seed and scored
     on the held-out fold. Also the per-label AUROC averaged over every fold and repeat (None where undefined).
 
@@ -320,7 +325,8 @@ def cv_scores(encoder, source, records, folds, seeds, image_size, protocol, labe
             if protocol == "linear":
                 predicted = fit_linear_probe(features[train_idx], labels[train_idx], seed=seed)(features[test_idx])
             else:
-                predicted = fit_finetune(encoder, images[train_idx], labels[train_idx], seed=seed)(images[test_idx])
+                predicted = fit_finetune(encoder, images[train_idx], labels[train_idx], recipe=finetune_recipe,
+                                         seed=seed)(images[test_idx])
             fold_auroc = per_label_auroc(labels[test_idx], predicted, label_names)
             scores[r, k] = macro_auroc(fold_auroc)
             for name, value in fold_auroc.items():
@@ -335,7 +341,7 @@ def cv_entry(scores, per_label, name):
             "per_label_auroc": per_label}
 
 
-def cross_validate(candidates, source, train, views, protocol, cv, seed, label_names, step=None):
+def cross_validate(candidates, source, train, views, protocol, cv, seed, label_names, step=None, finetune_recipe=None):
     """Repeated k-fold on the training split (paper 001 §4.2): fixed folds by subject, one probe seed per
     repeat; with two candidates, both use the same folds and seeds and are compared by a paired two-sided
     Wilcoxon signed-rank test on their per-repeat means.
@@ -350,8 +356,8 @@ def cross_validate(candidates, source, train, views, protocol, cv, seed, label_n
     if not records:
         raise ValueError(f"Expected {view} images in the training split for cross-validation. Received: none")
     folds, seeds = repeated_kfold_indices([r.subject_id for r in records], n_splits=cv[0], n_repeats=cv[1], seed=seed)
-    entries = [cv_entry(*cv_scores(model, source, records, folds, seeds, size, protocol, label_names, step, name),
-                        name) for name, model, size in candidates]
+    entries = [cv_entry(*cv_scores(model, source, records, folds, seeds, size, protocol, label_names, step, name,
+                                   finetune_recipe), name) for name, model, size in candidates]
     result = {"folds": cv[0], "repeats": cv[1], "view": view, "n_images": len(records), "seeds": seeds,
               "methods": entries}
     if len(entries) == 2:
@@ -420,7 +426,7 @@ def count_steps(views, budgets, roles, render, property_probes, write, embedding
 
 def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEWS, seed=0, baseline=None,
              output_dir=None, format=None, test_data=None, test_format=None, folds=None, repeats=None, compare=None,
-             property_probes=False, test_size=TEST_COHORT_STUDIES, progress=None):
+             property_probes=False, test_size=TEST_COHORT_STUDIES, progress=None, finetune_recipe=None):
     """Linear-probe or fine-tune ``encoder`` on chest pathology labels, per view and ensembled (SPEC §5).
 
     Every AUROC comes with its 95 % interval (a cluster bootstrap over the test studies, 1,000 resamples,
@@ -465,6 +471,9 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
             ``property_probes.{json,md}`` and ``compositionality.png``.
         test_size: studies of the phantom test cohort (default 2,000); used when ``data="phantom"`` without
             ``test_data`` or ``folds``.
+        finetune_recipe: how ``protocol="finetune"`` trains (``kmedssl.eval.fit_finetune``'s ``recipe``): a
+            ``FineTuneRecipe``, ``"phantom"`` or ``"paper"`` (the encoder family's recipe at that scale; default
+            ``"phantom"`` on the phantom, ``"paper"`` on a data path).
         progress: None (silent) or ``progress(done, total, what)``, called as each long step starts (the test
             cohort's rendering, each view's feature extraction + probe or fine-tuning run per encoder and
             budget, each view's bootstrap, each fold, the property probes, the figures) with the number of
@@ -503,6 +512,7 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
         raise ValueError("Expected property_probes=False with folds: the probes use the test split, which "
                          "cross-validation does not touch. Run them in a separate evaluate call.")
     model, run_dir, recipe = load_encoder(encoder)
+    finetune_recipe = finetune_recipe or ("phantom" if data == "phantom" else "paper")
     same_data = recipe.get("data_kind", "chest") == "chest" and data == "phantom"  # reuse its cohort and split
     source = open_source(
         data, kind="chest", size=recipe.get("data_size", 500) if same_data else 500,
@@ -522,7 +532,7 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
         step = Progress(progress, len(candidates) * fits + (out is not None))
         result = {"protocol": protocol, "labels": labels, "image_size": image_size,
                   "cv": cross_validate(candidates, source, train, views, protocol, cv, seed, source.label_names,
-                                       step)}
+                                       step, finetune_recipe)}
         result.update(macro_auroc=result["cv"]["methods"][0]["mean"],
                       per_label_auroc=result["cv"]["methods"][0]["per_label_auroc"])
         if out is not None:
@@ -566,7 +576,8 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
             what = (f"{'linear probe' if role_protocol == 'linear' else 'fine-tuning'} of the {role_names[role]} "
                     f"({len(train)} training images{at})")
             report, scores = probe_report(candidate, (source, test_source), train, test, views, image_size,
-                                          role_protocol, seed, names, step=step, what=what)
+                                          role_protocol, seed, names, step=step, what=what,
+                                          finetune_recipe=finetune_recipe)
             figures[role] = scores
             headline = report["ensemble"] if "ensemble" in report else report[views[0]]
             entry = {"macro_auroc": headline["macro_auroc"], "macro_auroc_ci": headline["macro_auroc_ci"],
