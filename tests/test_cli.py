@@ -209,3 +209,35 @@ def test_info_names_backend_kernels_and_data_parallel_engine():
     engine = {"jax": "keras.distribution.DataParallel", "tensorflow": "tf.distribute.MirroredStrategy",
               "torch": "torchrun"}[keras.backend.backend()]
     assert engine in lines[3]
+
+
+def _report(differences, budgets=None):
+    """A minimal evaluate report with a scratch baseline: ``{view: (low, high)}`` paired differences."""
+    views = {view: {"difference": {"estimate": None if low is None else (low + high) / 2, "low": low, "high": high}}
+             for view, (low, high) in differences.items()}
+    report = {"baseline": {"name": "scratch", "views": views}}
+    if budgets is not None:
+        report["budgets"] = [{"labels": b, "baseline_difference": {"low": low, "high": high}}
+                             for b, (low, high) in budgets.items()]
+    return report
+
+
+def test_the_verdict_counts_comparisons_whose_paired_interval_is_above_zero():
+    from kmedssl.cli.evaluate import verdict
+
+    both_above = [("Fine-tuning", _report({"frontal": (0.01, 0.05)})),
+                  ("Linear probe", _report({"frontal": (0.002, 0.03)}))]
+    assert verdict(both_above) == ("Verdict: the pretrained encoder beats the scratch baseline in all 2 comparisons "
+                                   "(paired 95 % CI above 0).")
+    one_straddles = [("Fine-tuning", _report({"frontal": (0.01, 0.05)})),
+                     ("Linear probe", _report({"frontal": (-0.001, 0.03), "lateral": (None, None)}))]
+    assert verdict(one_straddles) == ("Verdict: the pretrained encoder does not beat the scratch baseline everywhere: "
+                                      "the paired 95 % CI is above 0 in 1 of 3 comparisons (fine-tuning frontal).")
+    per_budget = [("Linear probe", _report({"frontal": (0.01, 0.02)},
+                                           budgets={0.1: (0.01, 0.02), None: (-0.02, 0.0)}))]
+    assert "in 1 of 2 comparisons (linear probe 0.1)" in verdict(per_budget)
+
+
+def test_evaluate_refuses_an_unknown_protocol(tmp_path):
+    result = CliRunner().invoke(main, ["evaluate", str(tmp_path), "--protocol", "linear,probe"])
+    assert result.exit_code == 2 and "expected linear, finetune or a comma list of them" in result.output

@@ -13,9 +13,10 @@ from kmedssl.data.formats import FORMATS  # keras-free: the backend is chosen la
 @click.argument("source", metavar="RUN_DIR|ENCODER.keras")
 @click.option("--data", default="phantom", show_default=True, help="'phantom' or a labelled chest X-ray data path.")
 @click.option("--format", "data_format", type=click.Choice(FORMATS), help="Format of --data PATH (inferred if omitted).")
-@click.option("--protocol", type=click.Choice(["linear", "finetune"]), default="linear", show_default=True,
+@click.option("--protocol", default="linear", show_default=True,
               help="linear: frozen features + logistic regression; finetune: the encoder family's fine-tuning recipe "
-                   "(--finetune-recipe).")
+                   "(--finetune-recipe); a comma list (linear,finetune) evaluates each and, with --baseline, ends "
+                   "with one verdict line.")
 @click.option("--finetune-recipe", type=click.Choice(["phantom", "paper"]),
               help="With --protocol finetune: the papers' recipe (ViT: Medical MAE; ResNet: paper 001 Table 3) or "
                    "its phantom scale (default: phantom on --data phantom, paper on a path; docs/evaluation.md).")
@@ -48,6 +49,7 @@ def evaluate(source, data, data_format, protocol, finetune_recipe, labels, views
     Examples:
       kmedssl evaluate runs/spcl --baseline random --labels 0.1
       kmedssl evaluate runs/spcl --protocol finetune --baseline scratch --labels 0.01,0.1,1.0
+      kmedssl evaluate runs/spcl --protocol finetune,linear --baseline scratch --labels 0.1 --views frontal
       kmedssl evaluate runs/spcl --labels 0.01,0.1,1.0
       kmedssl evaluate runs/spcl --data /data/mimic-cxr-jpg --test-data /data/chexpert
       kmedssl evaluate runs/spcl --cv 5x10 --compare runs/simclr
@@ -71,28 +73,61 @@ def evaluate(source, data, data_format, protocol, finetune_recipe, labels, views
         if not (sep and folds_text.strip().isdigit() and repeats_text.strip().isdigit()):
             raise click.BadParameter(f"expected FOLDSxREPEATS such as 5x10, received {cv!r}", param_hint="--cv")
         folds, repeats = int(folds_text), int(repeats_text)
-    display = ProgressDisplay("Fine-tuning" if protocol == "finetune" else "Linear probe")
-    try:
-        report = run_user_command(
-            debug, recipes.evaluate, source, data=data, protocol=protocol, labels=budget,
-            views=[v.strip() for v in views.split(",") if v.strip()], seed=seed, baseline=baseline, format=data_format,
-            test_data=test_data, test_format=test_format, folds=folds, repeats=repeats, compare=compare,
-            property_probes=property_probes, test_size=test_size, progress=display,
-            finetune_recipe=finetune_recipe,
-        )
-    finally:
-        display.close()
-    name = "Linear probe" if protocol == "linear" else "Fine-tuning"
-    if "cv" in report:
-        result = report["cv"]
-        click.echo(f"{name}, {result['repeats']} x {result['folds']}-fold cross-validation on {result['view']} "
-                   f"images of {data}: mean (std) of the per-repeat macro AUROC")
-        for entry in result["methods"]:
-            click.echo(f"{entry['name']:<24} {entry['mean']:.4f} ({entry['std']:.4f})")
-        if "wilcoxon" in result:
-            click.echo(f"Wilcoxon signed-rank (two-sided, paired): p = {result['wilcoxon']['p_value']:.4g}")
-        return
-    print_report(report, name, data, test_data, property_probes)
+    protocols = [p.strip() for p in protocol.split(",") if p.strip()]
+    if not protocols or any(p not in PROTOCOL_NAMES for p in protocols) or len(set(protocols)) < len(protocols):
+        raise click.BadParameter(f"expected linear, finetune or a comma list of them, received {protocol!r}",
+                                 param_hint="--protocol")
+    reports = []
+    for protocol in protocols:
+        display = ProgressDisplay(PROTOCOL_NAMES[protocol])
+        try:
+            report = run_user_command(
+                debug, recipes.evaluate, source, data=data, protocol=protocol, labels=budget,
+                views=[v.strip() for v in views.split(",") if v.strip()], seed=seed, baseline=baseline,
+                format=data_format, test_data=test_data, test_format=test_format, folds=folds, repeats=repeats,
+                compare=compare, property_probes=property_probes, test_size=test_size, progress=display,
+                finetune_recipe=finetune_recipe,
+            )
+        finally:
+            display.close()
+        name = PROTOCOL_NAMES[protocol]
+        if "cv" in report:
+            result = report["cv"]
+            click.echo(f"{name}, {result['repeats']} x {result['folds']}-fold cross-validation on {result['view']} "
+                       f"images of {data}: mean (std) of the per-repeat macro AUROC")
+            for entry in result["methods"]:
+                click.echo(f"{entry['name']:<24} {entry['mean']:.4f} ({entry['std']:.4f})")
+            if "wilcoxon" in result:
+                click.echo(f"Wilcoxon signed-rank (two-sided, paired): p = {result['wilcoxon']['p_value']:.4g}")
+            continue
+        print_report(report, name, data, test_data, property_probes)
+        reports.append((name, report))
+    if baseline and reports:
+        click.echo(verdict(reports))
+
+
+PROTOCOL_NAMES = {"linear": "Linear probe", "finetune": "Fine-tuning"}
+
+
+def verdict(reports):
+    """One line: in how many of the printed comparisons (protocol x view, or x label budget) the paired 95 %
+    interval of pretrained - baseline lies above 0."""
+    cells = []
+    for name, report in reports:
+        if "budgets" in report:
+            cells += [(f"{name.lower()} {'all' if b['labels'] is None else format(b['labels'], 'g')}",
+                       b["baseline_difference"]) for b in report["budgets"]]
+        else:
+            cells += [(f"{name.lower()} {view}", entry["difference"])
+                      for view, entry in report["baseline"]["views"].items()]
+    above = [what for what, d in cells if d["low"] is not None and d["low"] > 0]
+    baseline = reports[0][1]["baseline"]["name"]
+    if len(above) == len(cells):
+        return (f"Verdict: the pretrained encoder beats the {baseline} baseline in all {len(cells)} comparisons "
+                f"(paired 95 % CI above 0).")
+    return (f"Verdict: the pretrained encoder does not beat the {baseline} baseline everywhere: the paired 95 % CI "
+            f"is above 0 in {len(above)} of {len(cells)} comparisons" + (f" ({', '.join(above)})" if above else "")
+            + ".")
 
 
 def print_report(report, name, data, test_data, property_probes):
