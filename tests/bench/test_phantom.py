@@ -1,12 +1,15 @@
-"""The phantom benchmark (budget conversion, the quick benchmark end to end on the active backend) and the
-training-step measurement of ``kmedssl bench train`` (recipes, analytic FLOPs per method, timed steps)."""
+"""The phantom benchmark (budget conversion, each protocol's cells and the verdict, the quick benchmark end to
+end on the active backend, the command's options) and the training-step measurement of ``kmedssl bench train``
+(recipes, analytic FLOPs per method, timed steps)."""
 
 import csv
 import json
 import math
+import re
 
 import keras
 import pytest
+from click.testing import CliRunner
 
 from kmedssl.backbones import mae_decoder, vision_transformer
 from kmedssl.backbones.flops import decoder_flops, encoder_flops
@@ -17,14 +20,21 @@ from kmedssl.methods.simclr import SimCLR
 from kmedssl.methods.spcl import SPCL
 from kmedssl.bench.phantom import (
     CSV_COLUMNS,
+    above_scratch,
     budget_schedule,
+    column_name,
+    evaluation_plan,
     phantom_benchmark,
+    plan_cells,
     prepare_step,
     run_steps,
     step_flops,
     step_recipe,
+    verdict_header,
 )
 from kmedssl.bench.train_step import efficiency_claims
+from kmedssl.cli import main
+from kmedssl.eval.evaluate import VIEWS
 from kmedssl.recipes.registry import make_recipe
 
 
@@ -40,53 +50,123 @@ def test_budget_schedule_spends_the_budget_in_whole_epochs():
 
 
 @pytest.mark.backend_free
-def test_rejects_unknown_methods_and_protocols(tmp_path):
+def test_rejects_unknown_methods_protocols_budgets_and_views(tmp_path):
     with pytest.raises(ValueError, match="methods from"):
         phantom_benchmark(methods=("supervised",), output_dir=tmp_path / "a", quick=True)
     with pytest.raises(ValueError, match="protocols from"):
         phantom_benchmark(protocols=("knn",), output_dir=tmp_path / "b", quick=True)
+    with pytest.raises(ValueError, match="positive finetune label budgets"):
+        phantom_benchmark(finetune_budgets=(), output_dir=tmp_path / "c", quick=True)
+    with pytest.raises(ValueError, match="finetune views from"):
+        phantom_benchmark(finetune_views=("axial",), output_dir=tmp_path / "d", quick=True)
+
+
+@pytest.mark.backend_free
+def test_each_protocol_has_its_own_cells_and_the_verdict_judges_the_frontal_ones():
+    plan = evaluation_plan(("linear", "finetune"), (0.1, 1.0), (0.1,), ("frontal",))
+    assert plan == {"linear": ((0.1, 1.0), VIEWS), "finetune": ((0.1,), ("frontal",))}
+    cells = plan_cells(plan)
+    assert [column_name(*cell) for cell in cells] == [
+        "frontal linear 10%", "frontal linear 100%", "frontal finetune 10%", "lateral linear 10%",
+        "lateral linear 100%", "ensemble linear 10%", "ensemble linear 100%"]
+    assert verdict_header(cells) == "above scratch (CI > 0; frontal: linear 10%, 100%; finetune 10%)"
+    assert evaluation_plan(("linear",), (0.2,), (), ()) == {"linear": ((0.2,), VIEWS)}  # finetune unused
+
+    def row(*lows):
+        cell = lambda low: {"10%": {"low": low}}
+        return {"kind": "ssl", "difference": {"frontal": {"finetune": cell(lows[0]), "linear": cell(lows[1])}}}
+
+    cells = plan_cells(evaluation_plan(("linear", "finetune"), (0.1,), (0.1,), ("frontal", "lateral")))
+    assert above_scratch(row(0.01, 0.002), cells) == "yes: 2/2 cells with the paired 95 % CI above 0"
+    assert above_scratch(row(0.01, -0.001), cells) == "no: 1/2 cells with the paired 95 % CI above 0"
+    assert above_scratch(row(None, 0.0), cells) == "no: 0/2 cells with the paired 95 % CI above 0"
+    assert above_scratch({"kind": "scratch"}, cells) == ""
+
+
+@pytest.mark.backend_free
+def test_bench_phantom_help_lists_the_per_protocol_options():
+    result = CliRunner().invoke(main, ["bench", "phantom", "--help"])
+    assert result.exit_code == 0, result.output
+    for option in ("--linear-labels", "--finetune-labels", "--finetune-views", "--test-size", "--protocols",
+                   "--budget-minutes", "--quick"):
+        assert option in result.output
+    assert "--labels " not in result.output
+    invalid = CliRunner().invoke(main, ["bench", "phantom", "--test-size", "0"])
+    assert invalid.exit_code == 2 and "--test-size" in invalid.output
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One quick benchmark for the module: ``(result, output directory, log lines, progress calls)``."""
+    out = tmp_path_factory.mktemp("bench")
+    lines, calls = [], []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KMEDSSL_CACHE", str(out / "cache"))  # the phantom test cohort's images
+        result = phantom_benchmark(output_dir=out / "out", quick=True, log=lines.append,
+                                   progress=lambda *call: calls.append(call))
+    return result, out / "out", lines, calls
 
 
 @pytest.mark.slow
-def test_quick_benchmark_writes_table_json_csv_and_figures(tmp_path, monkeypatch):
-    monkeypatch.setenv("KMEDSSL_CACHE", str(tmp_path / "cache"))  # the phantom test cohort's images
-    lines = []
-    result = phantom_benchmark(output_dir=tmp_path / "out", quick=True, log=lines.append)
-    out = tmp_path / "out"
+def test_quick_benchmark_evaluates_each_protocol_in_its_own_cells(quick_run):
+    result, _, lines, calls = quick_run
     names = [row["method"] for row in result["rows"]]
     assert names == ["scratch (ViT phantom/8, 64 px)", "supervised", "mvcon", "mvmae"]
-    assert len(result["columns"]) == 3 * 2 * 1  # views x protocols x budgets
+    assert result["columns"] == ["frontal linear 20%", "frontal finetune 20%", "lateral linear 20%",
+                                 "ensemble linear 20%"]
+    assert result["config"]["evaluations"] == {"linear": {"label_budgets": [0.2], "views": list(VIEWS)},
+                                               "finetune": {"label_budgets": [0.2], "views": ["frontal"]}}
     assert result["config"]["test_size"] == 100 and result["config"]["test_cohort"]["n_studies"] == 100
     for row in result["rows"]:
-        for view in ("frontal", "lateral", "ensemble"):
-            for protocol in ("linear", "finetune"):
-                auroc, ci = row["auroc"][view][protocol]["20%"], row["auroc_ci"][view][protocol]["20%"]
-                assert math.isfinite(auroc), (row["method"], view, protocol)
-                assert 0.0 <= ci["low"] <= ci["high"] <= 1.0
-                assert ci["estimate"] == pytest.approx(auroc)
-                if row["kind"] != "scratch":  # paired with the scratch row of its encoder
-                    difference = row["difference"][view][protocol]["20%"]
-                    scratch = result["rows"][0]["auroc"][view][protocol]["20%"]
-                    assert difference["estimate"] == pytest.approx(auroc - scratch)
-                    assert difference["low"] <= difference["high"]
-                    assert 0.0 < difference["p_value"] <= 1.0
-    assert result["rows"][2]["beats_scratch"].split(" (")[0] in ("yes", "no") and "significant)" in \
-        result["rows"][2]["beats_scratch"]
+        assert {view: list(per_protocol) for view, per_protocol in row["auroc"].items()} == {
+            "frontal": ["linear", "finetune"], "lateral": ["linear"], "ensemble": ["linear"]}
+        assert list(row["auroc"]["frontal"]["finetune"]) == ["20%"]
+        for column in result["columns"]:
+            view, protocol, _ = column.split()
+            auroc, ci = row["auroc"][view][protocol]["20%"], row["auroc_ci"][view][protocol]["20%"]
+            assert math.isfinite(auroc), (row["method"], column)
+            assert 0.0 <= ci["low"] <= ci["high"] <= 1.0
+            assert ci["estimate"] == pytest.approx(auroc)
+            if row["kind"] != "scratch":  # paired with the scratch row of its encoder
+                difference = row["difference"][view][protocol]["20%"]
+                scratch = result["rows"][0]["auroc"][view][protocol]["20%"]
+                assert difference["estimate"] == pytest.approx(auroc - scratch)
+                assert difference["low"] <= difference["high"]
+                assert 0.0 < difference["p_value"] <= 1.0
+        if row["kind"] != "scratch":
+            assert set(row["difference"]) == set(row["auroc"]) and "finetune" not in row["difference"]["lateral"]
+    assert re.fullmatch(r"(yes|no): [0-2]/2 cells with the paired 95 % CI above 0", result["rows"][2]["above_scratch"])
+    assert result["rows"][0]["above_scratch"] == ""
+    assert any(line.startswith("[mvcon] epoch 1/1: ") and "loss" in line for line in lines)
+    total = calls[0][1]  # 3 pretrainings + 4 rows x 2 evaluate calls, then evaluate's own steps in between
+    assert total == 3 + 4 * 2 and all(t == total for _, t, _ in calls) and calls[-1] == (total, total, "done")
+    assert [done for done, _, _ in calls] == sorted(done for done, _, _ in calls)
+    assert any(what.startswith("[mvmae] finetune 20% (frontal) ") for _, _, what in calls)
+
+
+@pytest.mark.slow
+def test_quick_benchmark_writes_table_json_csv_and_figures(quick_run):
+    result, out, lines, _ = quick_run
+    names = [row["method"] for row in result["rows"]]
     written = json.loads((out / "phantom_benchmark.json").read_text())
     assert written["columns"] == result["columns"] and written["timings"]["total_seconds"] > 0
     markdown = (out / "phantom_benchmark.md").read_text()
     assert all(f"| {name} |" in markdown for name in names) and markdown in lines
+    assert "| above scratch (CI > 0; frontal: linear 20%; finetune 20%) |" in markdown
     assert "## Paired difference with scratch" in markdown and "], p = " in markdown
+    assert "finetune at 20% (frontal)" in markdown
     rows = list(csv.DictReader((out / "phantom_benchmark.csv").read_text().splitlines()))
-    assert len(rows) == len(names) * 3 * 2 and list(rows[0]) == list(CSV_COLUMNS)
-    mvcon = next(r for r in rows if (r["method"], r["view"], r["protocol"]) == ("mvcon", "ensemble", "finetune"))
+    assert len(rows) == len(names) * 4 and list(rows[0]) == list(CSV_COLUMNS)
+    assert {(r["view"], r["protocol"]) for r in rows if r["protocol"] == "finetune"} == {("frontal", "finetune")}
+    mvcon = next(r for r in rows if (r["method"], r["view"], r["protocol"]) == ("mvcon", "frontal", "finetune"))
     assert mvcon["labels"] == "20%" and mvcon["baseline"] == names[0]
     assert float(mvcon["low"]) <= float(mvcon["macro_auroc"]) <= float(mvcon["high"])
     assert float(mvcon["difference_low"]) <= float(mvcon["difference"]) <= float(mvcon["difference_high"])
     assert 0 < float(mvcon["p_value"]) <= 1 and rows[0]["p_value"] == ""  # the scratch row has no difference
-    for protocol in ("linear", "finetune"):
-        for view in ("frontal", "lateral", "ensemble"):
-            assert (out / f"auroc_vs_budget_{protocol}_{view}.png").stat().st_size > 0
+    figures = sorted(path.name for path in out.glob("auroc_vs_budget_*.png"))
+    assert figures == ["auroc_vs_budget_finetune_frontal.png", "auroc_vs_budget_linear_ensemble.png",
+                       "auroc_vs_budget_linear_frontal.png", "auroc_vs_budget_linear_lateral.png"]
+    assert all((out / name).stat().st_size > 0 for name in figures)
 
 
 # === Training-step measurement (kmedssl bench train) ===
