@@ -9,6 +9,7 @@ from kmedssl.backbones.flops import encoder_flops
 from kmedssl.losses.replicas import validate_gather
 from kmedssl.losses.spcl import tsp_infonce
 from kmedssl.methods.base import PretrainingMethod
+from kmedssl.views.mulsupcon import TwoCropAugmentation
 from kmedssl.views.spcl import partition_tokens
 
 
@@ -17,7 +18,8 @@ class SPCL(PretrainingMethod):
     """S-PCL: one image, two disjoint visible-token parts, T-SP InfoNCE between their CLS embeddings.
 
     Stages: ``partition_tokens`` (mask ``mask_ratio`` of the patches, split the visible ones in two
-    halves) -> ``encoder`` on each part with a prepended CLS token (shared weights, no projection head)
+    halves) -> [with ``crop_scale`` below 1 or ``jitter`` above 0: part 1 read from one augmented copy of the
+    image, part 2 from another] -> ``encoder`` on each part with a prepended CLS token (shared weights, no projection head)
     -> ``tsp_infonce(z_1, z_2, kappa, scale)`` with ``scale = clip(exp(log_scale), *scale_bounds)``, a
     trainable scalar stored as a log (init log(1/0.07), paper 003 §3.1).
 
@@ -27,7 +29,12 @@ class SPCL(PretrainingMethod):
         kappa: T-SP concentration (Eq. 1), fixed (default 16).
         scale_init: initial logit scale 1/τ.
         scale_bounds: clamp of the applied scale.
-        seed: seed of the partition noise.
+        seed: seed of the partition noise and of the augmentation.
+        crop_scale: area range ``(low, high)`` of an independent random resized crop per part (``(1, 1)``, the
+            paper: both parts come from the same image). Not in paper 003; a recipe option for small data sets,
+            where the two parts of one image can be told apart from the others by global appearance alone.
+        jitter: brightness and contrast strength of an independent intensity jitter per part (probability
+            0.8; ``kmedssl.views.augment.RandomIntensityJitter``); 0, the paper: none.
         gather: ``"global"`` (negatives from every data-parallel replica) or ``"local"`` (from each replica's
             own rows); the same on one device (docs/distributed.md).
 
@@ -38,7 +45,7 @@ class SPCL(PretrainingMethod):
     contrastive = True
 
     def __init__(self, encoder, mask_ratio=0.6, kappa=16.0, scale_init=1 / 0.07, scale_bounds=(1.0, 100.0),
-                 seed=None, gather="global", **kwargs):
+                 seed=None, gather="global", crop_scale=(1.0, 1.0), jitter=0.0, **kwargs):
         super().__init__(encoder, **kwargs)
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"Expected 0 <= mask_ratio < 1. Received: mask_ratio={mask_ratio}")
@@ -51,18 +58,32 @@ class SPCL(PretrainingMethod):
         validate_gather(gather)
         self.gather = gather
         self.seed = seed
+        self.crop_scale = tuple(float(v) for v in crop_scale)
+        if not 0.0 <= jitter:
+            raise ValueError(f"Expected jitter >= 0. Received: jitter={jitter}")
+        self.jitter = float(jitter)
+        self.augment = None
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.log_scale = self.add_weight(
             shape=(), initializer=keras.initializers.Constant(math.log(self.scale_init)), name="log_scale"
         )
+
+    def build(self, input_shape):
+        if self.crop_scale != (1.0, 1.0) or self.jitter > 0:
+            self.augment = TwoCropAugmentation(
+                input_shape["image"][1], scale=self.crop_scale, flip=False, grayscale_probability=0.0,
+                jitter_probability=0.8 if self.jitter > 0 else 0.0, brightness=self.jitter, contrast=self.jitter,
+                seed=self.seed, name="part_augmentation",
+            )
 
     def call(self, inputs, training=False):
         images = inputs["image"]
         part_1, part_2 = partition_tokens(
             ops.shape(images)[0], self.encoder.num_patches, self.mask_ratio, self.seed_generator
         )
-        z_1 = self.encoder(images, token_indices=part_1, training=training)[:, 0]
-        z_2 = self.encoder(images, token_indices=part_2, training=training)[:, 0]
+        images_1, images_2 = self.augment(images, training=training) if self.augment else (images, images)
+        z_1 = self.encoder(images_1, token_indices=part_1, training=training)[:, 0]
+        z_2 = self.encoder(images_2, token_indices=part_2, training=training)[:, 0]
         return {"z_1": z_1, "z_2": z_2}
 
     def scale(self):
@@ -82,5 +103,6 @@ class SPCL(PretrainingMethod):
     def get_config(self):
         config = super().get_config()
         config.update(mask_ratio=self.mask_ratio, kappa=self.kappa, scale_init=self.scale_init,
-                      scale_bounds=self.scale_bounds, seed=self.seed, gather=self.gather)
+                      scale_bounds=self.scale_bounds, seed=self.seed, gather=self.gather,
+                      crop_scale=self.crop_scale, jitter=self.jitter)
         return config

@@ -18,8 +18,11 @@ class SPCLRecipe(Recipe):
     sizes = {
         # Patch 4: 256 tokens, so each partition holds ~51 of them (the paper's 512 px / 16 px has 1024).
         # 1000 subjects: the 10 % test split (~100 subjects) keeps the probe AUROCs from being pure noise.
+        # Each part from its own crop (60-100 % of the area) with brightness/contrast jitter 0.4: without them the
+        # two parts of one phantom image are told apart from the batch by global appearance, and the encoder
+        # learns no pathology (docs/evaluation.md, "S-PCL on the phantom"). Not in the paper (size="paper").
         "phantom": dict(encoder_size="phantom", image_size=64, patch_size=4, batch_size=64, epochs=15,
-                        learning_rate=1e-3, warmup_epochs=1, data_size=1000),
+                        learning_rate=1e-3, warmup_epochs=1, data_size=1000, crop_scale=(0.6, 1.0), jitter=0.4),
     }
     limits = {"mask_ratio": FRACTION, "kappa": POSITIVE, "scale_init": POSITIVE, "scale_bounds": POSITIVE}
 

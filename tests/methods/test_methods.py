@@ -137,6 +137,7 @@ def test_method_config_round_trip(rng):
     model, _, _ = build_case("spcl", rng)
     clone = SPCL.from_config(model.get_config())
     assert clone.mask_ratio == model.mask_ratio and clone.kappa == model.kappa
+    assert (clone.crop_scale, clone.jitter) == (model.crop_scale, model.jitter) == ((1.0, 1.0), 0.0)
     assert clone.encoder.get_config() == model.encoder.get_config()
 
 
@@ -145,6 +146,7 @@ def test_method_config_round_trip(rng):
     [
         (lambda: SPCL(tiny_vit(), mask_ratio=1.0), "mask_ratio"),
         (lambda: SPCL(tiny_vit(), kappa=0.0), "kappa"),
+        (lambda: SPCL(tiny_vit(), jitter=-0.1), "jitter"),
         (lambda: MVCon(tiny_vit(), temperature=0.0), "temperature"),
         (lambda: MulSupCon(ResNet18(width=4), threshold=1.5), "threshold"),
         (lambda: Supervised(tiny_vit(), num_classes=0), "num_classes"),
@@ -159,3 +161,33 @@ def test_wrong_input_shape_raises(rng):
     model, _, _ = build_case("spcl", rng)
     with pytest.raises(ValueError, match="Expected"):
         model({"image": rng.random((2, 48, 48, 1)).astype("float32")})
+
+
+def test_spcl_reads_each_part_from_its_own_augmented_copy_only_when_asked(rng, monkeypatch):
+    """Paper 003: both parts come from the one image; with ``crop_scale``/``jitter`` each part is read from its own
+    augmented copy (the encoder sees two different images), and evaluation (training=False) sees the image."""
+    x = {"image": images(rng, 4)}
+    seen = []
+    for model in (SPCL(tiny_vit(), seed=1), SPCL(tiny_vit(), seed=1, crop_scale=(0.3, 1.0), jitter=0.4)):
+        original = type(model.encoder).call
+
+        def recording(self, images, *args, **kwargs):
+            seen.append(keras.ops.convert_to_numpy(images))
+            return original(self, images, *args, **kwargs)
+
+        monkeypatch.setattr(type(model.encoder), "call", recording)
+        seen.clear()
+        model(x, training=True)
+        training_images = list(seen)
+        seen.clear()
+        model(x, training=False)
+        evaluation_images = list(seen)
+        monkeypatch.undo()
+        if model.jitter == 0:
+            assert model.augment is None
+            assert all(np.array_equal(image, x["image"]) for image in training_images)
+        else:
+            assert model.augment is not None and not np.allclose(training_images[0], training_images[1])
+            assert not np.allclose(training_images[0], x["image"])
+        np.testing.assert_allclose(evaluation_images[0], x["image"], atol=1e-5)
+        np.testing.assert_allclose(evaluation_images[1], x["image"], atol=1e-5)
