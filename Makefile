@@ -19,7 +19,7 @@ venv: $(VENV)/.installed
 
 demo: venv
 	KERAS_BACKEND=torch $(VENV)/bin/kmedssl pretrain spcl --recipe recipes/demo.toml --output runs/demo --overwrite
-	KERAS_BACKEND=torch $(VENV)/bin/kmedssl evaluate runs/demo --baseline random
+	KERAS_BACKEND=torch $(VENV)/bin/kmedssl evaluate runs/demo --protocol finetune,linear --baseline scratch --labels 0.1 --views frontal
 
 test: venv
 	$(MAKE) --no-print-directory test-backend-free test-torch test-tensorflow test-jax
