@@ -111,7 +111,8 @@ METHOD_ARGUMENTS = {
     "mvcon": dict(temperature=0.2, exclude_positive=False, gather="local"),
     "mvmae": dict(mask_ratio=0.5, beta=0.5, beta_schedule="sigmoid", beta_max=3.0, alignment="pooled", norm_pix=True),
     "simclr": dict(temperature=0.2, projection_dim=64, crop_size=24, crop_scale=(0.3, 0.9), gather="local"),
-    "spcl": dict(mask_ratio=0.5, kappa=8.0, scale_init=10.0, scale_bounds=(2.0, 50.0), gather="local"),
+    "spcl": dict(mask_ratio=0.5, kappa=8.0, scale_init=10.0, scale_bounds=(2.0, 50.0), gather="local",
+                 crop_scale=(0.5, 0.9), jitter=0.2),
     "supervised": dict(multi_label=False),
 }
 # Method arguments whose recipe default is not the method's: a paper value, explained where it is declared.
