@@ -10,6 +10,7 @@ from kmedssl.cli.bench import bench
 from kmedssl.cli.common import CONTEXT_SETTINGS
 from kmedssl.cli.data import data
 from kmedssl.cli.evaluate import evaluate
+from kmedssl.cli.export import export
 from kmedssl.cli.info import info
 from kmedssl.cli.pretrain import pretrain
 
@@ -25,5 +26,5 @@ def main():
     """
 
 
-for command in (pretrain, evaluate, data, bench, info):
+for command in (pretrain, evaluate, data, bench, info, export):
     main.add_command(command)

@@ -9,7 +9,7 @@ from kmedssl.data.formats import FORMATS  # keras-free: the backend is chosen la
 
 # pretrain() arguments that have their own option: `--set` cannot set them.
 OWN_OPTIONS = ("data", "format", "on_error", "size", "seed", "output_dir", "resume", "overwrite", "backend",
-               "verbose", "callbacks", "devices", "recipe")
+               "verbose", "callbacks", "devices", "recipe", "init")
 
 
 def parse_sets(values):
@@ -59,9 +59,12 @@ def parse_sets(values):
               help="Data-parallel devices (docs/distributed.md): jax and tensorflow use N local devices; torch "
                    "needs one process per device, e.g. torchrun --nproc_per_node N -m kmedssl.cli pretrain ... "
                    "--devices N. --batch-size is the global batch.")
+@click.option("--init", type=click.Path(exists=True), metavar="PATH",
+              help="Start the encoder from a weights file instead of random weights: timm/torchvision/transformers "
+                   "state dicts (.safetensors, .pth) or a kmedssl .keras (docs/interop.md).")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def pretrain(method, data, data_format, on_error, size, recipe_file, sets, epochs, steps_per_epoch, batch_size,
-             image_size, backend, output, resume, overwrite, checkpoint_every, seed, devices, debug):
+             image_size, backend, output, resume, overwrite, checkpoint_every, seed, devices, init, debug):
     """Pretrain METHOD (ace, mulsupcon, mvcon, mvmae, simclr, spcl, supervised) and write a run directory.
 
     A run killed at any moment continues with the same command plus --resume and ends with the weights of
@@ -91,7 +94,8 @@ def pretrain(method, data, data_format, on_error, size, recipe_file, sets, epoch
     overrides.update({key: value for key, value in options.items() if value is not None})
     result = run_user_command(
         debug, recipes.pretrain, method, data=data, size=size, seed=seed, output_dir=output, resume=resume,
-        overwrite=overwrite, format=data_format, on_error=on_error, devices=devices, recipe=recipe_file, **overrides,
+        overwrite=overwrite, format=data_format, on_error=on_error, devices=devices, recipe=recipe_file, init=init,
+        **overrides,
     )
     if int(os.environ.get("RANK", "0")) != 0:  # a torchrun process other than the first: it wrote nothing
         return

@@ -12,7 +12,7 @@ from kmedssl.training.loop import PretrainResult, run_pretraining
 def pretrain(name, data="phantom", size=None, epochs=None, steps_per_epoch=None, batch_size=None,
              image_size=None, seed=None, output_dir=None, resume=False, backend=None, overwrite=False,
              format=None, on_error="raise", verbose="auto", checkpoint_every=None, keep_checkpoints=3,
-             on_nonfinite="stop", callbacks=(), devices=None, recipe=None, **overrides):
+             on_nonfinite="stop", callbacks=(), devices=None, recipe=None, init=None, **overrides):
     """Pretrain method ``name`` and write its run directory; continue an interrupted run with ``resume``.
 
     Args:
@@ -49,6 +49,9 @@ def pretrain(name, data="phantom", size=None, epochs=None, steps_per_epoch=None,
         recipe: a TOML recipe file (``kmedssl.recipes.registry.read_recipe_file``): one of the top-level
             ``recipes/`` folder, or a run's ``recipe.toml`` (which reproduces that run). Precedence: the class
             defaults < ``size`` < the file < the keyword arguments (shortcuts and ``overrides``).
+        init: a weights file to start the encoder from instead of random weights (``kmedssl.interop.load_into``:
+            ``.safetensors`` / ``.pth`` state dicts of timm, torchvision or transformers layouts, a kmedssl
+            ``.keras``; docs/interop.md).
         **overrides: any recipe field, e.g. ``mask_ratio=0.5``; the three run options above may also come
             here as strings (``--set on_nonfinite=skip``).
 
@@ -73,7 +76,7 @@ def pretrain(name, data="phantom", size=None, epochs=None, steps_per_epoch=None,
         make_recipe(name, size, recipe=recipe_file, **overrides), seed, data=data, output_dir=output_dir,
         resume=resume, overwrite=overwrite, format=format, on_error=on_error, verbose=verbose,
         checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, on_nonfinite=on_nonfinite,
-        callbacks=callbacks, engine=engine,
+        callbacks=callbacks, engine=engine, init=init,
     )
 
 

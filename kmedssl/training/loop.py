@@ -19,6 +19,7 @@ import numpy as np
 
 from kmedssl.data.sources import open_source, split_records
 from kmedssl.eval.monitor import ProbeMonitor
+from kmedssl.interop import load_into
 from kmedssl.ops.runtime import device_description, seed_everything
 from kmedssl.training import runs
 from kmedssl.training.ssl_health import SSLHealthMonitor, health_monitor, plot_training_curves
@@ -54,7 +55,7 @@ class PretrainResult:
 
 def run_pretraining(recipe, seed=0, data="phantom", output_dir=None, resume=False, overwrite=False, format=None,
                     on_error="raise", verbose="auto", checkpoint_every=None, keep_checkpoints=3, on_nonfinite="stop",
-                    callbacks=(), engine=None):
+                    callbacks=(), engine=None, init=None):
     """Pretrain with ``recipe`` and write its run directory; continue an interrupted run with ``resume``.
 
     The arguments are those of ``kmedssl.recipes.pretrain`` (documented there), after the recipe is made:
@@ -71,7 +72,8 @@ def run_pretraining(recipe, seed=0, data="phantom", output_dir=None, resume=Fals
     if resume and output_dir is None:
         raise ValueError("Expected output_dir (--output) naming the run to resume. Received: none")
     run_dir = pathlib.Path(output_dir or runs.default_run_dir(recipe.method))
-    settings = {"data": data_identity(data), "format": format, "on_error": on_error}
+    settings = {"data": data_identity(data), "format": format, "on_error": on_error,
+                "init": None if init is None else str(pathlib.Path(init).resolve())}
     resuming = runs.existing_run(run_dir, overwrite=overwrite, resume=resume, data=data)
     if resuming:
         check_same_run(run_dir, recipe, seed, settings)
@@ -86,6 +88,8 @@ def run_pretraining(recipe, seed=0, data="phantom", output_dir=None, resume=Fals
         total_steps = steps * recipe.epochs
 
         encoder = recipe.build_encoder()
+        if init is not None:  # before build_model, so that a teacher copies the loaded weights
+            load_into(encoder, init)  # a resume then restores its checkpoint over them
         model = recipe.build_model(encoder, total_steps=total_steps, seed=seed, num_labels=len(source.label_names))
         model.compile(optimizer=recipe.build_optimizer(total_steps, steps))
 
@@ -172,7 +176,8 @@ def check_same_run(run_dir, recipe, seed, settings):
     given = {**dataclasses.asdict(recipe), "seed": int(seed), **settings, "backend": keras.backend.backend()}
     stored = {**defaults, **{f.name: saved[f.name] for f in fields if f.name in saved}, "seed": saved.get("seed"),
               "data": environment.get("data"), "format": environment.get("format"),
-              "on_error": environment.get("on_error", "raise"), "backend": environment.get("backend")}
+              "on_error": environment.get("on_error", "raise"), "init": environment.get("init"),
+              "backend": environment.get("backend")}
     differences = [f"{key}={given[key]!r} (the run has {stored.get(key)!r})" for key in given
                    if runs.toml_value(given[key]) != runs.toml_value(stored.get(key))]
     if differences:

@@ -1,0 +1,258 @@
+"""Weights files in and out of kmedssl encoders: read safely, convert (``state_dicts``), assign, export.
+
+Reading never unpickles: ``.safetensors`` is parsed with NumPy (``safetensors_io``), ``.pth``/``.pt``/``.bin`` go
+through ``torch.load(weights_only=True, map_location="cpu")`` only, ``.keras`` through kmedssl's safe-mode
+``load_model_file``. A directory is read through its ``model.safetensors`` (an export, a transformers or timm
+folder) or its ``encoder.keras`` (a run directory).
+"""
+
+import json
+import pathlib
+
+import numpy as np
+
+from kmedssl.interop import safetensors_io
+from kmedssl.interop.state_dicts import (
+    EXPORTERS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    InteropError,
+    adapt,
+    check_fits,
+    resnet_config_to_transformers,
+    to_kmedssl,
+    vit_config_to_timm,
+    vit_config_to_transformers,
+)
+
+TARGETS = ("safetensors", "timm", "torchvision", "transformers")
+TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+KMEDSSL_CONFIG = "kmedssl.json"  # written beside every export: the encoder's class and get_config()
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+# === Reading ===
+
+
+def read_state_dict(path):
+    """``{name: np.ndarray}`` of a weights file or folder, in the file's own names and layouts.
+
+    Accepts ``.safetensors``; ``.pth``/``.pt``/``.bin`` (``torch.load(weights_only=True)``; a ``state_dict`` /
+    ``model`` / ``module`` wrapper dict is unwrapped); ``.keras`` (a kmedssl encoder: its kmedssl state); a
+    folder holding ``model.safetensors`` or ``encoder.keras``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        InteropError: unreadable or unsupported file (one line naming it).
+    """
+    path = pathlib.Path(path)
+    if path.is_dir():
+        for name in (WEIGHTS_FILE, "encoder.keras", "pytorch_model.bin"):
+            if (path / name).is_file():
+                return read_state_dict(path / name)
+        raise InteropError(f"{path}: a folder without {WEIGHTS_FILE}, encoder.keras or pytorch_model.bin")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        return safetensors_io.load_file(path)
+    if suffix in TORCH_SUFFIXES:
+        return _read_torch(path)
+    if suffix == ".keras":
+        from kmedssl.training.checkpoints import load_model_file
+
+        return encoder_state(load_model_file(path))
+    raise InteropError(f"{path}: unsupported weights file (expected .safetensors, {', '.join(TORCH_SUFFIXES)} "
+                       f"or .keras)")
+
+
+def _read_torch(path):
+    try:
+        import torch
+    except ImportError:
+        raise InteropError(f"{path}: reading a PyTorch file needs torch (pip install torch), or convert it to "
+                           f".safetensors") from None
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError ... for bad files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InteropError(f"{path}: not a weights-only PyTorch file ({reason})") from None
+    for key in ("state_dict", "model", "module"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise InteropError(f"{path}: expected a state dict, received {type(state).__name__}")
+    out = {}
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu()
+            out[str(name)] = (value.float() if value.dtype == torch.bfloat16 else value).numpy()
+    return out
+
+
+# === Encoders ===
+
+
+def family(encoder):
+    """``"vit"`` or ``"resnet"`` for a kmedssl encoder; ``InteropError`` for anything else."""
+    from kmedssl.backbones import ResNet18, VisionTransformer
+
+    if isinstance(encoder, VisionTransformer):
+        return "vit"
+    if isinstance(encoder, ResNet18):
+        return "resnet"
+    raise InteropError(f"expected a kmedssl VisionTransformer or ResNet18. Received: {type(encoder).__name__}")
+
+
+def encoder_variables(encoder):
+    """``{kmedssl name: keras.Variable}`` of a ViT or ResNet-18, names as in ``state_dicts`` (model name removed)."""
+    named = {}
+
+    def add(prefix, layer):
+        for variable in layer.weights:
+            named[f"{prefix}/{variable.name}" if prefix else variable.name] = variable
+
+    if family(encoder) == "vit":
+        named["cls_token"] = encoder.cls_token
+        named["position_embedding"] = encoder.position_embedding
+        add("patch_embedding", encoder.patch_embedding)
+        for block in encoder.blocks:
+            for sub in ("attention_norm", "mlp_norm", "mlp_hidden", "mlp_output"):
+                add(f"{block.name}/{sub}", getattr(block, sub))
+            add(f"{block.name}/attention/qkv", block.attention.qkv)
+            add(f"{block.name}/attention/proj", block.attention.proj)
+        add("norm", encoder.norm)
+    else:
+        for layer in encoder.stem_layers:
+            add(layer.name, layer)
+        for block in encoder.blocks:
+            for layer in block.residual + block.shortcut:
+                add(f"{block.name}/{layer.name}", layer)
+    return named
+
+
+def encoder_state(encoder):
+    """``{kmedssl name: np.ndarray}`` of a kmedssl encoder's weights."""
+    import keras
+
+    return {name: np.asarray(keras.ops.convert_to_numpy(v.value)) for name, v in encoder_variables(encoder).items()}
+
+
+def load_into(encoder, path, source_normalization=None):
+    """Initialise a built kmedssl encoder from a weights file, in place; returns the encoder.
+
+    Any supported layout (``state_dicts.detect_layout``) of any readable file (``read_state_dict``): timm or
+    transformers ViT into a ``VisionTransformer``; torchvision, MONAI or transformers ResNet-18 into a
+    ``ResNet18`` (``stem="imagenet"``); kmedssl's own exports and ``.keras`` encoders. RGB first layers are
+    summed to the encoder's 1 channel; ViT positions are interpolated (bicubic) to the encoder's grid.
+
+    Args:
+        encoder: a built ``VisionTransformer`` or ``ResNet18``.
+        path: the weights file or folder.
+        source_normalization: None (copy the weights as they are: the source model saw the same normalised
+            pixels kmedssl computes), ``"imagenet"``, or ``(mean, std)`` per source channel: the normalisation
+            the source was trained with, folded into the first layer (``fold_input_normalization``).
+
+    Raises:
+        InteropError: one line naming the file and the first tensor that does not fit (name, expected shape,
+            received shape), or why the file cannot be read.
+    """
+    state = read_state_dict(path)
+    try:
+        state, origin, leftovers, _ = to_kmedssl(state)
+        variables = encoder_variables(encoder)
+        expected = {name: tuple(v.shape) for name, v in variables.items()}
+        if source_normalization == "imagenet":
+            source_normalization = (IMAGENET_MEAN, IMAGENET_STD)
+        state = adapt(state, expected, encoder.get_config(), source_normalization)
+        check_fits(state, expected, origin, leftovers, path)
+    except InteropError as error:
+        message = str(error)
+        raise InteropError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+    for name, variable in variables.items():
+        variable.assign(np.asarray(state[name], dtype=variable.dtype))
+    return encoder
+
+
+# === Export ===
+
+
+def load_encoder(source):
+    """A kmedssl encoder from a model, an ``ENCODER.keras`` file or a run directory (its ``encoder.keras``)."""
+    import keras
+
+    if isinstance(source, keras.Model):
+        return source
+    from kmedssl.training import runs
+    from kmedssl.training.checkpoints import load_model_file
+
+    path = pathlib.Path(source)
+    file = path / runs.ENCODER_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"Expected a run directory with {runs.ENCODER_FILE} or an ENCODER.keras file. "
+                                f"Received: {str(source)!r} (not found)")
+    return load_model_file(file)
+
+
+def export(source, to, out):
+    """Write a kmedssl encoder's weights for another library into the folder ``out``; returns the files written.
+
+    Every target writes ``model.safetensors`` (float32, the target's names and layouts), ``config.json`` (what
+    the target needs to rebuild the model) and ``kmedssl.json`` (the encoder's class and ``get_config()``):
+
+    - ``safetensors``: kmedssl names and Keras layouts; ``config.json`` = ``kmedssl.json``.
+    - ``transformers``: a folder that ``ViTModel.from_pretrained(out)`` / ``ResNetModel.from_pretrained(out)``
+      loads (ViT's pooler, which kmedssl lacks, is left to transformers' random initialisation: use
+      ``last_hidden_state[:, 0]``), plus ``preprocessor_config.json`` with the encoder's normalisation.
+    - ``timm`` (ViT): timm ``VisionTransformer`` names; ``config.json`` has ``architecture`` and ``model_args``.
+    - ``torchvision`` (ResNet-18): ``resnet18`` names without ``fc``.
+
+    Raises:
+        InteropError: a target that cannot express the encoder (e.g. a ``stem="cifar"`` ResNet for transformers).
+    """
+    if to not in TARGETS:
+        raise ValueError(f"Expected to in {TARGETS}. Received: to={to!r}")
+    encoder = load_encoder(source)
+    kind, config = family(encoder), encoder.get_config()
+    state = {k: v.astype(np.float32) for k, v in encoder_state(encoder).items()}
+    own = {"class_name": type(encoder).__name__, "family": kind, "config": _jsonable(config)}
+    if to == "safetensors":
+        tensors, target_config = state, own
+    elif (kind, to) in EXPORTERS:
+        tensors = EXPORTERS[kind, to](state, config["channels"])
+        target_config = _target_config(kind, to, config)
+    else:
+        allowed = sorted(t for f, t in EXPORTERS if f == kind) + ["safetensors"]
+        raise InteropError(f"a kmedssl {kind} cannot be exported --to {to}; expected one of {allowed}")
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / WEIGHTS_FILE, out / CONFIG_FILE, out / KMEDSSL_CONFIG]
+    safetensors_io.save_file(tensors, written[0], metadata={"format": "pt", "kmedssl_target": to})
+    written[1].write_text(json.dumps(target_config, indent=2) + "\n")
+    written[2].write_text(json.dumps(own, indent=2) + "\n")
+    if to == "transformers":
+        channels = config["channels"]
+        processor = {"image_processor_type": "ViTImageProcessor" if kind == "vit" else "ConvNextImageProcessor",
+                     "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+                     "image_mean": [config["input_mean"]] * channels, "image_std": [config["input_std"]] * channels,
+                     "do_resize": kind == "vit",
+                     "size": {"height": config.get("image_size", 224), "width": config.get("image_size", 224)}}
+        written.append(out / "preprocessor_config.json")
+        written[-1].write_text(json.dumps(processor, indent=2) + "\n")
+    return written
+
+
+def _target_config(kind, to, config):
+    if kind == "vit":
+        return vit_config_to_transformers(config) if to == "transformers" else vit_config_to_timm(config)
+    if to == "transformers":
+        return resnet_config_to_transformers(config)
+    return {"architecture": "resnet18", "in_channels": config["channels"], "stem": config["stem"],
+            "width": config["width"], "num_classes": 0, "mean": [config["input_mean"]] * config["channels"],
+            "std": [config["input_std"]] * config["channels"],
+            "note": "stem 'cifar' = conv1 3x3 stride 1 padding 1 and maxpool = Identity; fc not included"}
+
+
+def _jsonable(config):
+    return {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool, type(None), list))}

@@ -1,0 +1,566 @@
+"""Name <-> name maps between kmedssl encoders and other libraries' state dicts, in NumPy alone (no backend).
+
+A *kmedssl state* is ``{name: np.ndarray}`` keyed by the encoder's weight paths without the model's name
+(``"block_0/attention/qkv/kernel"``, ``"stage_2_block_1/conv_1/kernel"``), in Keras layouts: Dense kernels
+``(in, out)``, convolution kernels ``(kh, kw, in, out)``, images channels-last. Other libraries' state dicts are
+PyTorch layouts: Linear weights ``(out, in)``, convolution weights ``(out, in, kh, kw)``, images NCHW.
+
+Layouts (``detect_layout``):
+
+- ``"timm-vit"``: timm ``VisionTransformer`` (``vit_tiny_patch16_224`` ...): ``patch_embed.proj``, ``cls_token``,
+  ``pos_embed``, ``blocks.N.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}``, ``norm``.
+- ``"transformers-vit"``: Hugging Face ``ViTModel`` (``embeddings.*``, ``encoder.layer.N.*``, ``layernorm``);
+  ``ViTForImageClassification``'s ``vit.`` prefix is removed.
+- ``"torchvision-resnet"``: torchvision ``resnet18`` (``conv1``, ``bn1``, ``layerS.B.{conv1, bn1, conv2, bn2,
+  downsample.0, downsample.1}``, ``fc``); MONAI's 2-D ``ResNet`` (basic blocks, shortcut type B) uses the same
+  names.
+- ``"transformers-resnet"``: Hugging Face ``ResNetModel`` with ``layer_type="basic"`` (``embedder.*``,
+  ``encoder.stages.S.layers.B.*``); ``ResNetForImageClassification``'s ``resnet.`` prefix is removed.
+- ``"kmedssl"``: a kmedssl state (as ``kmedssl export --to safetensors`` writes it).
+
+What matches exactly (checked against ``transformers`` in tests/interop/):
+
+- ViT: pre-norm blocks, fused qkv with bias, exact (erf) GELU, scaled dot-product attention, final LayerNorm
+  and learned position embeddings are the same functions in all three. kmedssl's CLS token carries no
+  position: importing adds the source's CLS position to the CLS token (exact); exporting writes a zero CLS
+  position. LayerNorm epsilon is a config value (kmedssl and timm 1e-6, transformers 1e-12 by default): build
+  the encoder with the source's epsilon for equal outputs (``vit_config_from_transformers`` does).
+- ResNet-18: torchvision's layout is kmedssl's ``stem="imagenet"`` encoder (7x7/2 conv, 3x3/2 max-pool,
+  symmetric padding, BatchNorm epsilon 1e-5); ``stem="cifar"`` (3x3/1, no pool) has no torchvision or
+  transformers counterpart with the same names and shapes and is refused there.
+- Inputs: kmedssl encoders take images in [0, 1] and compute ``(x - input_mean) / input_std`` themselves; the
+  other libraries take already normalised NCHW pixels. With no ``source_normalization`` the weights are
+  copied as they are (the source model must be fed kmedssl-normalised pixels to agree); with one, the
+  source's per-channel normalisation is folded into the first layer (``fold_input_normalization``).
+"""
+
+import math
+
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+LAYOUTS = ("kmedssl", "timm-vit", "transformers-vit", "torchvision-resnet", "transformers-resnet")
+# Source tensors with no kmedssl counterpart that an encoder may drop: classifier heads, poolers, BN counters.
+IGNORED_SUFFIXES = ("num_batches_tracked",)
+IGNORED_PREFIXES = ("head.", "fc.", "pooler.", "classifier.", "embeddings.mask_token", "head_drop.", "fc_norm.")
+BN_NAMES = (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
+            ("moving_variance", "running_var"))
+
+
+class InteropError(ValueError):
+    """A weights file that cannot be read, or whose tensors do not fit the encoder (one line, naming the file)."""
+
+
+# === Layout detection ===
+
+
+def strip_prefixes(state):
+    """Remove wrappers' name prefixes: ``module.`` (DDP), ``_orig_mod.`` (torch.compile), ``vit.`` / ``resnet.``
+    (transformers' task models), ``model.`` / ``encoder.`` of a kmedssl-free wrapper are kept."""
+    out = dict(state)
+    for prefix in ("module.", "_orig_mod."):
+        if out and all(k.startswith(prefix) for k in out):
+            out = {k[len(prefix):]: v for k, v in out.items()}
+    for prefix in ("vit.", "resnet."):
+        if any(k.startswith(prefix) for k in out):
+            out = {k[len(prefix):]: v for k, v in out.items() if k.startswith(prefix)}
+    return out
+
+
+def detect_layout(state):
+    """The layout of a state dict (one of ``LAYOUTS``), or an ``InteropError`` saying what was seen."""
+    keys = set(state)
+    if "blocks.0.attn.qkv.weight" in keys or "patch_embed.proj.weight" in keys:
+        return "timm-vit"
+    if "embeddings.patch_embeddings.projection.weight" in keys:
+        return "transformers-vit"
+    if "embedder.embedder.convolution.weight" in keys:
+        return "transformers-resnet"
+    if "conv1.weight" in keys and "layer1.0.conv1.weight" in keys:
+        if "layer1.0.conv3.weight" in keys:
+            raise InteropError("a bottleneck ResNet (ResNet-50 style, layer1.0.conv3): kmedssl has ResNet-18 basic "
+                               "blocks only")
+        return "torchvision-resnet"
+    if "patch_embedding/kernel" in keys or "stem_conv/kernel" in keys:
+        return "kmedssl"
+    sample = ", ".join(sorted(keys)[:3])
+    raise InteropError(f"unknown state-dict layout (first names: {sample}); expected one of {LAYOUTS}")
+
+
+# === ViT ===
+
+# (kmedssl suffix, timm suffix, transformers suffix, kind) per transformer block.
+VIT_BLOCK = (
+    ("attention_norm/gamma", "norm1.weight", "layernorm_before.weight", "copy"),
+    ("attention_norm/beta", "norm1.bias", "layernorm_before.bias", "copy"),
+    ("attention/proj/kernel", "attn.proj.weight", "attention.output.dense.weight", "linear"),
+    ("attention/proj/bias", "attn.proj.bias", "attention.output.dense.bias", "copy"),
+    ("mlp_norm/gamma", "norm2.weight", "layernorm_after.weight", "copy"),
+    ("mlp_norm/beta", "norm2.bias", "layernorm_after.bias", "copy"),
+    ("mlp_hidden/kernel", "mlp.fc1.weight", "intermediate.dense.weight", "linear"),
+    ("mlp_hidden/bias", "mlp.fc1.bias", "intermediate.dense.bias", "copy"),
+    ("mlp_output/kernel", "mlp.fc2.weight", "output.dense.weight", "linear"),
+    ("mlp_output/bias", "mlp.fc2.bias", "output.dense.bias", "copy"),
+)
+HF_QKV = ("attention.attention.query", "attention.attention.key", "attention.attention.value")
+
+
+def _block_count(keys, pattern):
+    """Number of consecutive blocks ``pattern.format(i)`` present from 0."""
+    count = 0
+    while pattern.format(count) in keys:
+        count += 1
+    return count
+
+
+def patch_kernel_from_torch(weight):
+    """Conv2d weight ``(D, C, p, p)`` -> kmedssl patch Dense kernel ``(p * p * C, D)`` (patches flattened (p, p, C))."""
+    dim, channels, p, _ = weight.shape
+    return np.transpose(weight, (2, 3, 1, 0)).reshape(p * p * channels, dim)
+
+
+def patch_kernel_to_torch(kernel, channels):
+    """Inverse of :func:`patch_kernel_from_torch`."""
+    dim = kernel.shape[1]
+    p = math.isqrt(kernel.shape[0] // channels)
+    return np.transpose(kernel.reshape(p, p, channels, dim), (3, 2, 0, 1))
+
+
+def _split_positions(pos_embed, source):
+    """``(1, [1 +] N, D)`` learned positions -> (CLS position or None, ``(N, D)`` patch positions)."""
+    pos = np.asarray(pos_embed).reshape(-1, pos_embed.shape[-1])
+    if math.isqrt(pos.shape[0]) ** 2 == pos.shape[0]:  # no CLS position (timm no_embed_class)
+        return None, pos
+    if math.isqrt(pos.shape[0] - 1) ** 2 != pos.shape[0] - 1:
+        raise InteropError(f"{source}: {pos.shape[0]} positions is neither a square grid nor 1 + a square grid")
+    return pos[0], pos[1:]
+
+
+def vit_from_timm(state):
+    """timm ViT state dict -> (kmedssl state, {kmedssl name: timm name}, leftover timm names)."""
+    state = strip_prefixes(state)
+    depth = _block_count(state, "blocks.{}.norm1.weight")
+    out, origin = {}, {}
+    cls_pos, pos = _split_positions(_need(state, "pos_embed"), "pos_embed")
+    cls = _need(state, "cls_token").reshape(1, 1, -1)
+    out["cls_token"] = cls if cls_pos is None else cls + cls_pos.reshape(1, 1, -1)
+    out["position_embedding"] = pos
+    out["patch_embedding/kernel"] = patch_kernel_from_torch(_need(state, "patch_embed.proj.weight"))
+    out["patch_embedding/bias"] = _need(state, "patch_embed.proj.bias")
+    origin.update({"cls_token": "cls_token", "position_embedding": "pos_embed",
+                   "patch_embedding/kernel": "patch_embed.proj.weight",
+                   "patch_embedding/bias": "patch_embed.proj.bias"})
+    for i in range(depth):
+        for ours, theirs, _, kind in VIT_BLOCK + (("attention/qkv/kernel", "attn.qkv.weight", None, "linear"),
+                                                  ("attention/qkv/bias", "attn.qkv.bias", None, "copy")):
+            name, source = f"block_{i}/{ours}", f"blocks.{i}.{theirs}"
+            value = _need(state, source)
+            out[name] = value.T if kind == "linear" else value
+            origin[name] = source
+    for ours, theirs in (("norm/gamma", "norm.weight"), ("norm/beta", "norm.bias")):
+        out[ours], origin[ours] = _need(state, theirs), theirs
+    used = set(origin.values())
+    return out, origin, _leftovers(state, used)
+
+
+def vit_to_timm(state, channels):
+    """kmedssl ViT state of a ``channels``-channel encoder -> timm ViT state dict (CLS position zero; no head)."""
+    depth = _block_count(state, "block_{}/attention_norm/gamma")
+    dim = state["cls_token"].shape[-1]
+    out = {
+        "cls_token": state["cls_token"].reshape(1, 1, dim),
+        "pos_embed": np.concatenate([np.zeros((1, dim), state["position_embedding"].dtype),
+                                     state["position_embedding"]])[None],
+        "patch_embed.proj.weight": patch_kernel_to_torch(state["patch_embedding/kernel"], channels),
+        "patch_embed.proj.bias": state["patch_embedding/bias"],
+        "norm.weight": state["norm/gamma"],
+        "norm.bias": state["norm/beta"],
+    }
+    for i in range(depth):
+        for ours, theirs, _, kind in VIT_BLOCK + (("attention/qkv/kernel", "attn.qkv.weight", None, "linear"),
+                                                  ("attention/qkv/bias", "attn.qkv.bias", None, "copy")):
+            value = state[f"block_{i}/{ours}"]
+            out[f"blocks.{i}.{theirs}"] = value.T if kind == "linear" else value
+    return {k: np.array(v, order="C") for k, v in out.items()}
+
+
+def vit_from_transformers(state):
+    """Hugging Face ``ViTModel`` state dict -> (kmedssl state, {kmedssl name: transformers name}, leftovers)."""
+    state = strip_prefixes(state)
+    depth = _block_count(state, "encoder.layer.{}.layernorm_before.weight")
+    out, origin, used = {}, {}, set()
+    cls_pos, pos = _split_positions(_need(state, "embeddings.position_embeddings"), "embeddings.position_embeddings")
+    cls = _need(state, "embeddings.cls_token").reshape(1, 1, -1)
+    out["cls_token"] = cls if cls_pos is None else cls + cls_pos.reshape(1, 1, -1)
+    out["position_embedding"] = pos
+    patch_weight = _need(state, "embeddings.patch_embeddings.projection.weight")
+    out["patch_embedding/kernel"] = patch_kernel_from_torch(patch_weight)
+    out["patch_embedding/bias"] = _need(state, "embeddings.patch_embeddings.projection.bias")
+    origin.update({"cls_token": "embeddings.cls_token", "position_embedding": "embeddings.position_embeddings",
+                   "patch_embedding/kernel": "embeddings.patch_embeddings.projection.weight",
+                   "patch_embedding/bias": "embeddings.patch_embeddings.projection.bias"})
+    for i in range(depth):
+        prefix = f"encoder.layer.{i}."
+        for ours, _, theirs, kind in VIT_BLOCK:
+            value = _need(state, prefix + theirs)
+            out[f"block_{i}/{ours}"] = value.T if kind == "linear" else value
+            origin[f"block_{i}/{ours}"] = prefix + theirs
+        weights = [_need(state, f"{prefix}{part}.weight") for part in HF_QKV]
+        biases = [_need(state, f"{prefix}{part}.bias") for part in HF_QKV]
+        out[f"block_{i}/attention/qkv/kernel"] = np.concatenate(weights, axis=0).T  # (D, 3D): [q | k | v]
+        out[f"block_{i}/attention/qkv/bias"] = np.concatenate(biases)
+        origin[f"block_{i}/attention/qkv/kernel"] = f"{prefix}{HF_QKV[0]}.weight"
+        origin[f"block_{i}/attention/qkv/bias"] = f"{prefix}{HF_QKV[0]}.bias"
+        used.update(f"{prefix}{part}.{kind}" for part in HF_QKV for kind in ("weight", "bias"))
+    for ours, theirs in (("norm/gamma", "layernorm.weight"), ("norm/beta", "layernorm.bias")):
+        out[ours], origin[ours] = _need(state, theirs), theirs
+    return out, origin, _leftovers(state, used | set(origin.values()))
+
+
+def vit_to_transformers(state, channels):
+    """kmedssl ViT state of a ``channels``-channel encoder -> Hugging Face ``ViTModel`` state dict (CLS position
+    zero; no pooler)."""
+    timm = vit_to_timm(state, channels)
+    depth = _block_count(state, "block_{}/attention_norm/gamma")
+    out = {
+        "embeddings.cls_token": timm["cls_token"],
+        "embeddings.position_embeddings": timm["pos_embed"],
+        "embeddings.patch_embeddings.projection.weight": timm["patch_embed.proj.weight"],
+        "embeddings.patch_embeddings.projection.bias": timm["patch_embed.proj.bias"],
+        "layernorm.weight": timm["norm.weight"],
+        "layernorm.bias": timm["norm.bias"],
+    }
+    for i in range(depth):
+        for ours, theirs_timm, theirs, _ in VIT_BLOCK:
+            out[f"encoder.layer.{i}.{theirs}"] = timm[f"blocks.{i}.{theirs_timm}"]
+        qkv_w = np.split(timm[f"blocks.{i}.attn.qkv.weight"], 3, axis=0)
+        qkv_b = np.split(timm[f"blocks.{i}.attn.qkv.bias"], 3)
+        for part, w, b in zip(HF_QKV, qkv_w, qkv_b):
+            out[f"encoder.layer.{i}.{part}.weight"] = w
+            out[f"encoder.layer.{i}.{part}.bias"] = b
+    return {k: np.array(v, order="C") for k, v in out.items()}
+
+
+def vit_config_from_transformers(config):
+    """``transformers.ViTConfig`` (or its ``config.json`` dict) -> ``VisionTransformer`` keyword arguments.
+
+    Refused (one line): ``qkv_bias=False``, a ``hidden_act`` other than exact GELU, a non-square image or
+    patch, and ``intermediate_size`` not a multiple of ``hidden_size`` / 4 that ``mlp_ratio`` cannot express.
+    """
+    c = config if isinstance(config, dict) else config.to_dict()
+    problems = []
+    if not c.get("qkv_bias", True):
+        problems.append("qkv_bias=False (kmedssl's qkv has a bias)")
+    if c.get("hidden_act", "gelu") != "gelu":
+        problems.append(f"hidden_act={c.get('hidden_act')!r} (kmedssl uses exact GELU, 'gelu')")
+    for key in ("image_size", "patch_size"):
+        if isinstance(c.get(key), (list, tuple)) and len(set(c[key])) != 1:
+            problems.append(f"{key}={c[key]} (kmedssl is square)")
+    if problems:
+        raise InteropError(f"transformers ViT config not expressible in kmedssl: {'; '.join(problems)}")
+    side = lambda v: v[0] if isinstance(v, (list, tuple)) else v  # noqa: E731
+    dim = c["hidden_size"]
+    return {
+        "image_size": side(c["image_size"]), "patch_size": side(c["patch_size"]), "channels": c["num_channels"],
+        "dim": dim, "depth": c["num_hidden_layers"], "num_heads": c["num_attention_heads"],
+        "mlp_ratio": c["intermediate_size"] / dim, "layer_norm_epsilon": c["layer_norm_eps"],
+    }
+
+
+def vit_config_to_transformers(config):
+    """``VisionTransformer.get_config()`` -> a ``transformers.ViTConfig`` ``config.json`` dict."""
+    return {
+        "architectures": ["ViTModel"], "model_type": "vit",
+        "hidden_size": config["dim"], "num_hidden_layers": config["depth"],
+        "num_attention_heads": config["num_heads"], "intermediate_size": int(config["dim"] * config["mlp_ratio"]),
+        "hidden_act": "gelu", "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+        "initializer_range": 0.02, "layer_norm_eps": config["layer_norm_epsilon"],
+        "image_size": config["image_size"], "patch_size": config["patch_size"],
+        "num_channels": config["channels"], "qkv_bias": True, "encoder_stride": config["patch_size"],
+        "torch_dtype": "float32",
+    }
+
+
+def vit_config_to_timm(config):
+    """``VisionTransformer.get_config()`` -> timm ``config.json`` (``architecture`` + ``model_args``)."""
+    dim = config["dim"]
+    named = {(192, 12, 3): "vit_tiny", (384, 12, 6): "vit_small", (768, 12, 12): "vit_base",
+             (1024, 24, 16): "vit_large"}.get((dim, config["depth"], config["num_heads"]), "vit_base")
+    return {
+        "architecture": f"{named}_patch{config['patch_size']}_224",
+        "num_classes": 0, "global_pool": "token",
+        "model_args": {"img_size": config["image_size"], "patch_size": config["patch_size"],
+                       "in_chans": config["channels"], "embed_dim": dim, "depth": config["depth"],
+                       "num_heads": config["num_heads"], "mlp_ratio": config["mlp_ratio"],
+                       "num_classes": 0, "global_pool": "token"},
+        "pretrained_cfg": {"mean": [config["input_mean"]] * config["channels"],
+                           "std": [config["input_std"]] * config["channels"],
+                           "input_size": [config["channels"], config["image_size"], config["image_size"]]},
+        "layer_norm_eps": config["layer_norm_epsilon"],
+    }
+
+
+# === ResNet-18 ===
+
+
+def _resnet_names(shortcut_blocks):
+    """[(kmedssl prefix, torchvision prefix, transformers prefix, kind)] of a ResNet-18; ``shortcut_blocks`` are
+    the (stage, block) pairs, 1-based, that have a projection shortcut."""
+    rows = [("stem_conv", "conv1", "embedder.embedder.convolution", "conv"),
+            ("stem_bn", "bn1", "embedder.embedder.normalization", "bn")]
+    for stage in range(1, 5):
+        for block in (1, 2):
+            ours = f"stage_{stage}_block_{block}/"
+            tv = f"layer{stage}.{block - 1}."
+            hf = f"encoder.stages.{stage - 1}.layers.{block - 1}."
+            rows += [(ours + "conv_1", tv + "conv1", hf + "layer.0.convolution", "conv"),
+                     (ours + "bn_1", tv + "bn1", hf + "layer.0.normalization", "bn"),
+                     (ours + "conv_2", tv + "conv2", hf + "layer.1.convolution", "conv"),
+                     (ours + "bn_2", tv + "bn2", hf + "layer.1.normalization", "bn")]
+            if (stage, block) in shortcut_blocks:
+                rows += [(ours + "shortcut_conv", tv + "downsample.0", hf + "shortcut.convolution", "conv"),
+                         (ours + "shortcut_bn", tv + "downsample.1", hf + "shortcut.normalization", "bn")]
+    return rows
+
+
+def _shortcuts_present(keys, column):
+    """The 1-based (stage, block) pairs with a projection shortcut in a state dict of ``column``'s layout."""
+    pattern = {0: "stage_{s}_block_{b}/shortcut_conv/kernel", 1: "layer{s}.{i}.downsample.0.weight",
+               2: "encoder.stages.{j}.layers.{i}.shortcut.convolution.weight"}[column]
+    return {(s, b) for s in range(1, 5) for b in (1, 2) if pattern.format(s=s, b=b, i=b - 1, j=s - 1) in keys}
+
+
+def _resnet_from(state, column):
+    state = strip_prefixes(state)
+    out, origin = {}, {}
+    for row in _resnet_names(_shortcuts_present(state, column)):
+        ours, theirs, kind = row[0], row[column], row[3]
+        if kind == "conv":
+            out[ours + "/kernel"] = np.transpose(_need(state, theirs + ".weight"), (2, 3, 1, 0))
+            origin[ours + "/kernel"] = theirs + ".weight"
+        else:
+            for k, t in BN_NAMES:
+                out[f"{ours}/{k}"] = _need(state, f"{theirs}.{t}")
+                origin[f"{ours}/{k}"] = f"{theirs}.{t}"
+    return out, origin, _leftovers(state, set(origin.values()))
+
+
+def resnet_from_torchvision(state):
+    """torchvision (or MONAI basic-block) ResNet-18 state dict -> (kmedssl state, origin, leftovers); ``fc`` is
+    dropped."""
+    return _resnet_from(state, 1)
+
+
+def resnet_from_transformers(state):
+    """Hugging Face ``ResNetModel`` (basic layers) state dict -> (kmedssl state, origin, leftovers)."""
+    return _resnet_from(state, 2)
+
+
+def _resnet_to(state, column):
+    out = {}
+    for row in _resnet_names(_shortcuts_present(state, 0)):
+        ours, theirs, kind = row[0], row[column], row[3]
+        if kind == "conv":
+            out[theirs + ".weight"] = np.transpose(state[ours + "/kernel"], (3, 2, 0, 1))
+        else:
+            for k, t in BN_NAMES:
+                out[f"{theirs}.{t}"] = state[f"{ours}/{k}"]
+            out[f"{theirs}.num_batches_tracked"] = np.zeros((), np.int64)
+    return {k: np.array(v, order="C") for k, v in out.items()}
+
+
+def resnet_to_torchvision(state):
+    """kmedssl ResNet-18 state -> torchvision ``resnet18`` names, without ``fc`` (load with ``strict=False``
+    after ``model.fc = torch.nn.Identity()``, or replace ``fc`` first)."""
+    return _resnet_to(state, 1)
+
+
+def resnet_to_transformers(state):
+    """kmedssl ResNet-18 (``stem="imagenet"``) state -> Hugging Face ``ResNetModel`` state dict."""
+    return _resnet_to(state, 2)
+
+
+def resnet_config_to_transformers(config):
+    """``ResNet18.get_config()`` -> a ``transformers.ResNetConfig`` ``config.json`` dict (``stem="imagenet"``)."""
+    if config["stem"] != "imagenet":
+        raise InteropError(f"transformers' ResNet has a 7x7 stride-2 stem and a max-pool only; this encoder has "
+                           f"stem={config['stem']!r} (export it --to safetensors or --to torchvision)")
+    w = config["width"]
+    return {
+        "architectures": ["ResNetModel"], "model_type": "resnet", "num_channels": config["channels"],
+        "embedding_size": w, "hidden_sizes": [w, 2 * w, 4 * w, 8 * w], "depths": [2, 2, 2, 2],
+        "layer_type": "basic", "hidden_act": "relu", "downsample_in_first_stage": False,
+        "downsample_in_bottleneck": False, "torch_dtype": "float32",
+    }
+
+
+# === Reading any layout ===
+
+CONVERTERS = {
+    "timm-vit": vit_from_timm,
+    "transformers-vit": vit_from_transformers,
+    "torchvision-resnet": resnet_from_torchvision,
+    "transformers-resnet": resnet_from_transformers,
+}
+EXPORTERS = {  # (family, target) -> function(state, channels)
+    ("vit", "timm"): vit_to_timm,
+    ("vit", "transformers"): vit_to_transformers,
+    ("resnet", "torchvision"): lambda state, channels: resnet_to_torchvision(state),
+    ("resnet", "transformers"): lambda state, channels: resnet_to_transformers(state),
+}
+
+
+def to_kmedssl(state):
+    """Any supported state dict -> (kmedssl state, {kmedssl name: source name}, leftover source names, layout)."""
+    state = strip_prefixes({k: np.asarray(v) for k, v in state.items()})
+    layout = detect_layout(state)
+    if layout == "kmedssl":
+        return state, {k: k for k in state}, [], layout
+    out, origin, leftovers = CONVERTERS[layout](state)
+    return out, origin, leftovers, layout
+
+
+def _need(state, name):
+    if name not in state:
+        raise InteropError(f"missing tensor {name!r}")
+    return np.asarray(state[name])
+
+
+def _leftovers(state, used):
+    """Source names neither converted nor ignorable (classifier heads, poolers, BN counters)."""
+    return sorted(k for k in state if k not in used and not k.endswith(IGNORED_SUFFIXES)
+                  and not k.startswith(IGNORED_PREFIXES))
+
+
+# === Adapting to an encoder: channels, positions, normalisation ===
+
+
+def sum_input_channels(kernel, axis, channels):
+    """Reduce a first-layer kernel's input-channel ``axis`` to ``channels`` = 1 by summing (RGB -> grey: a grey
+    image replicated into R, G, B gives the same output)."""
+    if kernel.shape[axis] == channels:
+        return kernel
+    if channels != 1:
+        raise InteropError(f"cannot adapt {kernel.shape[axis]} input channels to {channels} (only to 1, by summing)")
+    return kernel.sum(axis=axis, keepdims=True)
+
+
+def cubic_weights(size_in, size_out, a=-0.75):
+    """``(size_out, size_in)`` matrix of 1-D bicubic resampling as ``torch.nn.functional.interpolate(...,
+    mode="bicubic", align_corners=False, antialias=False)``: Keys' kernel with ``a = -0.75``, source coordinate
+    ``(i + 0.5) * size_in / size_out - 0.5``, border samples repeated."""
+    matrix = np.zeros((size_out, size_in), np.float64)
+    for i in range(size_out):
+        x = (i + 0.5) * size_in / size_out - 0.5
+        x0 = math.floor(x)
+        t = x - x0
+        weights = (
+            ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,
+            ((a + 2) * t - (a + 3)) * t * t + 1,
+            ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1,
+            ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a,
+        )
+        for offset, weight in zip((-1, 0, 1, 2), weights):
+            matrix[i, min(max(x0 + offset, 0), size_in - 1)] += weight
+    return matrix
+
+
+def resize_positions(positions, grid_size):
+    """``(g * g, D)`` row-major patch positions -> ``(grid_size**2, D)`` by bicubic interpolation of the g x g
+    grid (float64, as ``torch.nn.functional.interpolate(mode="bicubic", align_corners=False)``; what timm's
+    ``resample_abs_pos_embed`` and transformers' ``interpolate_pos_encoding`` do, without antialiasing)."""
+    g = math.isqrt(positions.shape[0])
+    if g * g != positions.shape[0]:
+        raise InteropError(f"{positions.shape[0]} patch positions is not a square grid")
+    if g == grid_size:
+        return positions
+    grid = positions.astype(np.float64).reshape(g, g, -1)
+    matrix = cubic_weights(g, grid_size)
+    resized = np.einsum("ij,jkd,lk->ild", matrix, grid, matrix)  # rows, then columns
+    return resized.reshape(grid_size * grid_size, -1).astype(positions.dtype)
+
+
+def fold_input_normalization(state, source_mean, source_std, input_mean, input_std):
+    """Make a first layer trained on ``(x - source_mean[c]) / source_std[c]`` inputs (per source channel) take
+    kmedssl's ``(x - input_mean) / input_std`` instead, for the same image ``x`` (grey replicated into every
+    source channel). Apply before :func:`sum_input_channels`.
+
+    ViT: ``W' = W * input_std / source_std[c]`` and ``b' = b + sum W (input_mean - source_mean[c]) / source_std[c]``
+    (exact). ResNet: the same kernel scaling, and the constant goes into the stem BatchNorm's moving mean (exact
+    away from the stem's zero-padded border, where the padding value differs).
+    """
+    state = dict(state)
+    channels = len(source_mean)
+    if len(source_std) != channels:
+        raise InteropError(f"source normalisation: {channels} means but {len(source_std)} standard deviations")
+    first = state.get("patch_embedding/kernel", state.get("stem_conv/kernel"))
+    rows = first.shape[0] if "patch_embedding/kernel" in state else None
+    if (rows is not None and (rows % channels or math.isqrt(rows // channels) ** 2 != rows // channels)) or (
+            rows is None and first is not None and first.shape[2] != channels):
+        raise InteropError(f"source normalisation for {channels} channels does not fit the first layer's kernel "
+                           f"{tuple(first.shape)}")
+    if "patch_embedding/kernel" in state:
+        kernel = state["patch_embedding/kernel"].astype(np.float64)
+        k = kernel.reshape(-1, channels, kernel.shape[1])  # (p*p, C, D)
+        shift = (input_mean - np.asarray(source_mean)) / np.asarray(source_std)  # (C,)
+        bias = state["patch_embedding/bias"] + np.einsum("pcd,c->d", k, shift)
+        k = k * (input_std / np.asarray(source_std))[None, :, None]
+        state["patch_embedding/kernel"] = k.reshape(kernel.shape).astype(state["patch_embedding/kernel"].dtype)
+        state["patch_embedding/bias"] = bias.astype(state["patch_embedding/bias"].dtype)
+    elif "stem_conv/kernel" in state:
+        kernel = state["stem_conv/kernel"].astype(np.float64)  # (kh, kw, C, O)
+        shift = (input_mean - np.asarray(source_mean)) / np.asarray(source_std)
+        delta = np.einsum("hwco,c->o", kernel, shift)
+        state["stem_conv/kernel"] = (kernel * (input_std / np.asarray(source_std))[None, None, :, None]).astype(
+            state["stem_conv/kernel"].dtype)
+        state["stem_bn/moving_mean"] = (state["stem_bn/moving_mean"] - delta).astype(state["stem_bn/moving_mean"].dtype)
+    return state
+
+
+def adapt(state, expected_shapes, config, source_normalization=None):
+    """Fit a kmedssl state to an encoder whose weights have ``expected_shapes`` ({name: shape}): fold the source
+    normalisation, sum RGB first-layer kernels to 1 channel, interpolate ViT positions to the encoder's grid."""
+    if source_normalization is not None:
+        mean, std = source_normalization
+        state = fold_input_normalization(state, mean, std, config["input_mean"], config["input_std"])
+    state = dict(state)
+    channels = config["channels"]
+    if "patch_embedding/kernel" in state and "patch_embedding/kernel" in expected_shapes:
+        kernel = state["patch_embedding/kernel"]
+        source_rows, target_rows = kernel.shape[0], expected_shapes["patch_embedding/kernel"][0]
+        if source_rows != target_rows and source_rows % target_rows == 0:
+            source_channels = source_rows // target_rows * channels
+            k = kernel.reshape(-1, source_channels, kernel.shape[1])
+            state["patch_embedding/kernel"] = sum_input_channels(k, 1, channels).reshape(target_rows, -1)
+    if "stem_conv/kernel" in state and "stem_conv/kernel" in expected_shapes:
+        state["stem_conv/kernel"] = sum_input_channels(state["stem_conv/kernel"], 2,
+                                                       expected_shapes["stem_conv/kernel"][2])
+    if "position_embedding" in state and "position_embedding" in expected_shapes:
+        target = expected_shapes["position_embedding"][0]
+        if state["position_embedding"].shape[0] != target and math.isqrt(target) ** 2 == target:
+            state["position_embedding"] = resize_positions(state["position_embedding"], math.isqrt(target))
+    return state
+
+
+def check_fits(state, expected_shapes, origin, leftovers, source):
+    """Raise a one-line ``InteropError`` for the first tensor that does not fit: missing, unexpected, or of
+    another shape (``name (source name): expected shape ..., received ...``)."""
+    for name, shape in expected_shapes.items():
+        if name not in state:
+            raise InteropError(f"{source}: no tensor for the encoder's {name!r} (the file's model is smaller or "
+                               f"of another kind)")
+        if tuple(state[name].shape) != tuple(shape):
+            hint = ""
+            if name == "stem_conv/kernel":
+                hint = " (stem: 7x7 is stem='imagenet', 3x3 is stem='cifar')"
+            where = origin.get(name, name)
+            raise InteropError(f"{source}: tensor {where!r} -> {name!r}: expected shape {tuple(shape)}, received "
+                               f"{tuple(state[name].shape)}{hint}")
+    extra = sorted(set(state) - set(expected_shapes))
+    if extra:
+        raise InteropError(f"{source}: tensor {origin.get(extra[0], extra[0])!r} has no place in the encoder "
+                           f"(the file's model is larger or of another kind)")
+    if leftovers:
+        raise InteropError(f"{source}: tensor {leftovers[0]!r} has no counterpart in kmedssl's encoder "
+                           f"(an architecture feature kmedssl lacks)")
