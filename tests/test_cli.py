@@ -227,7 +227,7 @@ def test_the_verdict_counts_comparisons_whose_paired_interval_is_above_zero():
 
     both_above = [("Fine-tuning", _report({"frontal": (0.01, 0.05)})),
                   ("Linear probe", _report({"frontal": (0.002, 0.03)}))]
-    assert verdict(both_above) == ("Verdict: the pretrained encoder beats the scratch baseline in all 2 comparisons "
+    assert verdict(both_above) == ("Verdict: the pretrained encoder beats the scratch baseline in 2 of 2 comparisons "
                                    "(paired 95 % CI above 0).")
     one_straddles = [("Fine-tuning", _report({"frontal": (0.01, 0.05)})),
                      ("Linear probe", _report({"frontal": (-0.001, 0.03), "lateral": (None, None)}))]

@@ -123,8 +123,8 @@ def verdict(reports):
     above = [what for what, d in cells if d["low"] is not None and d["low"] > 0]
     baseline = reports[0][1]["baseline"]["name"]
     if len(above) == len(cells):
-        return (f"Verdict: the pretrained encoder beats the {baseline} baseline in all {len(cells)} comparisons "
-                f"(paired 95 % CI above 0).")
+        return (f"Verdict: the pretrained encoder beats the {baseline} baseline in {len(cells)} of {len(cells)} "
+                f"comparisons (paired 95 % CI above 0).")
     return (f"Verdict: the pretrained encoder does not beat the {baseline} baseline everywhere: the paired 95 % CI "
             f"is above 0 in {len(above)} of {len(cells)} comparisons" + (f" ({', '.join(above)})" if above else "")
             + ".")
