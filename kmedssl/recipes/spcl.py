@@ -3,7 +3,7 @@
 import dataclasses
 
 from kmedssl.methods.spcl import SPCL
-from kmedssl.recipes.base import FRACTION, POSITIVE, Recipe
+from kmedssl.recipes.base import FRACTION, NON_NEGATIVE, POSITIVE, Range, Recipe
 
 
 @dataclasses.dataclass
@@ -24,7 +24,8 @@ class SPCLRecipe(Recipe):
         "phantom": dict(encoder_size="phantom", image_size=64, patch_size=4, batch_size=64, epochs=15,
                         learning_rate=1e-3, warmup_epochs=1, data_size=1000, crop_scale=(0.6, 1.0), jitter=0.4),
     }
-    limits = {"mask_ratio": FRACTION, "kappa": POSITIVE, "scale_init": POSITIVE, "scale_bounds": POSITIVE}
+    limits = {"mask_ratio": FRACTION, "kappa": POSITIVE, "scale_init": POSITIVE, "scale_bounds": POSITIVE,
+              "crop_scale": Range(0, 1, low_open=True), "jitter": NON_NEGATIVE}
 
     image_size: int = 512
     batch_size: int = 1200
