@@ -174,7 +174,8 @@ def test_pretrain_then_evaluate_against_random_init(tmp_path, monkeypatch):
     # "view  pretrained  random init  difference" rows: 0.712 [0.688, 0.735]  ...  +0.031 [+0.012, +0.050], p = 0.002
     lines = result.stdout.splitlines()
     assert lines[2].split()[:3] == ["view", "pretrained", "random"]
-    rows = {line.split()[0]: line.split()[1:] for line in lines[3:]}
+    rows = {line.split()[0]: line.split()[1:] for line in lines[3:-1]}
+    assert lines[-1].startswith("Verdict: the pretrained encoder ")  # with a baseline, one verdict line ends it
     assert set(rows) == {"frontal", "ensemble"} and all(len(v) == 12 for v in rows.values())
     report = json.loads((run / "reports" / "linear_probe.json").read_text())
     assert 0.0 <= report["macro_auroc"] <= 1.0 and report["test_cohort"]["n_studies"] == 60
