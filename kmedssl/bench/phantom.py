@@ -183,11 +183,12 @@ def encoder_name(recipe):
     return f"ViT {recipe.encoder_size}/{recipe.patch_size}, {recipe.image_size} px"
 
 
-def method_overrides(name, quick, subjects):
-    """Recipe overrides: chest methods pretrain on the evaluation cohort; quick runs are tiny."""
-    overrides = {}
+def method_overrides(name, quick, subjects, data_seed=0):
+    """Recipe overrides: every method's phantom cohort is ``data_seed``'s; chest methods pretrain on the
+    evaluation cohort (its training split is the probes' labelled data); quick runs are tiny."""
+    overrides = {"data_seed": data_seed}
     if make_recipe(name).data_kind == "chest":
-        overrides.update(data_size=subjects, data_seed=0, split_seed=0)
+        overrides.update(data_size=subjects, split_seed=0)
     if quick:
         overrides.update(epochs=QUICK["epochs"], steps_per_epoch=QUICK["steps_per_epoch"],
                          batch_size=QUICK["batch_size"])
@@ -206,9 +207,9 @@ class EpochLog(keras.callbacks.Callback):
         self.log(f"[{self.name}] epoch {epoch + 1}/{self.epochs}: {metrics}")
 
 
-def pretrain_row(name, budget_seconds, quick, subjects, seed, directory, log):
+def pretrain_row(name, budget_seconds, quick, subjects, seed, directory, log, data_seed=0):
     """Pretrain ``name`` within the budget; its run directory and what was spent."""
-    overrides = method_overrides(name, quick, subjects)
+    overrides = method_overrides(name, quick, subjects, data_seed)
     entry = {"method": name, "kind": "ssl" if RECIPES[name].method_class.self_supervised else "supervised"}
     if not quick:
         start = time.perf_counter()
@@ -459,7 +460,7 @@ def plan_text(plan):
 
 def phantom_benchmark(methods=None, budget_minutes=3.0, linear_budgets=None, finetune_budgets=None,
                       finetune_views=DEFAULT_FINETUNE_VIEWS, protocols=PROTOCOLS, output_dir=None, seed=0,
-                      quick=False, overwrite=False, log=print, progress=None, test_size=None):
+                      data_seed=0, quick=False, overwrite=False, log=print, progress=None, test_size=None):
     """Pretrain every SSL method with the same CPU budget, evaluate it against scratch and supervised.
 
     Each protocol has its own cells (label budget x view), because fine-tuning costs ~100x a linear probe
@@ -479,6 +480,8 @@ def phantom_benchmark(methods=None, budget_minutes=3.0, linear_budgets=None, fin
         protocols: any of ``("linear", "finetune")``.
         output_dir: where runs, reports, table and figures go (default ``runs/phantom-benchmark-<time>``).
         seed: seed of pretraining, scratch weights, label budgets and probes.
+        data_seed: seed of the phantom cohort every method pretrains on (and the probes train on); the
+            test cohort is the same for every ``data_seed``.
         quick: a tiny run (the methods above, 1 epoch of 2 steps of batch 8, a 100-subject chest cohort,
             the quick label budgets above, fine-tuning for 1 epoch of the encoder family's phantom recipe, a
             100-study test cohort; no step timing) to check the whole pipeline.
@@ -517,7 +520,8 @@ def phantom_benchmark(methods=None, budget_minutes=3.0, linear_budgets=None, fin
         + f"; methods {', '.join(methods)} + supervised + scratch; evaluations: {plan_text(plan)}; output {directory}")
 
     pretrained = (*methods, "supervised")
-    encoders = {encoder_name(make_recipe(name, **method_overrides(name, quick, subjects))) for name in pretrained}
+    encoders = {encoder_name(make_recipe(name, **method_overrides(name, quick, subjects, data_seed)))
+                for name in pretrained}
     pretrain_weight = 1 if quick else max(1, round(budget_minutes))
     evaluations = sum(len(budgets) for budgets, _ in plan.values())
     step = BenchmarkProgress(progress, len(pretrained) * pretrain_weight
@@ -525,7 +529,8 @@ def phantom_benchmark(methods=None, budget_minutes=3.0, linear_budgets=None, fin
     rows, scratch_recipes = [], {}
     for name in pretrained:
         step.start(f"[{name}] pretraining", pretrain_weight)
-        entry, recipe = pretrain_row(name, budget_seconds, quick, subjects, seed, directory / "pretrain", log)
+        entry, recipe = pretrain_row(name, budget_seconds, quick, subjects, seed, directory / "pretrain", log,
+                                     data_seed)
         rows.append(entry)
         scratch_recipes.setdefault(entry["encoder"], recipe)
     scratch = {key: scratch_row(recipe, seed, directory / "pretrain") for key, recipe in scratch_recipes.items()}
@@ -549,7 +554,7 @@ def phantom_benchmark(methods=None, budget_minutes=3.0, linear_budgets=None, fin
                          f"({r['pretrain_seconds']:.0f} s)" for r in rows if r["kind"] != "scratch")
     summary = (f"Backend {keras.backend.backend()}, {device_description()}; budget "
                + ("quick (1 epoch of 2 steps)" if quick else f"{budget_minutes:g} min of optimisation steps per "
-                  f"method") + f"; pretraining (epochs x steps per epoch): {schedule}. Evaluations: {plan_text(plan)}"
+                  f"method") + f"; seed {seed}, phantom cohort seed {data_seed}; pretraining (epochs x steps per epoch): {schedule}. Evaluations: {plan_text(plan)}"
                + (" (fine-tuning for 1 epoch)" if quick and "finetune" in plan else "")
                + f". Test set: the phantom test cohort ({test_size} studies, never seen in pretraining or probe "
                f"training); test studies per view: "
@@ -561,7 +566,7 @@ def phantom_benchmark(methods=None, budget_minutes=3.0, linear_budgets=None, fin
         "config": {"methods": list(methods), "budget_minutes": budget_minutes, "protocols": list(protocols),
                    "evaluations": {p: {"label_budgets": list(budgets), "views": list(views)}
                                    for p, (budgets, views) in plan.items()},
-                   "seed": seed, "quick": quick, "backend": keras.backend.backend(), "device": device_description(),
+                   "seed": seed, "data_seed": data_seed, "quick": quick, "backend": keras.backend.backend(), "device": device_description(),
                    "eval_subjects": subjects, "test_size": test_size, "test_cohort": rows[0].get("test_cohort")},
         "columns": columns,
         "rows": rows,

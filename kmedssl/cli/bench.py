@@ -66,13 +66,16 @@ def bench():
 @click.option("--output", type=click.Path(file_okay=False),
               help="Output directory (default runs/phantom-benchmark-TIME).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of pretraining, scratch weights, label budgets and probes.")
+@click.option("--data-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the phantom cohort the methods pretrain and the probes train on (the test cohort is fixed).")
 @click.option("--quick", is_flag=True, help="A tiny run (2 methods, 1 epoch of 2 steps, fine-tuning for 1 epoch) to "
                                             "check the pipeline.")
 @click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (default: $KERAS_BACKEND or torch).")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def phantom(methods, budget_minutes, linear_labels, finetune_labels, finetune_views, protocols, test_size, output,
-            overwrite, seed, quick, backend, debug):
+            overwrite, seed, data_seed, quick, backend, debug):
     """Pretrain every SSL method with the same CPU budget, then compare linear-probe and fine-tuning macro
     AUROC against scratch and the supervised baseline (paper 000 Table 1), with a progress bar and the time
     left on stderr.
@@ -98,7 +101,7 @@ def phantom(methods, budget_minutes, linear_labels, finetune_labels, finetune_vi
             linear_budgets=parse_budgets(linear_labels, "--linear-labels"),
             finetune_budgets=parse_budgets(finetune_labels, "--finetune-labels"),
             finetune_views=split_names(finetune_views) or (), protocols=split_names(protocols) or (),
-            test_size=test_size, output_dir=output, seed=seed, quick=quick, overwrite=overwrite, log=display.echo,
+            test_size=test_size, output_dir=output, seed=seed, data_seed=data_seed, quick=quick, overwrite=overwrite, log=display.echo,
             progress=display,
         )
     finally:

@@ -23,9 +23,11 @@ from kmedssl.data.formats import FORMATS  # keras-free: the backend is chosen la
 @click.option("--labels", help="Label budget: a number of studies (e.g. 200) or a fraction (e.g. 0.1); a comma list "
                                "(e.g. 50,100,all) evaluates each and draws reports/auroc_vs_budget.png.")
 @click.option("--views", default="frontal,lateral,ensemble", show_default=True, help="Comma-separated views.")
-@click.option("--baseline", type=click.Choice(["random", "scratch"]),
-              help="Also evaluate a randomly initialised copy and report the paired difference: random = frozen "
-                   "(linear probe), scratch = trained with the same --protocol (fine-tuned from scratch).")
+@click.option("--baseline", metavar="random|scratch|imagenet:PATH|init:PATH",
+              help="Also evaluate a baseline copy of the encoder and report the paired difference: random = frozen "
+                   "random init (linear probe), scratch = random init trained with the same --protocol; "
+                   "imagenet:PATH / init:PATH = initialised from a weights file (ImageNet normalisation folded in, "
+                   "or as it is) and trained with the same --protocol.")
 @click.option("--test-size", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Studies of the phantom's own test cohort (--data phantom; rendered once, then cached).")
 @click.option("--test-data", help="Cross-source: fit on --data's training split, score on this data's test split.")

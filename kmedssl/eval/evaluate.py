@@ -36,15 +36,17 @@ from kmedssl.eval import (
     summarize_repeats,
 )
 from kmedssl.eval.intervals import N_RESAMPLES, auroc_interval, format_interval, paired_difference
+from kmedssl.interop import load_into, parse_init
 from kmedssl.training import runs
 from kmedssl.training.checkpoints import load_model_file
 
 VIEWS = ("frontal", "lateral", "ensemble")
 PROTOCOLS = ("linear", "finetune")
-BASELINES = ("random", "scratch")
+BASELINES = ("random", "scratch", "imagenet:PATH", "init:PATH")
 # "random": the frozen random-init copy (always a linear probe); "scratch": the random-init copy trained with
-# the evaluated protocol (fine-tuned from scratch with "finetune"; the same as "random" with "linear").
-BASELINE_NAMES = {"random": "random init", "scratch": "scratch"}
+# the evaluated protocol (fine-tuned from scratch with "finetune"; the same as "random" with "linear");
+# "imagenet:PATH" / "init:PATH": a copy initialised from a weights file, trained with the evaluated protocol.
+BASELINE_NAMES = {"random": "random init", "scratch": "scratch", "imagenet": "ImageNet init"}
 AGE_BANDS = ((0, 40), (40, 60), (60, 200))  # subgroup_auroc's bands (paper 002 §5-6)
 EMBEDDING_POINTS = 1000  # frontal test images in the t-SNE figure (a seeded subset of a larger test set)
 
@@ -365,6 +367,29 @@ def cross_validate(candidates, source, train, views, protocol, cv, seed, label_n
     return result
 
 
+def parse_baseline(baseline):
+    """``(kind, display name)`` of a ``baseline`` argument (``(None, None)`` for None); see ``BASELINES``."""
+    if baseline is None:
+        return None, None
+    kind, _, path = str(baseline).partition(":")
+    if baseline in ("random", "scratch"):
+        return kind, BASELINE_NAMES[kind]
+    if kind in ("imagenet", "init") and path:
+        path = parse_init(path)[0]  # one line naming a missing file, before any work
+        return kind, BASELINE_NAMES.get(kind, f"init from {path.name}")
+    raise ValueError(f"Expected baseline None or one of {BASELINES}. Received: baseline={baseline!r}")
+
+
+def baseline_encoder(baseline, model, seed):
+    """The baseline's encoder: a random-init copy of ``model`` (seeded), loaded from the file of an
+    ``"imagenet:PATH"`` baseline (ImageNet normalisation folded in) or an ``"init:PATH"`` one (as it is)."""
+    copy = random_init_copy(model, seed)
+    kind, _, path = str(baseline).partition(":")
+    if kind in ("imagenet", "init"):
+        load_into(copy, *parse_init(path if kind == "init" else baseline))
+    return copy
+
+
 def load_compare(compare, model, seed, image_size):
     """``(name, encoder, image_size)`` of the compared method: ``"random"`` (a randomly initialised copy of
     the evaluated encoder), or another encoder, ``.keras`` file or run directory."""
@@ -450,8 +475,11 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
             with ``folds``).
         baseline: ``"random"``: a frozen randomly initialised copy of the encoder, linear-probed whatever the
             protocol; ``"scratch"``: the random-init copy trained with the same protocol (with ``"finetune"``
-            the papers' training from scratch; with ``"linear"`` the same as ``"random"``). Evaluated side by
-            side on the same test rows; every view reports the paired difference.
+            the papers' training from scratch; with ``"linear"`` the same as ``"random"``); ``"imagenet:PATH"``:
+            the copy initialised from ImageNet weights on disk (timm/torchvision/transformers files; ImageNet's
+            input normalisation folded into the first layer; paper 001's ImageNet row) and ``"init:PATH"``: from
+            any weights file as it is (``kmedssl.interop.load_into``), each trained with the same protocol.
+            Evaluated side by side on the same test rows; every view reports the paired difference.
         output_dir: where to write ``reports/`` (default: the run directory, if any).
         format: format of a ``data`` path.
         test_data: cross-source evaluation (paper 002 §6): the probe is fitted on the training split of
@@ -501,8 +529,7 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
     bad = [v for v in views if v not in VIEWS]
     if bad or not views:
         raise ValueError(f"Expected views from {VIEWS}. Received: {views}")
-    if baseline is not None and baseline not in BASELINES:
-        raise ValueError(f"Expected baseline None or one of {BASELINES}. Received: baseline={baseline!r}")
+    baseline_kind, baseline_name = parse_baseline(baseline)
     test_size = check_test_size(test_size)
     budgets = list(labels) if isinstance(labels, (list, tuple)) else None
     if budgets is not None and not budgets:
@@ -555,7 +582,8 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
         test_source, test = cohort, list(cohort.records)
     encoders = {"encoder": (model, protocol)}
     if baseline is not None:
-        encoders["baseline"] = (random_init_copy(model, seed), "linear" if baseline == "random" else protocol)
+        encoders["baseline"] = (baseline_encoder(baseline, model, seed),
+                                "linear" if baseline_kind == "random" else protocol)
     render = cohort is not None and not cohort.cache_path(image_size).exists()
     embedding = out is not None and "frontal" in views
     step = Progress(progress, count_steps(views, budgets or [labels], encoders, render, property_probes,
@@ -565,7 +593,7 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
             step(f"rendering the phantom test cohort once ({len(test)} images of {test_size} studies at "
                  f"{image_size} px; cached in {cohort.cache_path(image_size)})")
         cohort.images(image_size)
-    role_names = {"encoder": "pretrained encoder", "baseline": f"{BASELINE_NAMES.get(baseline)} copy"}
+    role_names = {"encoder": "pretrained encoder", "baseline": f"{baseline_name} copy"}
 
     def one_budget(budget):
         train = label_budget(train_all, budget, seed)
@@ -586,10 +614,12 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
             if role == "encoder":
                 result.update(entry)
             else:
-                result["baseline"] = dict(entry, name=BASELINE_NAMES[baseline], kind=baseline, protocol=role_protocol)
+                result["baseline"] = dict(entry, name=baseline_name, kind=baseline_kind, protocol=role_protocol)
+                if baseline_kind in ("imagenet", "init"):
+                    result["baseline"]["weights"] = str(parse_init(baseline.partition(":")[2])[0])
         if "baseline" in result:
             for view, report in result["baseline"]["views"].items():
-                step(f"{view}: paired difference with the {BASELINE_NAMES[baseline]} baseline")
+                step(f"{view}: paired difference with the {baseline_name} baseline")
                 report["difference"] = difference_report(figures["encoder"][view], figures["baseline"][view], names,
                                                           seed)
             headline = "ensemble" if "ensemble" in result["views"] else views[0]
@@ -613,7 +643,7 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
     if property_probes:
         result["property_probes"] = run_property_probes(
             {role: candidate for role, (candidate, _) in encoders.items()}, test_source, test, image_size, seed, out,
-            step=step, names={"encoder": "pretrained", "baseline": BASELINE_NAMES.get(baseline)})
+            step=step, names={"encoder": "pretrained", "baseline": baseline_name})
     if out is not None:
         step("writing the reports and figures")
         write_reports(out, result, figures, label_names=names)

@@ -12,6 +12,7 @@ from kmedssl.interop.checkpoints import (
     export,
     load_encoder,
     load_into,
+    parse_init,
     read_state_dict,
 )
 from kmedssl.interop.state_dicts import (
@@ -50,6 +51,7 @@ __all__ = [
     "fold_input_normalization",
     "load_encoder",
     "load_into",
+    "parse_init",
     "read_state_dict",
     "resize_positions",
     "resnet_config_to_transformers",

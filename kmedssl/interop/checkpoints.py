@@ -35,6 +35,18 @@ CONFIG_FILE = "config.json"
 # === Reading ===
 
 
+def parse_init(spec):
+    """``(path, source_normalization)`` of an initialisation: ``"imagenet:PATH"`` (weights trained on
+    ImageNet-normalised RGB: that normalisation is folded into the first layer, see ``load_into``) or ``PATH``
+    (weights used as they are). Raises ``FileNotFoundError`` (one line naming the path) when it does not exist."""
+    text = str(spec)
+    normalization = "imagenet" if text.startswith("imagenet:") else None
+    path = pathlib.Path(text.removeprefix("imagenet:")).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: initial weights not found")
+    return path, normalization
+
+
 def read_state_dict(path):
     """``{name: np.ndarray}`` of a weights file or folder, in the file's own names and layouts.
 

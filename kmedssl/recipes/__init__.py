@@ -51,7 +51,8 @@ def pretrain(name, data="phantom", size=None, epochs=None, steps_per_epoch=None,
             defaults < ``size`` < the file < the keyword arguments (shortcuts and ``overrides``).
         init: a weights file to start the encoder from instead of random weights (``kmedssl.interop.load_into``:
             ``.safetensors`` / ``.pth`` state dicts of timm, torchvision or transformers layouts, a kmedssl
-            ``.keras``; docs/interop.md).
+            ``.keras``; docs/interop.md); ``"imagenet:PATH"`` also folds ImageNet's input normalisation into the
+            first layer (for weights trained on ImageNet-normalised RGB).
         **overrides: any recipe field, e.g. ``mask_ratio=0.5``; the three run options above may also come
             here as strings (``--set on_nonfinite=skip``).
 

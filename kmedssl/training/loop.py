@@ -19,7 +19,7 @@ import numpy as np
 
 from kmedssl.data.sources import open_source, split_records
 from kmedssl.eval.monitor import ProbeMonitor
-from kmedssl.interop import load_into
+from kmedssl.interop import load_into, parse_init
 from kmedssl.ops.runtime import device_description, seed_everything
 from kmedssl.training import runs
 from kmedssl.training.ssl_health import SSLHealthMonitor, health_monitor, plot_training_curves
@@ -72,8 +72,9 @@ def run_pretraining(recipe, seed=0, data="phantom", output_dir=None, resume=Fals
     if resume and output_dir is None:
         raise ValueError("Expected output_dir (--output) naming the run to resume. Received: none")
     run_dir = pathlib.Path(output_dir or runs.default_run_dir(recipe.method))
+    init = None if init is None else parse_init(init)  # (path, source_normalization)
     settings = {"data": data_identity(data), "format": format, "on_error": on_error,
-                "init": None if init is None else str(pathlib.Path(init).resolve())}
+                "init": None if init is None else ("imagenet:" if init[1] else "") + str(init[0].resolve())}
     resuming = runs.existing_run(run_dir, overwrite=overwrite, resume=resume, data=data)
     if resuming:
         check_same_run(run_dir, recipe, seed, settings)
@@ -89,7 +90,7 @@ def run_pretraining(recipe, seed=0, data="phantom", output_dir=None, resume=Fals
 
         encoder = recipe.build_encoder()
         if init is not None:  # before build_model, so that a teacher copies the loaded weights
-            load_into(encoder, init)  # a resume then restores its checkpoint over them
+            load_into(encoder, init[0], source_normalization=init[1])  # a resume restores its checkpoint over them
         model = recipe.build_model(encoder, total_steps=total_steps, seed=seed, num_labels=len(source.label_names))
         model.compile(optimizer=recipe.build_optimizer(total_steps, steps))
 

@@ -5,7 +5,9 @@ end on the active backend, the command's options) and the training-step measurem
 import csv
 import json
 import math
+import pathlib
 import re
+import tomllib
 
 import keras
 import pytest
@@ -102,7 +104,7 @@ def quick_run(tmp_path_factory):
     lines, calls = [], []
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KMEDSSL_CACHE", str(out / "cache"))  # the phantom test cohort's images
-        result = phantom_benchmark(output_dir=out / "out", quick=True, log=lines.append,
+        result = phantom_benchmark(output_dir=out / "out", quick=True, data_seed=3, log=lines.append,
                                    progress=lambda *call: calls.append(call))
     return result, out / "out", lines, calls
 
@@ -137,6 +139,9 @@ def test_quick_benchmark_evaluates_each_protocol_in_its_own_cells(quick_run):
             assert set(row["difference"]) == set(row["auroc"]) and "finetune" not in row["difference"]["lateral"]
     assert re.fullmatch(r"(yes|no): [0-2]/2 cells with the paired 95 % CI above 0", result["rows"][2]["above_scratch"])
     assert result["rows"][0]["above_scratch"] == ""
+    assert result["config"]["data_seed"] == 3
+    for row in result["rows"]:  # every run, scratch included, on the phantom cohort of data_seed
+        assert tomllib.loads((pathlib.Path(row["run_dir"]) / "recipe.toml").read_text())["data_seed"] == 3, row
     assert any(line.startswith("[mvcon] epoch 1/1: ") and "loss" in line for line in lines)
     total = calls[0][1]  # 3 pretrainings + 4 rows x 2 evaluate calls, then evaluate's own steps in between
     assert total == 3 + 4 * 2 and all(t == total for _, t, _ in calls) and calls[-1] == (total, total, "done")

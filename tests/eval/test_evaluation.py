@@ -225,7 +225,9 @@ def test_evaluate_rejects_unknown_baselines_and_test_sizes():
     from kmedssl.eval.evaluate import evaluate
 
     with pytest.raises(ValueError, match="baseline None or one of"):
-        evaluate("/no/such/run", baseline="imagenet:/x.keras")
+        evaluate("/no/such/run", baseline="imagenet")  # no weights file named
+    with pytest.raises(FileNotFoundError, match="^/x.keras: initial weights not found$"):
+        evaluate("/no/such/run", baseline="imagenet:/x.keras")  # before the run is read
     with pytest.raises(ValueError, match="test_size"):
         evaluate("/no/such/run", test_size=0)
 
@@ -277,3 +279,23 @@ def test_scratch_baseline_on_the_phantom_test_cohort_reports_paired_differences(
     random = recipes.evaluate(tiny_run, labels=10, baseline="random", views=("frontal",), test_size=TEST_SIZE)
     assert random["baseline"]["views"]["frontal"]["macro_auroc_ci"] == baseline["views"]["frontal"]["macro_auroc_ci"]
     assert random["baseline"]["name"] == "random init"
+
+
+@pytest.mark.slow
+def test_a_baseline_initialised_from_the_encoders_own_exported_weights_scores_the_same(tiny_run, tmp_path):
+    from kmedssl import recipes
+    from kmedssl.interop import export
+
+    weights = next(f for f in export(tiny_run, "safetensors", tmp_path / "export") if f.suffix == ".safetensors")
+    report = recipes.evaluate(tiny_run, labels=10, baseline=f"init:{weights}", views=("frontal",),
+                              test_size=TEST_SIZE)
+    baseline = report["baseline"]
+    assert (baseline["kind"], baseline["name"], baseline["protocol"]) == ("init", f"init from {weights.name}",
+                                                                          "linear")
+    assert baseline["weights"] == str(weights)
+    assert baseline["views"]["frontal"]["macro_auroc"] == report["views"]["frontal"]["macro_auroc"]
+    difference = baseline["views"]["frontal"]["difference"]
+    assert difference["estimate"] == difference["low"] == difference["high"] == 0.0
+    # A random-init copy scores differently on the same rows: the file, not chance, made them equal.
+    scratch = recipes.evaluate(tiny_run, labels=10, baseline="random", views=("frontal",), test_size=TEST_SIZE)
+    assert scratch["baseline"]["views"]["frontal"]["macro_auroc"] != report["views"]["frontal"]["macro_auroc"]

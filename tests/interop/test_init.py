@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from kmedssl import recipes
+from kmedssl.interop import load_into, parse_init
 from kmedssl.recipes.registry import make_recipe
 
 TINY = dict(epochs=1, steps_per_epoch=1, batch_size=4, image_size=32, patch_size=8, data_size=40)
@@ -41,3 +42,27 @@ def test_a_mismatching_init_file_is_refused_before_training(start_weights, tmp_p
     with pytest.raises(ValueError, match="other.keras"):
         recipes.pretrain("spcl", output_dir=tmp_path / "run", verbose=0, init=path, **TINY)
     assert not (tmp_path / "run" / "environment.json").exists()
+
+
+@pytest.mark.backend_free
+def test_parse_init_reads_the_imagenet_prefix_and_names_a_missing_file(tmp_path):
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"")
+    assert parse_init(weights) == (weights, None)
+    assert parse_init(f"imagenet:{weights}") == (weights, "imagenet")
+    with pytest.raises(FileNotFoundError, match=f"^{tmp_path}/missing.pth: initial weights not found$"):
+        parse_init(f"imagenet:{tmp_path}/missing.pth")
+
+
+def test_an_imagenet_init_folds_the_normalisation_and_is_recorded(tmp_path):
+    rgb = make_recipe("spcl", "phantom", **TINY).build_encoder()
+    rgb = type(rgb).from_config({**rgb.get_config(), "channels": 3})  # an RGB model of the same architecture
+    path = tmp_path / "rgb.keras"
+    rgb.save(path)
+    result = recipes.pretrain("spcl", output_dir=tmp_path / "run", verbose=0, init=f"imagenet:{path}",
+                              learning_rate=1e-12, weight_decay=0.0, **TINY)
+    expected = load_into(make_recipe("spcl", "phantom", **TINY).build_encoder(), path, source_normalization="imagenet")
+    for trained, folded in zip(result.encoder.get_weights(), expected.get_weights()):
+        np.testing.assert_allclose(trained, folded, atol=1e-6)
+    environment = json.loads((tmp_path / "run" / "environment.json").read_text())
+    assert environment["init"] == f"imagenet:{path.resolve()}"
