@@ -19,13 +19,15 @@ from kmedssl.interop.state_dicts import (
     InteropError,
     adapt,
     check_fits,
+    resnet_config_to_monai,
     resnet_config_to_transformers,
     to_kmedssl,
+    vit_config_to_monai,
     vit_config_to_timm,
     vit_config_to_transformers,
 )
 
-TARGETS = ("safetensors", "timm", "torchvision", "transformers")
+TARGETS = ("safetensors", "timm", "torchvision", "transformers", "monai")
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 KMEDSSL_CONFIG = "kmedssl.json"  # written beside every export: the encoder's class and get_config()
 WEIGHTS_FILE = "model.safetensors"
@@ -219,6 +221,9 @@ def export(source, to, out):
       ``last_hidden_state[:, 0]``), plus ``preprocessor_config.json`` with the encoder's normalisation.
     - ``timm`` (ViT): timm ``VisionTransformer`` names; ``config.json`` has ``architecture`` and ``model_args``.
     - ``torchvision`` (ResNet-18): ``resnet18`` names without ``fc``.
+    - ``monai``: ``config.json`` holds the keyword arguments of ``monai.networks.nets.ViT`` / ``ResNet``, whose
+      ``load_state_dict`` then takes the weights strictly; ``model(x)[0]`` (ViT: the identity as
+      ``classification_head``) / ``model(x)`` (ResNet, ``feed_forward=False``) is ``encoder.features``.
 
     Raises:
         InteropError: a target that cannot express the encoder (e.g. a ``stem="cifar"`` ResNet for transformers).
@@ -256,6 +261,8 @@ def export(source, to, out):
 
 
 def _target_config(kind, to, config):
+    if to == "monai":
+        return vit_config_to_monai(config) if kind == "vit" else resnet_config_to_monai(config)
     if kind == "vit":
         return vit_config_to_transformers(config) if to == "transformers" else vit_config_to_timm(config)
     if to == "transformers":

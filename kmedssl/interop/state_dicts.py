@@ -40,10 +40,11 @@ import numpy as np
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-LAYOUTS = ("kmedssl", "timm-vit", "transformers-vit", "torchvision-resnet", "transformers-resnet")
+LAYOUTS = ("kmedssl", "timm-vit", "transformers-vit", "monai-vit", "torchvision-resnet", "transformers-resnet")
 # Source tensors with no kmedssl counterpart that an encoder may drop: classifier heads, poolers, BN counters.
 IGNORED_SUFFIXES = ("num_batches_tracked",)
-IGNORED_PREFIXES = ("head.", "fc.", "pooler.", "classifier.", "embeddings.mask_token", "head_drop.", "fc_norm.")
+IGNORED_PREFIXES = ("head.", "fc.", "pooler.", "classifier.", "embeddings.mask_token", "head_drop.", "fc_norm.",
+                    "classification_head.")
 BN_NAMES = (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
             ("moving_variance", "running_var"))
 
@@ -71,6 +72,8 @@ def strip_prefixes(state):
 def detect_layout(state):
     """The layout of a state dict (one of ``LAYOUTS``), or an ``InteropError`` saying what was seen."""
     keys = set(state)
+    if "patch_embedding.patch_embeddings.weight" in keys:
+        return "monai-vit"
     if "blocks.0.attn.qkv.weight" in keys or "patch_embed.proj.weight" in keys:
         return "timm-vit"
     if "embeddings.patch_embeddings.projection.weight" in keys:
@@ -242,6 +245,66 @@ def vit_to_transformers(state, channels):
     return {k: np.array(v, order="C") for k, v in out.items()}
 
 
+# MONAI ``ViT`` (``proj_type="conv"``, learnable positions) names that differ from timm's; the rest are equal.
+MONAI_FROM_TIMM = {"patch_embed.proj.": "patch_embedding.patch_embeddings.", "pos_embed": "patch_embedding.position_embeddings",
+                   "attn.proj.": "attn.out_proj.", "mlp.fc1.": "mlp.linear1.", "mlp.fc2.": "mlp.linear2."}
+MONAI_LAYER_NORM_EPSILON = 1e-5  # MONAI's nn.LayerNorm default; not a MONAI argument
+
+
+def _rename(name, table):
+    for old, new in table.items():
+        if old in name:
+            return name.replace(old, new)
+    return name
+
+
+def vit_from_monai(state):
+    """MONAI ``monai.networks.nets.ViT`` (2-D, conv patches, with a CLS token: ``classification=True``) state
+    dict -> (kmedssl state, {kmedssl name: MONAI name}, leftovers). MONAI adds no position to its CLS token
+    (as kmedssl); ``qkv_bias=False`` reads as zero biases; the unused ``norm_cross_attn`` and the
+    ``classification_head`` are dropped."""
+    state = strip_prefixes(state)
+    back = {_rename(k, {v: k for k, v in MONAI_FROM_TIMM.items()}): k for k in state
+            if ".norm_cross_attn." not in k}
+    timm = {name: state[monai] for name, monai in back.items()}
+    depth = _block_count(timm, "blocks.{}.norm1.weight")
+    for i in range(depth):
+        if f"blocks.{i}.attn.qkv.bias" not in timm:  # qkv_bias=False
+            timm[f"blocks.{i}.attn.qkv.bias"] = np.zeros(_need(timm, f"blocks.{i}.attn.qkv.weight").shape[0],
+                                                         np.float32)
+    if "cls_token" not in timm:
+        raise InteropError("a MONAI ViT without a CLS token (classification=False): kmedssl's ViT has one")
+    out, origin, leftovers = vit_from_timm(timm)
+    origin = {ours: back.get(theirs, theirs) for ours, theirs in origin.items()}
+    return out, origin, [back.get(name, name) for name in leftovers]
+
+
+def vit_to_monai(state, channels):
+    """kmedssl ViT state -> MONAI ``ViT`` state dict for ``vit_config_to_monai``'s arguments: the identity as
+    ``classification_head`` (so ``model(x)[0]`` is the CLS feature) and the unused ``norm_cross_attn`` at
+    LayerNorm's initial values, so that ``load_state_dict`` is strict."""
+    timm = vit_to_timm(state, channels)
+    timm["pos_embed"] = timm["pos_embed"][:, 1:]  # MONAI has no CLS position (kmedssl's is in the CLS token)
+    out = {_rename(name, MONAI_FROM_TIMM): value for name, value in timm.items()}
+    dim = state["cls_token"].shape[-1]
+    for i in range(_block_count(state, "block_{}/attention_norm/gamma")):
+        out[f"blocks.{i}.norm_cross_attn.weight"] = np.ones(dim, np.float32)
+        out[f"blocks.{i}.norm_cross_attn.bias"] = np.zeros(dim, np.float32)
+    out["classification_head.weight"] = np.eye(dim, dtype=np.float32)
+    out["classification_head.bias"] = np.zeros(dim, np.float32)
+    return {k: np.array(v, order="C") for k, v in out.items()}
+
+
+def vit_config_to_monai(config):
+    """``VisionTransformer.get_config()`` -> the keyword arguments of ``monai.networks.nets.ViT``."""
+    return {"in_channels": config["channels"], "img_size": [config["image_size"]] * 2,
+            "patch_size": [config["patch_size"]] * 2, "hidden_size": config["dim"],
+            "mlp_dim": int(config["dim"] * config["mlp_ratio"]), "num_layers": config["depth"],
+            "num_heads": config["num_heads"], "proj_type": "conv", "pos_embed_type": "learnable",
+            "classification": True, "num_classes": config["dim"], "post_activation": None, "dropout_rate": 0.0,
+            "spatial_dims": 2, "qkv_bias": True}
+
+
 def vit_config_from_transformers(config):
     """``transformers.ViTConfig`` (or its ``config.json`` dict) -> ``VisionTransformer`` keyword arguments.
 
@@ -332,23 +395,29 @@ def _shortcuts_present(keys, column):
 
 
 def _resnet_from(state, column):
+    """A conv's bias (MONAI's ``bias_downsample=True`` shortcuts) is folded into the BatchNorm after it:
+    ``BN(conv(x) + b)`` has moving mean ``mean - b`` (exact)."""
     state = strip_prefixes(state)
-    out, origin = {}, {}
+    out, origin, used, bias = {}, {}, set(), None
     for row in _resnet_names(_shortcuts_present(state, column)):
         ours, theirs, kind = row[0], row[column], row[3]
         if kind == "conv":
             out[ours + "/kernel"] = np.transpose(_need(state, theirs + ".weight"), (2, 3, 1, 0))
             origin[ours + "/kernel"] = theirs + ".weight"
+            bias = state.get(theirs + ".bias")
+            used.add(theirs + ".bias")
         else:
             for k, t in BN_NAMES:
                 out[f"{ours}/{k}"] = _need(state, f"{theirs}.{t}")
                 origin[f"{ours}/{k}"] = f"{theirs}.{t}"
-    return out, origin, _leftovers(state, set(origin.values()))
+            if bias is not None:
+                out[f"{ours}/moving_mean"] = out[f"{ours}/moving_mean"] - np.asarray(bias)
+    return out, origin, _leftovers(state, used | set(origin.values()))
 
 
 def resnet_from_torchvision(state):
-    """torchvision (or MONAI basic-block) ResNet-18 state dict -> (kmedssl state, origin, leftovers); ``fc`` is
-    dropped."""
+    """torchvision (or MONAI 2-D basic-block, shortcut type B) ResNet-18 state dict -> (kmedssl state, origin,
+    leftovers); ``fc`` is dropped."""
     return _resnet_from(state, 1)
 
 
@@ -381,6 +450,16 @@ def resnet_to_transformers(state):
     return _resnet_to(state, 2)
 
 
+def resnet_config_to_monai(config):
+    """``ResNet18.get_config()`` -> the keyword arguments of ``monai.networks.nets.ResNet`` for
+    ``resnet_to_torchvision``'s names (no shortcut bias, no ``fc``: ``model(x)`` is the pooled feature)."""
+    w, stem = config["width"], config["stem"]
+    return {"block": "basic", "layers": [2, 2, 2, 2], "block_inplanes": [w, 2 * w, 4 * w, 8 * w], "spatial_dims": 2,
+            "n_input_channels": config["channels"], "conv1_t_size": 7 if stem == "imagenet" else 3,
+            "conv1_t_stride": 2 if stem == "imagenet" else 1, "no_max_pool": stem != "imagenet",
+            "shortcut_type": "B", "bias_downsample": False, "feed_forward": False}
+
+
 def resnet_config_to_transformers(config):
     """``ResNet18.get_config()`` -> a ``transformers.ResNetConfig`` ``config.json`` dict (``stem="imagenet"``)."""
     if config["stem"] != "imagenet":
@@ -400,12 +479,15 @@ def resnet_config_to_transformers(config):
 CONVERTERS = {
     "timm-vit": vit_from_timm,
     "transformers-vit": vit_from_transformers,
+    "monai-vit": vit_from_monai,
     "torchvision-resnet": resnet_from_torchvision,
     "transformers-resnet": resnet_from_transformers,
 }
 EXPORTERS = {  # (family, target) -> function(state, channels)
     ("vit", "timm"): vit_to_timm,
     ("vit", "transformers"): vit_to_transformers,
+    ("vit", "monai"): vit_to_monai,
+    ("resnet", "monai"): lambda state, channels: resnet_to_torchvision(state),
     ("resnet", "torchvision"): lambda state, channels: resnet_to_torchvision(state),
     ("resnet", "transformers"): lambda state, channels: resnet_to_transformers(state),
 }
