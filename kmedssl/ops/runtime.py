@@ -59,3 +59,15 @@ def device_description():
         gpus = tf.config.list_physical_devices("GPU")
         return f"{len(gpus)} GPU(s)" if gpus else "cpu"
     return backend
+
+
+def float16_training_error():
+    """Why the active backend cannot train in float16 here (one line), or None when it can: XLA's CPU backend
+    has no float16 x float16 -> float32 ``dot_general``, which JAX's gradients of a float16 matmul need."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if jax.default_backend() == "cpu":
+            return ("precision='fp16' cannot train on jax's CPU backend (XLA has no float16 matrix products with "
+                    "float32 accumulation there); use precision='bf16', or fp16 on a GPU")
+    return None

@@ -28,6 +28,7 @@ import numpy as np
 from kmedssl.data.pipeline import ViewDataset
 from kmedssl.data.sources import PhantomSource
 from kmedssl.ops.optimizers import adam, adamw
+from kmedssl.training.precision import check_precision
 
 OPTIMIZERS = ("adamw", "sgd", "adam")
 
@@ -186,7 +187,8 @@ class Recipe:
     ``drop_path_rate``. Optimisation: ``epochs``, ``steps_per_epoch`` (None = one pass over the data),
     ``batch_size``, ``optimizer`` (adamw | sgd | adam), ``learning_rate`` (peak, after linear warm-up,
     then cosine decay to 0), ``weight_decay``, ``momentum`` (SGD), ``warmup_epochs``, ``gradient_clip``
-    (global norm, 0 = off). Data: ``data_size`` (phantom subjects or images), ``data_seed`` (phantom
+    (global norm, 0 = off), ``precision`` (``fp32``, ``bf16`` or ``fp16``: the layers' compute dtype, weights
+    and optimizer state in float32; ``kmedssl.training.precision``). Data: ``data_size`` (phantom subjects or images), ``data_seed`` (phantom
     cohort), ``split_seed`` (subject split; pretraining uses the train split only), ``workers``.
     Monitoring: ``probe_every`` (log a kNN probe AUROC of the encoder on up to 256 labelled validation
     images every N epochs as ``probe_auroc``; 0 = off), ``health_every`` (log the SSL health of the embeddings
@@ -226,6 +228,7 @@ class Recipe:
     momentum: float = 0.9
     warmup_epochs: int = 0
     gradient_clip: float = 0.0
+    precision: str = "fp32"
     # === Data ===
     data_size: int = 500
     data_seed: int = 0
@@ -243,6 +246,7 @@ class Recipe:
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"Expected optimizer in {OPTIMIZERS}. Received: optimizer={self.optimizer!r}")
+        check_precision(self.precision)
         check_numeric_fields(self)
         self.check_encoder()
 

@@ -20,10 +20,11 @@ import numpy as np
 from kmedssl.data.sources import open_source, split_records
 from kmedssl.eval.monitor import ProbeMonitor
 from kmedssl.interop import load_into, parse_init
-from kmedssl.ops.runtime import device_description, seed_everything
+from kmedssl.ops.runtime import device_description, float16_training_error, seed_everything
 from kmedssl.training import runs
 from kmedssl.training.ssl_health import SSLHealthMonitor, health_monitor, plot_training_curves
 from kmedssl.training.callbacks import ON_NONFINITE, NonFiniteLossGuard
+from kmedssl.training.precision import float32_copy, precision_scope
 from kmedssl.training.checkpoints import (
     Checkpointer,
     CheckpointError,
@@ -66,6 +67,8 @@ def run_pretraining(recipe, seed=0, data="phantom", output_dir=None, resume=Fals
     """
     options = run_options(checkpoint_every, keep_checkpoints, on_nonfinite)
     check_batch_size(recipe)
+    if recipe.precision == "fp16" and float16_training_error():
+        raise ValueError(float16_training_error())
     if engine is not None:
         engine.check_batch_size(recipe.batch_size)
         verbose = verbose if engine.is_main else 0
@@ -88,11 +91,13 @@ def run_pretraining(recipe, seed=0, data="phantom", output_dir=None, resume=Fals
         steps = min(recipe.steps_per_epoch or len(dataset), len(dataset))
         total_steps = steps * recipe.epochs
 
-        encoder = recipe.build_encoder()
-        if init is not None:  # before build_model, so that a teacher copies the loaded weights
-            load_into(encoder, init[0], source_normalization=init[1])  # a resume restores its checkpoint over them
-        model = recipe.build_model(encoder, total_steps=total_steps, seed=seed, num_labels=len(source.label_names))
-        model.compile(optimizer=recipe.build_optimizer(total_steps, steps))
+        with precision_scope(recipe.precision):  # layers compute in it; variables stay float32
+            encoder = recipe.build_encoder()
+            if init is not None:  # before build_model, so that a teacher copies the loaded weights
+                load_into(encoder, init[0], source_normalization=init[1])  # a resume restores its checkpoint
+            model = recipe.build_model(encoder, total_steps=total_steps, seed=seed,
+                                       num_labels=len(source.label_names))
+            model.compile(optimizer=recipe.build_optimizer(total_steps, steps))  # fp16: loss scaling
 
         monitors = run_monitors(recipe, source, splits["val"], seed, engine)
 
@@ -106,7 +111,7 @@ def run_pretraining(recipe, seed=0, data="phantom", output_dir=None, resume=Fals
                                    **({"devices": engine.description} if engine is not None else {}))
         rows = train(model, dataset, write_dir, recipe.epochs, steps, start=start,
                      callbacks=[*monitors, *callbacks], verbose=verbose, engine=engine, **options)
-        runs.save_model_file(encoder, write_dir / runs.ENCODER_FILE)
+        runs.save_model_file(float32_copy(encoder), write_dir / runs.ENCODER_FILE)
         runs.write_skipped(write_dir, [*source.skipped, *dataset.skipped])
         plot_training_curves(rows, write_dir / runs.REPORTS_DIR / "training_curves.png",
                              dim=next((m.dim for m in monitors if isinstance(m, SSLHealthMonitor)), None),
