@@ -45,6 +45,9 @@ def parse_sets(values):
 @click.option("--steps-per-epoch", type=int, help="Steps per epoch (default: one pass over the data).")
 @click.option("--batch-size", type=int, help="Batch size.")
 @click.option("--image-size", type=int, help="Input image size in pixels.")
+@click.option("--jit-compile", type=click.Choice(["auto", "true", "false"]),
+              help="Compile the training step: true = torch.compile on torch (eager, with a one-line notice, where "
+                   "it cannot compile), XLA on jax/tensorflow; auto = Keras's choice. [default: the recipe's, auto]")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]),
               help="Compute dtype of the layers (weights, optimizer state and losses stay float32; fp16 adds loss "
                    "scaling). [default: the recipe's, fp32]")
@@ -68,7 +71,7 @@ def parse_sets(values):
                    "ImageNet's input normalisation into the first layer.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def pretrain(method, data, data_format, on_error, size, recipe_file, sets, epochs, steps_per_epoch, batch_size,
-             image_size, precision, backend, output, resume, overwrite, checkpoint_every, seed, devices, init, debug):
+             image_size, jit_compile, precision, backend, output, resume, overwrite, checkpoint_every, seed, devices, init, debug):
     """Pretrain METHOD (ace, mulsupcon, mvcon, mvmae, simclr, spcl, supervised) and write a run directory.
 
     A run killed at any moment continues with the same command plus --resume and ends with the weights of
@@ -94,7 +97,7 @@ def pretrain(method, data, data_format, on_error, size, recipe_file, sets, epoch
     from kmedssl import recipes
 
     options = dict(epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, image_size=image_size,
-                   precision=precision, checkpoint_every=checkpoint_every)
+                   jit_compile=jit_compile, precision=precision, checkpoint_every=checkpoint_every)
     overrides.update({key: value for key, value in options.items() if value is not None})
     result = run_user_command(
         debug, recipes.pretrain, method, data=data, size=size, seed=seed, output_dir=output, resume=resume,

@@ -93,11 +93,18 @@ class ViewDataset(keras.utils.PyDataset):
             arrays = self.views(arrays, np.random.default_rng([self.seed, epoch, index]))
         return arrays
 
-    def batch(self, epoch, batch_index):
-        """Batch ``batch_index`` of ``epoch``: a function of ``(seed, epoch, batch_index)`` and the data only."""
+    def batch(self, epoch, batch_index, part=(0, 1)):
+        """Batch ``batch_index`` of ``epoch``: a function of ``(seed, epoch, batch_index)`` and the data only.
+
+        ``part=(p, n)``: only rows ``[p b, (p + 1) b)``, ``b = batch_size / n``, of that batch (a data-parallel
+        process's rows), loaded alone: each sample's views are keyed by ``(seed, epoch, sample index)``, so
+        they are exactly those rows of the whole batch."""
         if not 0 <= batch_index < len(self):
             raise IndexError(f"Batch index {batch_index} out of range [0, {len(self)})")
-        indices = self.order(epoch)[batch_index * self.batch_size:(batch_index + 1) * self.batch_size]
+        position, parts = part
+        size = self.batch_size // parts
+        first = batch_index * self.batch_size + position * size
+        indices = self.order(epoch)[first:first + size]
         items = [self.sample_views(int(i), epoch) for i in indices]
         batch = {key: np.stack([item[key] for item in items]) for key in items[0]}
         if self.target is None:
@@ -123,7 +130,7 @@ class EpochBatches(keras.utils.PyDataset):
     epoch, sees exactly the batches of an uninterrupted run. Workers and queue size are the dataset's.
     """
 
-    def __init__(self, dataset, epoch, start=0, stop=None):
+    def __init__(self, dataset, epoch, start=0, stop=None, part=(0, 1)):
         super().__init__(workers=dataset.workers, use_multiprocessing=dataset.use_multiprocessing,
                          max_queue_size=dataset.max_queue_size)
         stop = len(dataset) if stop is None else stop
@@ -134,6 +141,7 @@ class EpochBatches(keras.utils.PyDataset):
         self.epoch = int(epoch)
         self.start = int(start)
         self.stop = int(stop)
+        self.part = tuple(part)
 
     def __len__(self):
         return self.stop - self.start
@@ -141,4 +149,9 @@ class EpochBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(f"Batch index {index} out of range [0, {len(self)})")
-        return self.dataset.batch(self.epoch, self.start + index)
+        return self.dataset.batch(self.epoch, self.start + index, self.part)
+
+    def process_rows(self, rank, processes):
+        """The same batches, of which process ``rank`` of ``processes`` loads only its rows (``batch``'s
+        ``part``): under torch DDP or several JAX hosts no process decodes the other processes' images."""
+        return EpochBatches(self.dataset, self.epoch, self.start, self.stop, part=(rank, processes))

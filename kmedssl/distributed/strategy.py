@@ -68,32 +68,34 @@ class DataParallelEngine:
 
     def shard(self, batches):
         """The rows of each global batch this process feeds: the process's rows when several processes feed
-        one step (torch DDP ranks, JAX hosts, each assembling the global batch from its part); the whole batch
-        for one process, whose engine splits it over its devices (TensorFlow, single-host JAX)."""
+        one step (torch DDP ranks, JAX hosts, each assembling the global batch from its part), loaded by this
+        process alone (``batches.process_rows(rank, processes)``, e.g. ``EpochBatches.process_rows``); the
+        whole batch for one process, whose engine splits it over its devices (TensorFlow, single-host JAX)."""
         if self._processes > 1:
-            return ProcessRows(batches, self._process_rank, self._processes)
+            return batches.process_rows(self._process_rank, self._processes)
         return batches
 
+    def gather_lists(self, items):
+        """The concatenation, in process order, of every process's list of JSON-able ``items`` (e.g. the data
+        items each process skipped while loading its rows); ``items`` itself with one process."""
+        if self._processes == 1:
+            return list(items)
+        if keras.backend.backend() == "torch":
+            import torch.distributed as dist
 
-class ProcessRows(keras.utils.PyDataset):
-    """Rows ``[r b, (r + 1) b)`` of every array of each batch of ``batches`` for process r of n (b = B / n)."""
+            gathered = [None] * self._processes
+            dist.all_gather_object(gathered, list(items))
+            return [item for part in gathered for item in part]
+        import numpy as np
+        from jax.experimental import multihost_utils
 
-    def __init__(self, batches, rank, processes):
-        super().__init__(workers=batches.workers, use_multiprocessing=batches.use_multiprocessing,
-                         max_queue_size=batches.max_queue_size)
-        self.batches = batches
-        self.rank = rank
-        self.processes = processes
-
-    def __len__(self):
-        return len(self.batches)
-
-    def __getitem__(self, index):
-        def rows(array):
-            size = array.shape[0] // self.processes
-            return array[self.rank * size:(self.rank + 1) * size]
-
-        return keras.tree.map_structure(rows, self.batches[index])
+        payload = np.frombuffer(json.dumps(list(items)).encode(), np.uint8)
+        lengths = multihost_utils.process_allgather(np.asarray([payload.size]))
+        padded = np.zeros(int(np.max(lengths)), np.uint8)
+        padded[:payload.size] = payload
+        parts = multihost_utils.process_allgather(padded)
+        return [item for part, length in zip(parts, np.ravel(lengths))
+                for item in json.loads(bytes(part[:int(length)]).decode())]
 
 
 def data_parallel(devices=None):

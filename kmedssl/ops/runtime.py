@@ -71,3 +71,19 @@ def float16_training_error():
             return ("precision='fp16' cannot train on jax's CPU backend (XLA has no float16 matrix products with "
                     "float32 accumulation there); use precision='bf16', or fp16 on a GPU")
     return None
+
+
+def compile_error():
+    """Why the backend cannot compile a training step here (one line), or None when it can. torch: a tiny
+    ``torch.compile`` is run (on a CPU, Inductor needs a C++ toolchain); JAX and TensorFlow compile with XLA,
+    which ships with them."""
+    if keras.backend.backend() != "torch":
+        return None
+    import torch
+
+    try:
+        torch.compile(lambda x: x * 2.0 + 1.0)(torch.ones(4))
+    except Exception as error:  # any failure of the compiler stack means: train eagerly
+        first_line = (str(error).strip().splitlines() or [""])[0][:200]
+        return f"torch.compile cannot compile here ({type(error).__name__}: {first_line})"
+    return None

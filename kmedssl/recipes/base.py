@@ -30,6 +30,9 @@ from kmedssl.data.sources import PhantomSource
 from kmedssl.ops.optimizers import adam, adamw
 from kmedssl.training.precision import check_precision
 
+# ``jit_compile`` field -> ``model.compile(jit_compile=...)``.
+JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
+
 OPTIMIZERS = ("adamw", "sgd", "adam")
 
 
@@ -188,7 +191,9 @@ class Recipe:
     ``batch_size``, ``optimizer`` (adamw | sgd | adam), ``learning_rate`` (peak, after linear warm-up,
     then cosine decay to 0), ``weight_decay``, ``momentum`` (SGD), ``warmup_epochs``, ``gradient_clip``
     (global norm, 0 = off), ``precision`` (``fp32``, ``bf16`` or ``fp16``: the layers' compute dtype, weights
-    and optimizer state in float32; ``kmedssl.training.precision``). Data: ``data_size`` (phantom subjects or images), ``data_seed`` (phantom
+    and optimizer state in float32; ``kmedssl.training.precision``), ``jit_compile`` (``auto``: Keras's choice
+    per backend, eager torch; ``true``: ``torch.compile`` of the step on torch, XLA on JAX and TensorFlow, with
+    a one-line notice and an eager step where torch cannot compile; ``false``). Data: ``data_size`` (phantom subjects or images), ``data_seed`` (phantom
     cohort), ``split_seed`` (subject split; pretraining uses the train split only), ``workers``.
     Monitoring: ``probe_every`` (log a kNN probe AUROC of the encoder on up to 256 labelled validation
     images every N epochs as ``probe_auroc``; 0 = off), ``health_every`` (log the SSL health of the embeddings
@@ -229,6 +234,7 @@ class Recipe:
     warmup_epochs: int = 0
     gradient_clip: float = 0.0
     precision: str = "fp32"
+    jit_compile: str = "auto"
     # === Data ===
     data_size: int = 500
     data_seed: int = 0
@@ -247,6 +253,8 @@ class Recipe:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"Expected optimizer in {OPTIMIZERS}. Received: optimizer={self.optimizer!r}")
         check_precision(self.precision)
+        if self.jit_compile not in JIT_COMPILE:
+            raise ValueError(f"Expected jit_compile in {tuple(JIT_COMPILE)}. Received: jit_compile={self.jit_compile!r}")
         check_numeric_fields(self)
         self.check_encoder()
 

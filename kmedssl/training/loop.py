@@ -12,6 +12,7 @@ import dataclasses
 import math
 import pathlib
 import shutil
+import sys
 import tempfile
 
 import keras
@@ -20,7 +21,8 @@ import numpy as np
 from kmedssl.data.sources import open_source, split_records
 from kmedssl.eval.monitor import ProbeMonitor
 from kmedssl.interop import load_into, parse_init
-from kmedssl.ops.runtime import device_description, float16_training_error, seed_everything
+from kmedssl.recipes.base import JIT_COMPILE
+from kmedssl.ops.runtime import compile_error, device_description, float16_training_error, seed_everything
 from kmedssl.training import runs
 from kmedssl.training.ssl_health import SSLHealthMonitor, health_monitor, plot_training_curves
 from kmedssl.training.callbacks import ON_NONFINITE, NonFiniteLossGuard
@@ -97,7 +99,8 @@ def run_pretraining(recipe, seed=0, data="phantom", output_dir=None, resume=Fals
                 load_into(encoder, init[0], source_normalization=init[1])  # a resume restores its checkpoint
             model = recipe.build_model(encoder, total_steps=total_steps, seed=seed,
                                        num_labels=len(source.label_names))
-            model.compile(optimizer=recipe.build_optimizer(total_steps, steps))  # fp16: loss scaling
+            model.compile(optimizer=recipe.build_optimizer(total_steps, steps),  # fp16: loss scaling
+                          jit_compile=step_compilation(recipe.jit_compile))
 
         monitors = run_monitors(recipe, source, splits["val"], seed, engine)
 
@@ -112,12 +115,23 @@ def run_pretraining(recipe, seed=0, data="phantom", output_dir=None, resume=Fals
         rows = train(model, dataset, write_dir, recipe.epochs, steps, start=start,
                      callbacks=[*monitors, *callbacks], verbose=verbose, engine=engine, **options)
         runs.save_model_file(float32_copy(encoder), write_dir / runs.ENCODER_FILE)
-        runs.write_skipped(write_dir, [*source.skipped, *dataset.skipped])
+        skipped = dataset.skipped if engine is None else engine.gather_lists(dataset.skipped)  # rows per process
+        runs.write_skipped(write_dir, [*source.skipped, *dict.fromkeys(tuple(item) for item in skipped)])
         plot_training_curves(rows, write_dir / runs.REPORTS_DIR / "training_curves.png",
                              dim=next((m.dim for m in monitors if isinstance(m, SSLHealthMonitor)), None),
                              title=f"{recipe.method}: {run_dir.name}")
     return PretrainResult(model=model, encoder=encoder, history=history_of(rows), run_dir=run_dir, recipe=recipe,
                           resumed_from=start.step if start else (0 if resuming else None))
+
+
+def step_compilation(setting):
+    """``model.compile``'s ``jit_compile`` for the recipe's ``jit_compile`` (``JIT_COMPILE``): ``"true"`` where
+    the backend cannot compile (``compile_error``) prints one line to stderr and gives an eager step."""
+    error = compile_error() if setting == "true" else None
+    if error:
+        print(f"kmedssl: {error}; training without compilation (jit_compile=false).", file=sys.stderr)
+        return False
+    return JIT_COMPILE[setting]
 
 
 def open_training_data(recipe, data, seed, format=None, on_error="raise"):

@@ -59,3 +59,17 @@ def test_torch_without_torchrun_says_how_to_launch(monkeypatch):
     assert result.exit_code == 1
     assert "Error: Expected a torchrun launch for devices=2 on torch" in result.output
     assert "torchrun --nproc_per_node 2 -m kmedssl.cli pretrain" in result.output
+
+
+def test_every_process_skipped_item_reaches_the_main_process_list(tmp_path):
+    """Each process loads only its rows of a batch, so each meets only some of the bad images; the main
+    process's data_skipped.csv lists all of them (gathered)."""
+    from tests.reliability.test_bad_data import BAD_IMAGES, bad_folder, skipped_rows
+
+    root, refused = bad_folder(tmp_path)  # 3 good images + 5 bad ones: the epoch's 2 batches of 4 load all 8
+    run_dir = tmp_path / "run"
+    run("--epochs", "1", "--data", str(root), "--on-error", "skip", "--output", str(run_dir))
+    listed = [row["file"] for row in skipped_rows(run_dir)]
+    assert sorted(f for f in listed if f != str(root / "labels.csv")) == sorted(str(root / "img" / name)
+                                                                                 for name in BAD_IMAGES)
+    assert listed.count(str(root / "labels.csv")) == len(refused)

@@ -1,6 +1,6 @@
-"""``data_parallel``'s arguments and errors, ``ProcessRows``, and the one-device layout of
-``kmedssl.distributed`` (issue 7; docs/distributed.md). In-process: the multi-device runs are in
-test_equivalence.py."""
+"""``data_parallel``'s arguments and errors, each process loading only its rows (``EpochBatches.process_rows``),
+and the one-device layout of ``kmedssl.distributed`` (issue 7; docs/distributed.md). In-process: the
+multi-device runs are in test_equivalence.py."""
 
 import keras
 import numpy as np
@@ -17,7 +17,8 @@ from kmedssl.distributed import (
     replica_uniform,
     scale_loss,
 )
-from kmedssl.distributed.strategy import ProcessRows, data_parallel
+from kmedssl.data.pipeline import ViewDataset
+from kmedssl.distributed.strategy import data_parallel
 from kmedssl.losses import jaccard_supcon, multiview_infonce, nt_xent, tsp_infonce
 from tests.helpers import assert_close, to_numpy
 
@@ -63,26 +64,26 @@ def test_tensorflow_cannot_split_the_cpu_once_started():
         data_parallel(devices)
 
 
-class Batches(keras.utils.PyDataset):
-    """Two global batches of 4 rows: ``({"image": (4, 2)}, labels (4,))``, row values = global row ids."""
-
-    def __len__(self):
-        return 2
-
-    def __getitem__(self, index):
-        rows = np.arange(4 * index, 4 * index + 4)
-        return {"image": np.stack([rows, rows], axis=1)}, rows
-
-
 @pytest.mark.parametrize("rank", [0, 1])
-def test_process_rows_gives_each_rank_its_rows_of_every_batch(rank):
-    shard = ProcessRows(Batches(), rank, 2)
-    assert len(shard) == 2
-    for index in range(2):
-        x, y = shard[index]
-        expected = 4 * index + 2 * rank + np.arange(2)  # rows [r b, (r + 1) b) of global batch `index`, b = 2
-        np.testing.assert_array_equal(y, expected)
-        np.testing.assert_array_equal(x["image"], np.stack([expected, expected], axis=1))
+def test_process_rows_load_exactly_each_ranks_rows_of_every_batch_and_only_those(rank):
+    loaded = []
+
+    def load(sample):
+        loaded.append(sample)
+        return {"image": np.full((2, 2), sample, "float32")}
+
+    def views(arrays, rng):  # random per-sample views, keyed by (seed, epoch, sample)
+        return {"image": arrays["image"] + rng.random()}
+
+    dataset = ViewDataset(list(range(16)), load, views=views, batch_size=4, seed=3)
+    whole = dataset.epoch_batches(epoch=1, start=1)
+    shard = whole.process_rows(rank, 2)
+    assert len(shard) == len(whole) == 3
+    for index in range(3):
+        loaded.clear()
+        rows = shard[index]["image"]
+        assert len(loaded) == 2  # this rank's samples only
+        np.testing.assert_array_equal(rows, whole[index]["image"][2 * rank:2 * rank + 2])  # rows [r b, (r+1) b)
 
 
 def test_one_device_layout_is_one_replica_and_one_group():

@@ -133,16 +133,22 @@ def use_per_replica_reference(method, model):
 class GlobalBatches(keras.utils.PyDataset):
     """Consecutive global batches of ``size`` rows of a dict of arrays (what pretrain's loader yields)."""
 
-    def __init__(self, arrays, size):
+    def __init__(self, arrays, size, part=(0, 1)):
         super().__init__()
         self.arrays = arrays
         self.size = size
+        self.part = part
 
     def __len__(self):
         return len(next(iter(self.arrays.values()))) // self.size
 
     def __getitem__(self, index):
-        return {k: v[index * self.size:(index + 1) * self.size] for k, v in self.arrays.items()}
+        rows = self.size // self.part[1]
+        first = index * self.size + self.part[0] * rows
+        return {k: v[first:first + rows] for k, v in self.arrays.items()}
+
+    def process_rows(self, rank, processes):  # engine.shard's protocol, as EpochBatches has it
+        return GlobalBatches(self.arrays, self.size, (rank, processes))
 
 
 def train(engine, model, arrays, size):
