@@ -149,8 +149,8 @@ def test_out_of_memory_in_the_first_step_is_one_line_with_advice(tmp_path, monke
 def test_a_non_finite_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     original = ViewDataset.batch
 
-    def poisoned(self, epoch, index):
-        batch = original(self, epoch, index)
+    def poisoned(self, epoch, index, part=(0, 1)):
+        batch = original(self, epoch, index, part)
         return {key: value * np.nan for key, value in batch.items()} if (epoch, index) == (0, 1) else batch
 
     monkeypatch.setattr(ViewDataset, "batch", poisoned)

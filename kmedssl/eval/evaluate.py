@@ -367,26 +367,29 @@ def cross_validate(candidates, source, train, views, protocol, cv, seed, label_n
     return result
 
 
+Baseline = collections.namedtuple("Baseline", "kind name weights normalization")
+
+
 def parse_baseline(baseline):
-    """``(kind, display name)`` of a ``baseline`` argument (``(None, None)`` for None); see ``BASELINES``."""
+    """The ``Baseline(kind, display name, weights file or None, source normalisation)`` of a ``baseline``
+    argument (None for None; see ``BASELINES``); a missing weights file fails here, before any work."""
     if baseline is None:
-        return None, None
-    kind, _, path = str(baseline).partition(":")
+        return None
     if baseline in ("random", "scratch"):
-        return kind, BASELINE_NAMES[kind]
+        return Baseline(baseline, BASELINE_NAMES[baseline], None, None)
+    kind, _, path = str(baseline).partition(":")
     if kind in ("imagenet", "init") and path:
-        path = parse_init(path)[0]  # one line naming a missing file, before any work
-        return kind, BASELINE_NAMES.get(kind, f"init from {path.name}")
+        weights, normalization = parse_init(baseline if kind == "imagenet" else path)
+        return Baseline(kind, BASELINE_NAMES.get(kind, f"init from {weights.name}"), weights, normalization)
     raise ValueError(f"Expected baseline None or one of {BASELINES}. Received: baseline={baseline!r}")
 
 
 def baseline_encoder(baseline, model, seed):
-    """The baseline's encoder: a random-init copy of ``model`` (seeded), loaded from the file of an
-    ``"imagenet:PATH"`` baseline (ImageNet normalisation folded in) or an ``"init:PATH"`` one (as it is)."""
+    """The encoder of a ``Baseline``: a random-init copy of ``model`` (seeded), loaded from its weights file
+    when it has one (``kmedssl.interop.load_into``)."""
     copy = random_init_copy(model, seed)
-    kind, _, path = str(baseline).partition(":")
-    if kind in ("imagenet", "init"):
-        load_into(copy, *parse_init(path if kind == "init" else baseline))
+    if baseline.weights is not None:
+        load_into(copy, baseline.weights, source_normalization=baseline.normalization)
     return copy
 
 
@@ -529,7 +532,7 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
     bad = [v for v in views if v not in VIEWS]
     if bad or not views:
         raise ValueError(f"Expected views from {VIEWS}. Received: {views}")
-    baseline_kind, baseline_name = parse_baseline(baseline)
+    baseline = parse_baseline(baseline)
     test_size = check_test_size(test_size)
     budgets = list(labels) if isinstance(labels, (list, tuple)) else None
     if budgets is not None and not budgets:
@@ -583,7 +586,7 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
     encoders = {"encoder": (model, protocol)}
     if baseline is not None:
         encoders["baseline"] = (baseline_encoder(baseline, model, seed),
-                                "linear" if baseline_kind == "random" else protocol)
+                                "linear" if baseline.kind == "random" else protocol)
     render = cohort is not None and not cohort.cache_path(image_size).exists()
     embedding = out is not None and "frontal" in views
     step = Progress(progress, count_steps(views, budgets or [labels], encoders, render, property_probes,
@@ -593,7 +596,7 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
             step(f"rendering the phantom test cohort once ({len(test)} images of {test_size} studies at "
                  f"{image_size} px; cached in {cohort.cache_path(image_size)})")
         cohort.images(image_size)
-    role_names = {"encoder": "pretrained encoder", "baseline": f"{baseline_name} copy"}
+    role_names = {"encoder": "pretrained encoder", "baseline": f"{baseline and baseline.name} copy"}
 
     def one_budget(budget):
         train = label_budget(train_all, budget, seed)
@@ -614,12 +617,12 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
             if role == "encoder":
                 result.update(entry)
             else:
-                result["baseline"] = dict(entry, name=baseline_name, kind=baseline_kind, protocol=role_protocol)
-                if baseline_kind in ("imagenet", "init"):
-                    result["baseline"]["weights"] = str(parse_init(baseline.partition(":")[2])[0])
+                result["baseline"] = dict(entry, name=baseline.name, kind=baseline.kind, protocol=role_protocol)
+                if baseline.weights is not None:
+                    result["baseline"]["weights"] = str(baseline.weights)
         if "baseline" in result:
             for view, report in result["baseline"]["views"].items():
-                step(f"{view}: paired difference with the {baseline_name} baseline")
+                step(f"{view}: paired difference with the {baseline.name} baseline")
                 report["difference"] = difference_report(figures["encoder"][view], figures["baseline"][view], names,
                                                           seed)
             headline = "ensemble" if "ensemble" in result["views"] else views[0]
@@ -643,7 +646,7 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
     if property_probes:
         result["property_probes"] = run_property_probes(
             {role: candidate for role, (candidate, _) in encoders.items()}, test_source, test, image_size, seed, out,
-            step=step, names={"encoder": "pretrained", "baseline": baseline_name})
+            step=step, names={"encoder": "pretrained", "baseline": baseline and baseline.name})
     if out is not None:
         step("writing the reports and figures")
         write_reports(out, result, figures, label_names=names)

@@ -30,7 +30,12 @@ def hf_vit(channels=1, seed=0, **overrides):
 def hf_resnet(channels=1, seed=0):
     """A random ``transformers.ResNetModel`` (basic blocks = ResNet-18 layout) with random BatchNorm statistics."""
     torch.manual_seed(seed)
-    model = transformers.ResNetModel(transformers.ResNetConfig(**RESNET, num_channels=channels)).eval()
+    return randomise_batchnorms(transformers.ResNetModel(transformers.ResNetConfig(**RESNET, num_channels=channels))
+                                .eval())
+
+
+def randomise_batchnorms(model):
+    """Random statistics, scales and shifts for every ``BatchNorm2d`` of a torch model (in place; returned)."""
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):

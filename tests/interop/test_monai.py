@@ -15,7 +15,7 @@ from kmedssl.backbones import ResNet18, VisionTransformer
 from kmedssl.interop import export, load_into
 from kmedssl.interop.safetensors_io import save_file
 from tests.helpers import to_numpy
-from tests.interop.references import images, nchw, numpy_state, randomised, torch
+from tests.interop.references import images, nchw, numpy_state, randomise_batchnorms, randomised, torch
 
 monai_nets = pytest.importorskip("monai.networks.nets")
 ATOL = 2e-5
@@ -49,13 +49,7 @@ def monai_resnet(stem, seed=0):
         for name, parameter in model.named_parameters():
             if name.endswith("downsample.0.bias"):
                 parameter.uniform_(-0.5, 0.5)
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 2.0)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.3, 0.3)
-    return model
+    return randomise_batchnorms(model)
 
 
 @pytest.mark.parametrize("qkv_bias", [True, False])

@@ -56,8 +56,8 @@ def poison_step_2(monkeypatch):
     """Make batch 2 of epoch 1 (the run's step 2, the last of a tiny run's epoch) all NaN."""
     original = ViewDataset.batch
 
-    def poisoned(self, epoch, index):
-        batch = original(self, epoch, index)
+    def poisoned(self, epoch, index, part=(0, 1)):
+        batch = original(self, epoch, index, part)
         return {key: value * np.nan for key, value in batch.items()} if (epoch, index) == (0, 1) else batch
 
     monkeypatch.setattr(ViewDataset, "batch", poisoned)
