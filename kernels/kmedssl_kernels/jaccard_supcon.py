@@ -11,7 +11,8 @@ Features ``(B, V, D)`` are stacked view-major into N = VB anchors (row a = v B +
 
 The (N, N) matrices are never stored: the forward kernel streams tiles of the cosine GEMM (over D) and of the
 label intersections (a GEMM of label tiles over K) through an online log-sum-exp and keeps five numbers per
-row (m_a, 1 / S_a, n_a, W_a, loss_a). The backward kernel recomputes the tiles. ``l`` and ``w`` are symmetric,
+row (m_a, 1 / S_a, n_a, W_a, loss_a). The backward kernel recomputes each tile once per row block: a program owns
+its rows' gradient over all D columns (up to ``MAX_GRADIENT_COLUMNS``). ``l`` and ``w`` are symmetric,
 so the gradient of row a collects its anchor terms and its column terms in one deterministic pass (no atomics):
 
     dL/dc_aj + dL/dc_ja = r_a (W_a p_aj - w_aj) + r_j (W_j p_ja - w_aj),   r_a = 1 / (N T_base max(n_a, 1))
@@ -26,8 +27,10 @@ constant) a zero gradient: measured exactly 0 on an H200. With ``exp(l - lse)``,
 contracting ``c / T - shift`` into an fma (the interpreter never does), that gradient was up to 2e-6 there,
 and 0 with ``TRITON_DEFAULT_FP_FUSION=0``.
 
-The row normalisation ``n(x) = x / max(||x||, 1e-12)`` runs as torch ops on the (N, D) rows (autograd gives its
-gradient); the kernels compute in float32 whatever the input dtype, and the gradient returns in the input dtype.
+The row normalisation ``n(x) = x / max(||x||, 1e-12)`` runs as torch ops on the (N, D) rows in float32 (autograd
+gives its gradient), rounded back to the input dtype: the GEMMs read float16/bfloat16 rows on the tensor cores
+(TF32 or exact float32 for float32 rows, ``_common.dot_precision``) and accumulate in float32; the log-sum-exp and
+every reduction are float32; the gradient returns in the input dtype.
 """
 
 import numbers
@@ -36,15 +39,18 @@ import torch
 import triton
 import triton.language as tl
 
-from kmedssl_kernels._common import cosine_tile, l2_normalize
+from kmedssl_kernels._common import (
+    accumulate_rows, contrastive_configs, cosine_tile, dot_precision, gradient_columns, l2_normalize, launch,
+    prune_backward_configs,
+)
 
 # === Kernels ===
 
 
 @triton.jit
 def _jaccard_weight_tile(y_ptr, size_ptr, rows, cols, keep, batch, num_labels, threshold, BLOCK_M: tl.constexpr,
-                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    # y: (batch, num_labels) float32 multi-hot; anchor a uses label row a mod batch; size[b] = sum_k y[b, k].
+                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+    # y: (batch, num_labels) multi-hot 0/1 in the rows' dtype (exact; counts accumulate exactly in float32); anchor a uses label row a mod batch; size[b] = sum_k y[b, k].
     #   I_aj = sum_k y_a[k] y_j[k]         (tiled GEMM over K)
     #   J_aj = I_aj / (size_a + size_j - I_aj), 0 when the union is empty
     #   returns (positive_aj = keep_aj and J_aj >= threshold, w_aj = J_aj if positive_aj else 0)
@@ -56,7 +62,7 @@ def _jaccard_weight_tile(y_ptr, size_ptr, rows, cols, keep, batch, num_labels, t
         in_labels = k[None, :] < num_labels
         y_rows = tl.load(y_ptr + images_r[:, None] * num_labels + k[None, :], mask=in_labels, other=0.0)
         y_cols = tl.load(y_ptr + images_c[:, None] * num_labels + k[None, :], mask=in_labels, other=0.0)
-        intersection = tl.dot(y_rows, tl.trans(y_cols), intersection, input_precision="ieee")
+        intersection = tl.dot(y_rows, tl.trans(y_cols), intersection, input_precision=PRECISION)
     union = tl.load(size_ptr + images_r)[:, None] + tl.load(size_ptr + images_c)[None, :] - intersection
     nonempty = union > 0.0
     jaccard = tl.where(nonempty, tl.math.div_rn(intersection, tl.where(nonempty, union, 1.0)), 0.0)
@@ -68,7 +74,7 @@ def _jaccard_weight_tile(y_ptr, size_ptr, rows, cols, keep, batch, num_labels, t
 def _jaccard_supcon_forward_kernel(u_ptr, y_ptr, size_ptr, max_ptr, inv_sum_ptr, count_ptr, total_ptr, loss_ptr,
                                    num_rows, batch, dim, num_labels, inv_temperature, threshold, loss_factor,
                                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                                   BLOCK_K: tl.constexpr):
+                                   BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
     # One program per block of BLOCK_M anchors a, streaming every column block j (online log-sum-exp):
     #   m_a = max_{j != a} l_aj,  S_a = sum_{j != a} exp(l_aj - m_a),  lse_a = m_a + log S_a,
     #   n_a = |P(a)|,  W_a = sum_j w_aj,
@@ -82,11 +88,11 @@ def _jaccard_supcon_forward_kernel(u_ptr, y_ptr, size_ptr, max_ptr, inv_sum_ptr,
     weighted = tl.zeros((BLOCK_M,), dtype=tl.float32)  # sum_j w_aj l_aj
     for col_start in range(0, num_rows, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
-        cosine = cosine_tile(u_ptr, rows, cols, num_rows, dim, BLOCK_M, BLOCK_N, BLOCK_D)
+        cosine = cosine_tile(u_ptr, rows, cols, num_rows, dim, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         logits = cosine * inv_temperature
         keep = valid[:, None] & (cols[None, :] < num_rows) & (cols[None, :] != rows[:, None])
         positive, weight = _jaccard_weight_tile(y_ptr, size_ptr, rows, cols, keep, batch, num_labels, threshold,
-                                                BLOCK_M, BLOCK_N, BLOCK_K)
+                                                BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
         count += tl.sum(positive.to(tl.float32), axis=1)
         total += tl.sum(weight, axis=1)
         weighted += tl.sum(weight * logits, axis=1)
@@ -110,8 +116,9 @@ def _jaccard_supcon_forward_kernel(u_ptr, y_ptr, size_ptr, max_ptr, inv_sum_ptr,
 def _jaccard_supcon_backward_kernel(u_ptr, y_ptr, size_ptr, max_ptr, inv_sum_ptr, total_ptr, coef_ptr, grad_u_ptr,
                                     num_rows, batch, dim, num_labels, inv_temperature, threshold,
                                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                                    BLOCK_K: tl.constexpr, BLOCK_DO: tl.constexpr):
-    # Program (row block, output dim block): for its BLOCK_M rows a and BLOCK_DO columns d of the gradient,
+                                    BLOCK_K: tl.constexpr, BLOCK_DO: tl.constexpr, PRECISION: tl.constexpr):
+    # Program (row block, gradient column block; one column block whenever D <= MAX_GRADIENT_COLUMNS): for its
+    # BLOCK_M rows a and BLOCK_DO columns d of the gradient, each tile computed once,
     #   grad_u[a, d] = sum_{j != a} [r_a (W_a p_aj - w_aj) + r_j (W_j p_ja - w_aj)] u[j, d]
     # with p_aj = exp(l_aj - m_a) / S_a, p_ja = exp(l_aj - m_j) / S_j (l symmetric), W = total and r = coef
     # (per row: upstream gradient / (N T_base max(n, 1))); m and 1 / S come from the forward kernel.
@@ -126,10 +133,10 @@ def _jaccard_supcon_backward_kernel(u_ptr, y_ptr, size_ptr, max_ptr, inv_sum_ptr
     for col_start in range(0, num_rows, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
         valid_cols = cols < num_rows
-        cosine = cosine_tile(u_ptr, rows, cols, num_rows, dim, BLOCK_M, BLOCK_N, BLOCK_D)
+        cosine = cosine_tile(u_ptr, rows, cols, num_rows, dim, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         keep = valid_rows[:, None] & valid_cols[None, :] & (cols[None, :] != rows[:, None])
         _, weight = _jaccard_weight_tile(y_ptr, size_ptr, rows, cols, keep, batch, num_labels, threshold,
-                                         BLOCK_M, BLOCK_N, BLOCK_K)
+                                         BLOCK_M, BLOCK_N, BLOCK_K, PRECISION)
         max_cols = tl.load(max_ptr + cols, mask=valid_cols, other=0.0)
         inv_sum_cols = tl.load(inv_sum_ptr + cols, mask=valid_cols, other=0.0)
         total_cols = tl.load(total_ptr + cols, mask=valid_cols, other=0.0)
@@ -141,66 +148,68 @@ def _jaccard_supcon_backward_kernel(u_ptr, y_ptr, size_ptr, max_ptr, inv_sum_ptr
         p_cols *= inv_sum_cols[None, :]
         tile = coef_rows[:, None] * (total_rows[:, None] * p_rows - weight)
         tile += coef_cols[None, :] * (total_cols[None, :] * p_cols - weight)
-        u_cols = tl.load(u_ptr + cols[:, None] * dim + out_d[None, :],
-                         mask=valid_cols[:, None] & (out_d[None, :] < dim), other=0.0)
-        grad = tl.dot(tl.where(keep, tile, 0.0), u_cols, grad, input_precision="ieee")
+        grad = accumulate_rows(grad, tl.where(keep, tile, 0.0), u_ptr, cols, out_d, num_rows, dim, PRECISION)
     tl.store(grad_u_ptr + rows[:, None] * dim + out_d[None, :], grad,
              mask=valid_rows[:, None] & (out_d[None, :] < dim))
+
+
+_tuned_forward_kernel = triton.autotune(contrastive_configs(backward=False), key=["num_rows", "dim", "num_labels"])(
+    _jaccard_supcon_forward_kernel)
+_tuned_backward_kernel = triton.autotune(
+    contrastive_configs(backward=True), key=["num_rows", "dim", "num_labels"],
+    prune_configs_by={"early_config_prune": prune_backward_configs},
+)(_jaccard_supcon_backward_kernel)
 
 
 # === Host launchers ===
 
 
-# Warps per program: with 64 x 64 tiles, 4 warps spill registers on sm_90 (ptxas), 8 do not.
-NUM_WARPS = 8
-
-
 def block_sizes(num_rows, dim, num_labels):
-    """``(BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DO, BLOCK_K)``: square tiles of up to 64 rows (at least 16,
-    ``tl.dot``'s minimum), D streamed through the similarity GEMM in blocks of up to 64, backward programs that
-    each own a gradient block of up to 128 columns (every column block recomputes the tiles), and labels
-    streamed through the intersection GEMM in blocks of up to 32."""
-    tile = min(64, max(16, triton.next_power_of_2(num_rows)))
-    padded_dim = max(16, triton.next_power_of_2(dim))
+    """``(BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_K)``: the interpreter's fixed tiles (CUDA autotunes the first three)
+    of up to 32 rows (at least 16, ``tl.dot``'s minimum), D streamed through the similarity GEMM in blocks of
+    up to 32, and labels streamed through the intersection GEMM in blocks of up to 32 (also on CUDA)."""
+    tile = min(32, max(16, triton.next_power_of_2(num_rows)))
     block_k = min(32, max(16, triton.next_power_of_2(num_labels)))
-    return tile, tile, min(64, padded_dim), min(128, padded_dim), block_k
+    return tile, tile, min(32, max(16, triton.next_power_of_2(dim))), block_k
+
+
+def _launch(kernel, tuned_kernel, u, y, extra_grid, *args, **constexprs):
+    num_rows, dim = u.shape
+    block_m, block_n, block_d, block_k = block_sizes(num_rows, dim, y.shape[1])
+    launch(kernel, tuned_kernel, num_rows, extra_grid, {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_D": block_d},
+           *args, BLOCK_K=block_k, PRECISION=dot_precision(u), **constexprs)
 
 
 def _forward(u, y, sizes, batch, temperature, threshold, loss_factor):
-    """u ``(N, D)`` float32 normalised rows, y ``(B, K)`` float32, sizes ``(B,)`` -> max logit, 1 / sum of
+    """u ``(N, D)`` normalised rows, y ``(B, K)`` in u's dtype, sizes ``(B,)`` float32 -> max logit, 1 / sum of
     exp(logit - max), count, total, loss per row, each ``(N,)`` float32."""
     num_rows, dim = u.shape
-    block_m, block_n, block_d, _, block_k = block_sizes(num_rows, dim, y.shape[1])
     row_max, inv_sum, count, total, loss = (torch.empty(num_rows, dtype=torch.float32, device=u.device)
                                             for _ in range(5))
-    grid = (triton.cdiv(num_rows, block_m),)
-    _jaccard_supcon_forward_kernel[grid](
-        u, y, sizes, row_max, inv_sum, count, total, loss, num_rows, batch, dim, y.shape[1], 1.0 / temperature,
-        threshold, loss_factor, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_K=block_k, num_warps=NUM_WARPS,
-    )
+    _launch(_jaccard_supcon_forward_kernel, _tuned_forward_kernel, u, y, (),
+            u, y, sizes, row_max, inv_sum, count, total, loss, num_rows, batch, dim, y.shape[1], 1.0 / temperature,
+            threshold, loss_factor)
     return row_max, inv_sum, count, total, loss
 
 
 def _backward(u, y, sizes, row_max, inv_sum, total, coef, batch, temperature, threshold):
-    """Gradient w.r.t. u ``(N, D)`` float32 given the per-row coefficients ``coef`` ``(N,)`` (see the kernel)."""
+    """Gradient w.r.t. u ``(N, D)``, float32, given the per-row coefficients ``coef`` ``(N,)`` (see the kernel)."""
     num_rows, dim = u.shape
-    block_m, block_n, block_d, block_do, block_k = block_sizes(num_rows, dim, y.shape[1])
-    grad_u = torch.empty_like(u)
-    grid = (triton.cdiv(num_rows, block_m), triton.cdiv(dim, block_do))
-    _jaccard_supcon_backward_kernel[grid](
-        u, y, sizes, row_max, inv_sum, total, coef, grad_u, num_rows, batch, dim, y.shape[1], 1.0 / temperature,
-        threshold, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_K=block_k, BLOCK_DO=block_do,
-        num_warps=NUM_WARPS,
-    )
+    columns = gradient_columns(dim)
+    grad_u = torch.empty(u.shape, dtype=torch.float32, device=u.device)
+    _launch(_jaccard_supcon_backward_kernel, _tuned_backward_kernel, u, y, (triton.cdiv(dim, columns),),
+            u, y, sizes, row_max, inv_sum, total, coef, grad_u, num_rows, batch, dim, y.shape[1], 1.0 / temperature,
+            threshold, BLOCK_DO=columns)
     return grad_u
 
 
 class JaccardSupConFunction(torch.autograd.Function):
-    """``loss(u)`` on view-major normalised rows u ``(VB, D)`` float32 with labels y ``(B, K)`` float32."""
+    """``loss(u)`` on view-major normalised rows u ``(VB, D)`` with labels y ``(B, K)`` (both float32, float16 or
+    bfloat16)."""
 
     @staticmethod
     def forward(ctx, u, y, temperature, threshold, base_temperature):
-        sizes = torch.sum(y, dim=1)  # (B,)
+        sizes = torch.sum(y, dim=1, dtype=torch.float32)  # (B,)
         row_max, inv_sum, count, total, loss = _forward(u, y, sizes, y.shape[0], temperature, threshold,
                                                         temperature / base_temperature)
         ctx.save_for_backward(u, y, sizes, row_max, inv_sum, count, total)
@@ -215,7 +224,7 @@ class JaccardSupConFunction(torch.autograd.Function):
             return None, None, None, None, None
         coef = grad_output.float() / (u.shape[0] * base_temperature * torch.clamp(count, min=1.0))  # (N,)
         grad_u = _backward(u, y, sizes, row_max, inv_sum, total, coef.contiguous(), y.shape[0], temperature,
-                           threshold)
+                           threshold).to(u.dtype)
         return grad_u, None, None, None, None
 
 
@@ -262,8 +271,8 @@ def jaccard_supcon(features, labels, temperature=0.07, threshold=0.3, base_tempe
     _validate(features, labels, temperature, threshold, base_temperature)
     if features.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"Expected float32, float16 or bfloat16 features. Received: dtype={features.dtype}")
-    u = _view_major_rows(features).contiguous()  # (VB, D)
-    y = labels.to(device=u.device, dtype=torch.float32).contiguous()  # (B, K)
+    u = _view_major_rows(features).to(features.dtype).contiguous()  # (VB, D), the features' dtype
+    y = labels.to(device=u.device, dtype=u.dtype).contiguous()  # (B, K), 0/1 exact in any float dtype
     return JaccardSupConFunction.apply(u, y, float(temperature), float(threshold), float(base_temperature))
 
 

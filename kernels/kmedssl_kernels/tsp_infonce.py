@@ -7,7 +7,8 @@ With ``z = [z_1; z_2]`` (N = 2B rows), ``u_i = n(z_i)``, ``c_ij = u_i . u_j`` an
     loss   = 1/N sum_i [ lse_i - l_{i,pos(i)} ],   lse_i = log sum_{j != i} exp(l_ij)      (Eq. 2)
 
 The (N, N) matrix is never stored: the forward kernel streams (BLOCK_M, BLOCK_N) tiles of ``c`` (a tiled GEMM
-over D) through an online log-sum-exp and keeps three numbers per row. The backward kernel recomputes the tiles.
+over D) through an online log-sum-exp and keeps three numbers per row. The backward kernel recomputes each tile
+once per row block: a program owns its rows' gradient over all D columns (up to ``MAX_GRADIENT_COLUMNS``).
 Because ``c`` (hence ``l``) is symmetric and ``pos`` is an involution, the gradient of row i collects both the
 terms where i is the anchor and those where it is the column, in one deterministic pass (no atomics):
 
@@ -16,8 +17,10 @@ terms where i is the anchor and those where it is the column, in one determinist
     dL/du_i           = sum_{j != i} (dL/dc_ij + dL/dc_ji) u_j
     dL/dscale         = 1/N sum_i [ sum_{j != i} p_ij s_ij - s_{i,pos(i)} ]
 
-The row normalisation ``n(x) = x / max(||x||, 1e-12)`` runs as torch ops on the (N, D) rows (autograd gives its
-gradient); the kernels compute in float32 whatever the input dtype, and the gradients return in the input dtype.
+The row normalisation ``n(x) = x / max(||x||, 1e-12)`` runs as torch ops on the (N, D) rows in float32 (autograd
+gives its gradient), rounded back to the input dtype: the GEMMs read float16/bfloat16 rows on the tensor cores
+(TF32 or exact float32 for float32 rows, ``_common.dot_precision``) and accumulate in float32; the log-sum-exp and
+every reduction are float32; the gradients return in the input dtype.
 """
 
 import numbers
@@ -26,7 +29,10 @@ import torch
 import triton
 import triton.language as tl
 
-from kmedssl_kernels._common import cosine_tile, l2_normalize
+from kmedssl_kernels._common import (
+    accumulate_rows, contrastive_configs, cosine_tile, dot_precision, gradient_columns, l2_normalize, launch,
+    operand_rows, prune_backward_configs,
+)
 
 # === Kernels ===
 
@@ -46,7 +52,8 @@ def _tsp_slope(cosine, kappa):
 
 @triton.jit
 def _tsp_infonce_forward_kernel(u_ptr, scale_ptr, lse_ptr, expected_ptr, positive_ptr, num_rows, half, dim, kappa,
-                                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+                                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                                PRECISION: tl.constexpr):
     # One program per block of BLOCK_M anchors i, streaming every column block j (online log-sum-exp):
     #   lse_i      = log sum_{j != i} exp(scale * s_ij)
     #   expected_i = sum_{j != i} softmax_i(l)_j * s_ij          (for dL/dscale)
@@ -60,7 +67,7 @@ def _tsp_infonce_forward_kernel(u_ptr, scale_ptr, lse_ptr, expected_ptr, positiv
     positive = tl.zeros((BLOCK_M,), dtype=tl.float32)
     for col_start in range(0, num_rows, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
-        sim = _tsp(cosine_tile(u_ptr, rows, cols, num_rows, dim, BLOCK_M, BLOCK_N, BLOCK_D), kappa)
+        sim = _tsp(cosine_tile(u_ptr, rows, cols, num_rows, dim, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION), kappa)
         keep = (cols[None, :] < num_rows) & (cols[None, :] != rows[:, None])
         logits = tl.where(keep, scale * sim, float("-inf"))
         new_max = tl.maximum(run_max, tl.max(logits, axis=1))
@@ -81,8 +88,9 @@ def _tsp_infonce_forward_kernel(u_ptr, scale_ptr, lse_ptr, expected_ptr, positiv
 @triton.jit
 def _tsp_infonce_backward_kernel(u_ptr, scale_ptr, coef_ptr, lse_ptr, grad_u_ptr, num_rows, half, dim, kappa,
                                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                                 BLOCK_DO: tl.constexpr):
-    # Program (row block, output dim block): for its BLOCK_M rows i and BLOCK_DO columns d of the gradient,
+                                 BLOCK_DO: tl.constexpr, PRECISION: tl.constexpr):
+    # Program (row block, gradient column block; one column block whenever D <= MAX_GRADIENT_COLUMNS): for its
+    # BLOCK_M rows i and BLOCK_DO columns d of the gradient, each similarity tile computed once,
     #   grad_u[i, d] = coef * sum_{j != i} scale * ds/dc_ij * (p_ij + p_ji - 2 [j = pos(i)]) * u[j, d]
     # with p_ij = exp(l_ij - lse_i), p_ji = exp(l_ij - lse_j) (l symmetric) and coef = upstream gradient / N.
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -93,7 +101,7 @@ def _tsp_infonce_backward_kernel(u_ptr, scale_ptr, coef_ptr, lse_ptr, grad_u_ptr
     grad = tl.zeros((BLOCK_M, BLOCK_DO), dtype=tl.float32)
     for col_start in range(0, num_rows, BLOCK_N):
         cols = col_start + tl.arange(0, BLOCK_N)
-        cosine = cosine_tile(u_ptr, rows, cols, num_rows, dim, BLOCK_M, BLOCK_N, BLOCK_D)
+        cosine = cosine_tile(u_ptr, rows, cols, num_rows, dim, BLOCK_M, BLOCK_N, BLOCK_D, PRECISION)
         logits = scale * _tsp(cosine, kappa)
         lse_cols = tl.load(lse_ptr + cols, mask=cols < num_rows, other=float("inf"))
         keep = (rows[:, None] < num_rows) & (cols[None, :] < num_rows) & (cols[None, :] != rows[:, None])
@@ -101,55 +109,58 @@ def _tsp_infonce_backward_kernel(u_ptr, scale_ptr, coef_ptr, lse_ptr, grad_u_ptr
         softmax = tl.exp(tl.where(keep, logits - lse_rows[:, None], float("-inf")))
         softmax += tl.exp(tl.where(keep, logits - lse_cols[None, :], float("-inf")))
         weight = tl.where(keep, (softmax - target) * (scale * _tsp_slope(cosine, kappa)), 0.0)
-        u_cols = tl.load(u_ptr + cols[:, None] * dim + out_d[None, :],
-                         mask=(cols[:, None] < num_rows) & (out_d[None, :] < dim), other=0.0)
-        grad = tl.dot(weight, u_cols, grad, input_precision="ieee")
+        grad = accumulate_rows(grad, weight, u_ptr, cols, out_d, num_rows, dim, PRECISION)
     grad *= tl.load(coef_ptr)
     tl.store(grad_u_ptr + rows[:, None] * dim + out_d[None, :], grad,
              mask=(rows[:, None] < num_rows) & (out_d[None, :] < dim))
 
 
+_tuned_forward_kernel = triton.autotune(contrastive_configs(backward=False), key=["num_rows", "dim"])(
+    _tsp_infonce_forward_kernel)
+_tuned_backward_kernel = triton.autotune(
+    contrastive_configs(backward=True), key=["num_rows", "dim"],
+    prune_configs_by={"early_config_prune": prune_backward_configs},
+)(_tsp_infonce_backward_kernel)
+
+
 # === Host launchers ===
 
 
-# Warps per program: with 64 x 64 tiles, 4 warps spill registers on sm_90 (ptxas), 8 do not.
-NUM_WARPS = 8
-
-
 def block_sizes(num_rows, dim):
-    """``(BLOCK_M, BLOCK_N, BLOCK_D, BLOCK_DO)``: square tiles of up to 64 rows (at least 16, ``tl.dot``'s
-    minimum), D streamed through the similarity GEMM in blocks of up to 64, and backward programs that each own
-    a gradient block of up to 128 columns (every column block recomputes the similarity tiles)."""
-    tile = min(64, max(16, triton.next_power_of_2(num_rows)))
-    padded_dim = max(16, triton.next_power_of_2(dim))
-    return tile, tile, min(64, padded_dim), min(128, padded_dim)
+    """``(BLOCK_M, BLOCK_N, BLOCK_D)`` of the interpreter's fixed launch (CUDA autotunes): square tiles of up to
+    32 rows (at least 16, ``tl.dot``'s minimum) and D streamed through the similarity GEMM in blocks of up to
+    32."""
+    tile = min(32, max(16, triton.next_power_of_2(num_rows)))
+    return tile, tile, min(32, max(16, triton.next_power_of_2(dim)))
+
+
+def _fixed_blocks(num_rows, dim):
+    return dict(zip(("BLOCK_M", "BLOCK_N", "BLOCK_D"), block_sizes(num_rows, dim)))
 
 
 def _forward(u, scale, kappa):
-    """u ``(N, D)`` float32 normalised rows, scale 0-d float32 -> lse, expected, positive, each ``(N,)``."""
+    """u ``(N, D)`` normalised rows, scale 0-d float32 -> lse, expected, positive, each ``(N,)`` float32."""
     num_rows, dim = u.shape
-    block_m, block_n, block_d, _ = block_sizes(num_rows, dim)
     lse, expected, positive = (torch.empty(num_rows, dtype=torch.float32, device=u.device) for _ in range(3))
-    grid = (triton.cdiv(num_rows, block_m),)
-    _tsp_infonce_forward_kernel[grid](u, scale, lse, expected, positive, num_rows, num_rows // 2, dim, kappa,
-                                      BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=NUM_WARPS)
+    launch(_tsp_infonce_forward_kernel, _tuned_forward_kernel, num_rows, (), _fixed_blocks(num_rows, dim),
+           u, scale, lse, expected, positive, num_rows, num_rows // 2, dim, kappa, PRECISION=dot_precision(u))
     return lse, expected, positive
 
 
 def _backward(u, scale, coef, lse, kappa):
-    """Gradient of ``coef * N * loss`` w.r.t. u ``(N, D)`` float32 (coef: 0-d float32 tensor)."""
+    """Gradient of ``coef * N * loss`` w.r.t. u ``(N, D)``, float32 (coef: 0-d float32 tensor)."""
     num_rows, dim = u.shape
-    block_m, block_n, block_d, block_do = block_sizes(num_rows, dim)
-    grad_u = torch.empty_like(u)
-    grid = (triton.cdiv(num_rows, block_m), triton.cdiv(dim, block_do))
-    _tsp_infonce_backward_kernel[grid](u, scale, coef, lse, grad_u, num_rows, num_rows // 2, dim, kappa,
-                                       BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, BLOCK_DO=block_do,
-                                       num_warps=NUM_WARPS)
+    columns = gradient_columns(dim)
+    grad_u = torch.empty(u.shape, dtype=torch.float32, device=u.device)
+    launch(_tsp_infonce_backward_kernel, _tuned_backward_kernel, num_rows, (triton.cdiv(dim, columns),),
+           _fixed_blocks(num_rows, dim), u, scale, coef, lse, grad_u, num_rows, num_rows // 2, dim, kappa,
+           BLOCK_DO=columns, PRECISION=dot_precision(u))
     return grad_u
 
 
 class TSPInfoNCEFunction(torch.autograd.Function):
-    """``loss(u, scale)`` on normalised rows ``u = n([z_1; z_2])`` ``(2B, D)`` float32 and a 0-d float32 scale."""
+    """``loss(u, scale)`` on normalised rows ``u = n([z_1; z_2])`` ``(2B, D)`` (float32, float16 or bfloat16)
+    and a 0-d float32 scale."""
 
     @staticmethod
     def forward(ctx, u, scale, kappa):
@@ -164,7 +175,7 @@ class TSPInfoNCEFunction(torch.autograd.Function):
         grad_u = grad_scale = None
         if ctx.needs_input_grad[0]:
             coef = (grad_output.float() / u.shape[0]).contiguous()
-            grad_u = _backward(u, scale, coef, lse, ctx.kappa)
+            grad_u = _backward(u, scale, coef, lse, ctx.kappa).to(u.dtype)
         if ctx.needs_input_grad[1]:
             grad_scale = grad_output * torch.mean(expected - positive)
         return grad_u, grad_scale, None
@@ -215,7 +226,7 @@ def tsp_infonce(z_1, z_2, kappa=16.0, scale=1 / 0.07):
         raise ValueError(
             f"Expected z_1 and z_2 both float32, float16 or bfloat16. Received: {z_1.dtype} and {z_2.dtype}"
         )
-    u = l2_normalize(torch.cat([z_1, z_2])).contiguous()  # (2B, D)
+    u = operand_rows(torch.cat([z_1, z_2])).contiguous()  # (2B, D), the inputs' dtype
     return TSPInfoNCEFunction.apply(u, _scale_tensor(scale, u.device), float(kappa))
 
 

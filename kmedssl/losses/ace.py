@@ -109,7 +109,7 @@ def ace_matching_loss_from_pairs(teacher, student, logit_scale, paired, grid, ke
         )
     grid, kernel_size, sigma, alpha = int(grid), int(kernel_size), float(sigma), float(alpha)
     teacher, student, logit_scale, paired = (ops.convert_to_tensor(x) for x in (teacher, student, logit_scale, paired))
-    if use_triton(teacher, student, logit_scale, paired):
+    if use_triton(teacher, student, logit_scale, paired, op="ace_matching", rows=t_shape[0], dim=t_shape[2]):
         return fused_op("ace_matching", "ace_matching_loss")(teacher, student, logit_scale, paired, grid,
                                                              kernel_size, sigma, alpha)
     scale = ops.exp(ops.cast(logit_scale, "float32"))

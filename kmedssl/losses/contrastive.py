@@ -30,7 +30,8 @@ then, for the rows one program contrasts, on the implementation (docs/kernels.md
   number hyper-parameters and factor: ``jaccard_supcon``) and ``kmedssl.ops.kernels.use_triton`` allows it
   (torch tensors on CUDA);
 - else the row-blocked path (``kmedssl.losses.blocked``, memory O(block² + R·D)) when ``block_size >= 1``,
-  or with ``block_size=None`` when the candidate rows R > ``blocked.AUTO_BLOCKED_ROWS``;
+  or with ``block_size=None`` when the candidate rows R > ``blocked.AUTO_BLOCKED_ROWS`` (on CUDA torch tensors:
+  only when the plain matrices would not fit in free device memory, ``kmedssl.ops.kernels.naive_fits``);
 - else the naive path: the plain ``(anchors, candidates)`` matrices (``_naive_loss``).
 
 All paths give the same value and gradients (tests/losses).
@@ -43,7 +44,7 @@ from keras import ops
 
 from kmedssl.losses import blocked, replicas
 from kmedssl.losses.common import EXCLUDED_LOGIT, l2_normalize, tensor_arguments
-from kmedssl.ops.kernels import fused_op, use_triton
+from kmedssl.ops.kernels import fused_op, naive_fits, on_cuda, use_triton
 
 
 # === Similarities ===
@@ -235,12 +236,14 @@ def _fused_call(views, labels, positives, similarity, factor):
     them or ``kmedssl.ops.kernels.use_triton`` declines (checked on the tensors as the caller passed them)."""
     if isinstance(positives, PairedPositives) and isinstance(similarity, TSPSimilarity):
         kappa, scale = similarity.kappa, similarity.scale
+        sizes = {"op": "tsp_infonce", "rows": 2 * views[0].shape[0], "dim": views[0].shape[-1]}
         if (not positives.exclude_positive and isinstance(kappa, numbers.Real)
-                and use_triton(*views, *tensor_arguments(scale))):
+                and use_triton(*views, *tensor_arguments(scale), **sizes)):
             return lambda: fused_op("tsp_infonce")(*views, kappa=kappa, scale=scale)
     if isinstance(positives, JaccardPositives) and isinstance(similarity, CosineSimilarity):
         temperature, threshold = similarity.temperature, positives.threshold
-        if not tensor_arguments(temperature, threshold, factor) and use_triton(*views, labels):
+        sizes = {"op": "jaccard_supcon", "rows": len(views) * views[0].shape[0], "dim": views[0].shape[-1]}
+        if not tensor_arguments(temperature, threshold, factor) and use_triton(*views, labels, **sizes):
             return lambda: fused_op("jaccard_supcon")(  # (b, V, D); base_temperature = T: factor 1 in the kernel
                 ops.stack(views, axis=1), labels, temperature=temperature, threshold=threshold,
                 base_temperature=temperature,
@@ -255,6 +258,8 @@ def _blocked_or_naive(z_all, block_size, naive, row_blocked):
     if block_size is not None:
         return row_blocked(block_size)
     num_rows = z_all.shape[0]
+    if on_cuda(z_all) and naive_fits(num_rows, z_all.device):  # the blocked path is 15-60x slower on a GPU
+        return naive()
     if num_rows is None:  # a graph traced with an unknown batch: decide when it runs
         return ops.cond(
             ops.shape(z_all)[0] > blocked.AUTO_BLOCKED_ROWS, lambda: row_blocked(blocked.DEFAULT_BLOCK_SIZE), naive

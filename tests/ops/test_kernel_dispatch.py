@@ -91,6 +91,62 @@ def test_symbolic_and_non_torch_inputs_take_the_reference_in_every_mode(monkeypa
     assert kernels.use_triton(np.ones((2, 3), "float32")) is False
 
 
+# === The measured auto rule ===
+
+
+@pytest.mark.parametrize("op, rows, dim, faster", [
+    ("tsp_infonce", 16384, 128, True),
+    ("tsp_infonce", 65536, 128, True),
+    ("tsp_infonce", 4096, 128, False),
+    ("tsp_infonce", 65536, 256, False),  # D >= 256: naive until a GPU measures the tensor-core kernels
+    ("jaccard_supcon", 65536, 128, False),
+    ("ace_matching", 64, 768, True),
+    ("ace_matching", 256, 768, False),
+])
+def test_measured_faster_follows_the_recorded_benchmark(op, rows, dim, faster):
+    assert kernels.measured_faster(op, rows, dim) is faster
+
+
+def test_measured_faster_names_the_known_ops():
+    with pytest.raises(ValueError, match="op="):
+        kernels.measured_faster("nt_xent", 16, 16)
+
+
+@torch_only
+@pytest.mark.parametrize("mode, free_gib, expected", [
+    ("auto", 80.0, False),  # 34 B x 8192^2 = 2.1 GiB fits: the naive path, measured faster at D = 512
+    ("auto", 2.0, True),  # it does not fit in 0.8 x 2 GiB: the fused op
+    ("triton", 80.0, True),  # forced
+])
+def test_auto_takes_the_fused_op_where_measured_faster_or_where_naive_would_not_fit(monkeypatch, mode, free_gib,
+                                                                                   expected):
+    """The tensor checks pass as for CUDA tensors; the device's free memory is set."""
+    import torch
+
+    monkeypatch.setenv("KMEDSSL_KERNELS", mode)
+    monkeypatch.setattr(kernels, "_tensor_problem", lambda tensors, mode: None)
+    monkeypatch.setattr(kernels, "_triton_import_problem", lambda: None)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (int(free_gib * 2**30), 80 * 2**30))
+    tensor = _torch_tensor(np.ones((2, 3)), device="cpu")
+    assert kernels.use_triton(tensor, op="tsp_infonce", rows=8192, dim=512) is expected
+    assert kernels.use_triton(tensor) is True  # no op named (the partition op): every CUDA call
+
+
+@torch_only
+@pytest.mark.parametrize("on_cuda, fits, path", [(True, True, "naive"), (True, False, "blocked"),
+                                                 (False, True, "blocked")])
+def test_without_a_block_size_cuda_rows_take_the_plain_matrices_when_they_fit(monkeypatch, on_cuda, fits, path):
+    """Over ``AUTO_BLOCKED_ROWS`` rows the CPU default is the row-blocked path; on CUDA it is the naive one
+    while its matrices fit (the blocked path is 15-60x slower there)."""
+    from kmedssl.losses import blocked, contrastive
+
+    monkeypatch.setattr(contrastive, "on_cuda", lambda *tensors: on_cuda)
+    monkeypatch.setattr(contrastive, "naive_fits", lambda rows, device: fits)
+    rows = _torch_tensor(np.zeros((blocked.AUTO_BLOCKED_ROWS + 1, 2)), device="cpu")
+    chosen = contrastive._blocked_or_naive(rows, None, lambda: "naive", lambda block: "blocked")
+    assert chosen == path
+
+
 @torch_only
 def test_fused_op_names_a_kmedssl_kernels_function():
     pytest.importorskip("triton")
