@@ -236,19 +236,25 @@ def _fused_call(views, labels, positives, similarity, factor):
     them or ``kmedssl.ops.kernels.use_triton`` declines (checked on the tensors as the caller passed them)."""
     if isinstance(positives, PairedPositives) and isinstance(similarity, TSPSimilarity):
         kappa, scale = similarity.kappa, similarity.scale
-        sizes = {"op": "tsp_infonce", "rows": 2 * views[0].shape[0], "dim": views[0].shape[-1]}
+        sizes = {"op": "tsp_infonce", "rows": _stacked_rows(views), "dim": views[0].shape[-1]}
         if (not positives.exclude_positive and isinstance(kappa, numbers.Real)
                 and use_triton(*views, *tensor_arguments(scale), **sizes)):
             return lambda: fused_op("tsp_infonce")(*views, kappa=kappa, scale=scale)
     if isinstance(positives, JaccardPositives) and isinstance(similarity, CosineSimilarity):
         temperature, threshold = similarity.temperature, positives.threshold
-        sizes = {"op": "jaccard_supcon", "rows": len(views) * views[0].shape[0], "dim": views[0].shape[-1]}
+        sizes = {"op": "jaccard_supcon", "rows": _stacked_rows(views), "dim": views[0].shape[-1]}
         if not tensor_arguments(temperature, threshold, factor) and use_triton(*views, labels, **sizes):
             return lambda: fused_op("jaccard_supcon")(  # (b, V, D); base_temperature = T: factor 1 in the kernel
                 ops.stack(views, axis=1), labels, temperature=temperature, threshold=threshold,
                 base_temperature=temperature,
             )
     return None
+
+
+def _stacked_rows(views):
+    """V b, the rows the views stack into (None while a graph is traced with an unknown batch)."""
+    batch = views[0].shape[0]
+    return None if batch is None else len(views) * batch
 
 
 def _blocked_or_naive(z_all, block_size, naive, row_blocked):
