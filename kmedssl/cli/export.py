@@ -11,9 +11,10 @@ from kmedssl.interop.checkpoints import TARGETS  # keras-free: the backend is ch
 @click.argument("source", metavar="RUN_DIR|ENCODER.keras")
 @click.option("--to", "target", type=click.Choice(TARGETS), required=True,
               help="safetensors: kmedssl names; timm / transformers: a ViT; torchvision / transformers: a ResNet-18; "
-                   "monai: either.")
+                   "monai: either; onnx: the graph of encoder.features (torch backend).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, metavar="DIR",
-              help="Folder for model.safetensors, config.json and kmedssl.json (created if missing).")
+              help="Folder for model.safetensors (onnx: model.onnx), config.json and kmedssl.json (created if "
+                   "missing).")
 @click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (default: $KERAS_BACKEND or torch).")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def export(source, target, out, backend, debug):
@@ -24,6 +25,7 @@ def export(source, target, out, backend, debug):
       kmedssl export runs/spcl --to transformers --out exports/spcl-hf   # ViTModel.from_pretrained(...)
       kmedssl export runs/simclr/encoder.keras --to torchvision --out exports/simclr-tv
       kmedssl export runs/spcl --to safetensors --out exports/spcl       # kmedssl names, any framework
+      kmedssl export runs/spcl --to onnx --out exports/spcl-onnx --backend torch   # onnxruntime, any batch
     """
     use_backend(backend)
 

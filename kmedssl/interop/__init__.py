@@ -1,5 +1,6 @@
-"""Weights in and out of kmedssl encoders: timm / transformers ViT, torchvision / MONAI / transformers
-ResNet-18, ``.safetensors``, weights-only PyTorch files and kmedssl's own ``.keras`` (docs/interop.md).
+"""Weights in and out of kmedssl encoders: timm / transformers / MONAI / KerasHub ViT, torchvision / MONAI /
+transformers / KerasHub ResNet-18, ``.safetensors``, weights-only PyTorch files, kmedssl's own ``.keras`` and ONNX
+export (docs/interop.md).
 
 Conversion is NumPy (``state_dicts``: names, layouts, channel summing, position interpolation, normalisation
 folding), so it works the same on every Keras backend; only assigning the result touches the encoder.
@@ -25,6 +26,7 @@ from kmedssl.interop.state_dicts import (
     resize_positions,
     resnet_config_to_monai,
     resnet_config_to_transformers,
+    resnet_from_keras_hub,
     resnet_from_torchvision,
     resnet_from_transformers,
     resnet_to_torchvision,
@@ -34,6 +36,7 @@ from kmedssl.interop.state_dicts import (
     vit_config_to_monai,
     vit_config_to_timm,
     vit_config_to_transformers,
+    vit_from_keras_hub,
     vit_from_monai,
     vit_from_timm,
     vit_from_transformers,
@@ -60,6 +63,7 @@ __all__ = [
     "resize_positions",
     "resnet_config_to_monai",
     "resnet_config_to_transformers",
+    "resnet_from_keras_hub",
     "resnet_from_torchvision",
     "resnet_from_transformers",
     "resnet_to_torchvision",
@@ -69,6 +73,7 @@ __all__ = [
     "vit_config_to_monai",
     "vit_config_to_timm",
     "vit_config_to_transformers",
+    "vit_from_keras_hub",
     "vit_from_monai",
     "vit_from_timm",
     "vit_from_transformers",

@@ -1,9 +1,10 @@
 """Weights files in and out of kmedssl encoders: read safely, convert (``state_dicts``), assign, export.
 
 Reading never unpickles: ``.safetensors`` is parsed with NumPy (``safetensors_io``), ``.pth``/``.pt``/``.bin`` go
-through ``torch.load(weights_only=True, map_location="cpu")`` only, ``.keras`` through kmedssl's safe-mode
-``load_model_file``. A directory is read through its ``model.safetensors`` (an export, a transformers or timm
-folder) or its ``encoder.keras`` (a run directory).
+through ``torch.load(weights_only=True, map_location="cpu")`` only, a kmedssl ``.keras`` through kmedssl's
+safe-mode ``load_model_file``, a KerasHub ``.keras`` as data (``keras_files``: JSON and HDF5, no KerasHub). A
+directory is read through its ``model.safetensors`` (an export, a transformers or timm folder) or its
+``encoder.keras`` (a run directory).
 """
 
 import json
@@ -11,7 +12,7 @@ import pathlib
 
 import numpy as np
 
-from kmedssl.interop import safetensors_io
+from kmedssl.interop import keras_files, safetensors_io
 from kmedssl.interop.state_dicts import (
     EXPORTERS,
     IMAGENET_MEAN,
@@ -21,16 +22,18 @@ from kmedssl.interop.state_dicts import (
     check_fits,
     resnet_config_to_monai,
     resnet_config_to_transformers,
+    source_num_heads,
     to_kmedssl,
     vit_config_to_monai,
     vit_config_to_timm,
     vit_config_to_transformers,
 )
 
-TARGETS = ("safetensors", "timm", "torchvision", "transformers", "monai")
+TARGETS = ("safetensors", "timm", "torchvision", "transformers", "monai", "onnx")
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
 KMEDSSL_CONFIG = "kmedssl.json"  # written beside every export: the encoder's class and get_config()
 WEIGHTS_FILE = "model.safetensors"
+ONNX_FILE = "model.onnx"
 CONFIG_FILE = "config.json"
 
 
@@ -53,8 +56,9 @@ def read_state_dict(path):
     """``{name: np.ndarray}`` of a weights file or folder, in the file's own names and layouts.
 
     Accepts ``.safetensors``; ``.pth``/``.pt``/``.bin`` (``torch.load(weights_only=True)``; a ``state_dict`` /
-    ``model`` / ``module`` wrapper dict is unwrapped); ``.keras`` (a kmedssl encoder: its kmedssl state); a
-    folder holding ``model.safetensors`` or ``encoder.keras``.
+    ``model`` / ``module`` wrapper dict is unwrapped); ``.keras`` (a kmedssl encoder: its kmedssl state; a KerasHub
+    ``ViTBackbone`` / ``ResNetBackbone``: its weights keyed by layer names, ``keras_files``); a folder holding
+    ``model.safetensors`` or ``encoder.keras``.
 
     Raises:
         FileNotFoundError: no such file.
@@ -74,6 +78,9 @@ def read_state_dict(path):
     if suffix in TORCH_SUFFIXES:
         return _read_torch(path)
     if suffix == ".keras":
+        config = keras_files.read_config(path)
+        if keras_files.keras_hub_class(config):
+            return keras_files.keras_hub_state(path, config)
         from kmedssl.training.checkpoints import load_model_file
 
         return encoder_state(load_model_file(path))
@@ -156,10 +163,10 @@ def encoder_state(encoder):
 def load_into(encoder, path, source_normalization=None):
     """Initialise a built kmedssl encoder from a weights file, in place; returns the encoder.
 
-    Any supported layout (``state_dicts.detect_layout``) of any readable file (``read_state_dict``): timm or
-    transformers ViT into a ``VisionTransformer``; torchvision, MONAI or transformers ResNet-18 into a
-    ``ResNet18`` (``stem="imagenet"``); kmedssl's own exports and ``.keras`` encoders. RGB first layers are
-    summed to the encoder's 1 channel; ViT positions are interpolated (bicubic) to the encoder's grid.
+    Any supported layout (``state_dicts.detect_layout``) of any readable file (``read_state_dict``): timm,
+    transformers, MONAI or KerasHub ViT into a ``VisionTransformer``; torchvision, MONAI, transformers or KerasHub
+    ResNet-18 into a ``ResNet18`` (``stem="imagenet"``); kmedssl's own exports and ``.keras`` encoders. RGB first
+    layers are summed to the encoder's 1 channel; ViT positions are interpolated (bicubic) to the encoder's grid.
 
     Args:
         encoder: a built ``VisionTransformer`` or ``ResNet18``.
@@ -174,6 +181,9 @@ def load_into(encoder, path, source_normalization=None):
     """
     state = read_state_dict(path)
     try:
+        heads = source_num_heads(state)
+        if heads is not None and family(encoder) == "vit" and heads != encoder.num_heads:
+            raise InteropError(f"the file's ViT has num_heads={heads}, the encoder num_heads={encoder.num_heads}")
         state, origin, leftovers, _ = to_kmedssl(state)
         variables = encoder_variables(encoder)
         expected = {name: tuple(v.shape) for name, v in variables.items()}
@@ -224,16 +234,29 @@ def export(source, to, out):
     - ``monai``: ``config.json`` holds the keyword arguments of ``monai.networks.nets.ViT`` / ``ResNet``, whose
       ``load_state_dict`` then takes the weights strictly; ``model(x)[0]`` (ViT: the identity as
       ``classification_head``) / ``model(x)`` (ResNet, ``feed_forward=False``) is ``encoder.features``.
+    - ``onnx`` (torch backend, packages ``onnx`` and ``onnxscript``): ``model.onnx`` instead of
+      ``model.safetensors``, the graph of ``encoder.features`` itself: input ``images`` ``(batch, H, W, C)``
+      float32 in [0, 1] (normalised inside, as kmedssl takes them; a ResNet's ``H`` and ``W`` are dynamic too),
+      output ``features`` ``(batch, dim)``; ``config.json`` describes both.
 
     Raises:
-        InteropError: a target that cannot express the encoder (e.g. a ``stem="cifar"`` ResNet for transformers).
+        InteropError: a target that cannot express the encoder (e.g. a ``stem="cifar"`` ResNet for transformers),
+            or ``onnx`` on another backend or without its packages.
     """
     if to not in TARGETS:
         raise ValueError(f"Expected to in {TARGETS}. Received: to={to!r}")
+    if to == "onnx":
+        from kmedssl.ops.onnx_export import onnx_export_error
+
+        problem = onnx_export_error()
+        if problem:  # before reading anything: this backend or its packages cannot export
+            raise InteropError(problem)
     encoder = load_encoder(source)
     kind, config = family(encoder), encoder.get_config()
-    state = {k: v.astype(np.float32) for k, v in encoder_state(encoder).items()}
     own = {"class_name": type(encoder).__name__, "family": kind, "config": _jsonable(config)}
+    if to == "onnx":
+        return _export_onnx(encoder, kind, config, own, pathlib.Path(out))
+    state = {k: v.astype(np.float32) for k, v in encoder_state(encoder).items()}
     if to == "safetensors":
         tensors, target_config = state, own
     elif (kind, to) in EXPORTERS:
@@ -257,6 +280,33 @@ def export(source, to, out):
                      "size": {"height": config.get("image_size", 224), "width": config.get("image_size", 224)}}
         written.append(out / "preprocessor_config.json")
         written[-1].write_text(json.dumps(processor, indent=2) + "\n")
+    return written
+
+
+def _export_onnx(encoder, kind, config, own, out):
+    """``model.onnx`` of ``encoder.features`` with a dynamic batch (and, for a ResNet, dynamic height and width)."""
+    from kmedssl.ops.onnx_export import export_onnx
+
+    channels = config["channels"]
+    if kind == "vit":
+        size = config["image_size"]
+        example, axes = (2, size, size, channels), {0: "batch"}
+        shape = ["batch", size, size, channels]
+    else:
+        example, axes = (2, 64, 64, channels), {0: "batch", 1: "height", 2: "width"}
+        shape = ["batch", "height", "width", channels]
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / ONNX_FILE, out / CONFIG_FILE, out / KMEDSSL_CONFIG]
+    export_onnx(encoder, written[0], example, axes)
+    target_config = {
+        "format": "onnx", "graph": "encoder.features",
+        "input": {"name": "images", "shape": shape, "dtype": "float32", "layout": "NHWC",
+                  "values": "images in [0, 1]; the graph normalises them as (x - input_mean) / input_std",
+                  "input_mean": config["input_mean"], "input_std": config["input_std"]},
+        "output": {"name": "features", "shape": ["batch", encoder.dim], "dtype": "float32"},
+    }
+    written[1].write_text(json.dumps(target_config, indent=2) + "\n")
+    written[2].write_text(json.dumps(own, indent=2) + "\n")
     return written
 
 

@@ -16,6 +16,9 @@ Layouts (``detect_layout``):
   names.
 - ``"transformers-resnet"``: Hugging Face ``ResNetModel`` with ``layer_type="basic"`` (``embedder.*``,
   ``encoder.stages.S.layers.B.*``); ``ResNetForImageClassification``'s ``resnet.`` prefix is removed.
+- ``"keras-hub-vit"`` / ``"keras-hub-resnet"``: a KerasHub ``ViTBackbone`` / ``ResNetBackbone`` (basic blocks)
+  ``.keras`` file, read by ``keras_files`` and keyed by layer names (``vit_encoder/transformer_block_1/mha/query/0``,
+  ``stack1_block0_1_conv/0``); Keras layouts, so no transposes.
 - ``"kmedssl"``: a kmedssl state (as ``kmedssl export --to safetensors`` writes it).
 
 What matches exactly (checked against ``transformers`` in tests/interop/):
@@ -40,7 +43,8 @@ import numpy as np
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-LAYOUTS = ("kmedssl", "timm-vit", "transformers-vit", "monai-vit", "torchvision-resnet", "transformers-resnet")
+LAYOUTS = ("kmedssl", "timm-vit", "transformers-vit", "monai-vit", "keras-hub-vit", "torchvision-resnet",
+           "transformers-resnet", "keras-hub-resnet")
 # Source tensors with no kmedssl counterpart that an encoder may drop: classifier heads, poolers, BN counters.
 IGNORED_SUFFIXES = ("num_batches_tracked",)
 IGNORED_PREFIXES = ("head.", "fc.", "pooler.", "classifier.", "embeddings.mask_token", "head_drop.", "fc_norm.",
@@ -80,6 +84,13 @@ def detect_layout(state):
         return "transformers-vit"
     if "embedder.embedder.convolution.weight" in keys:
         return "transformers-resnet"
+    if KERAS_HUB_PATCH + "/0" in keys:
+        return "keras-hub-vit"
+    if "conv1_conv/0" in keys and "stack0_block0_1_conv/0" in keys:
+        if "stack0_block0_3_conv/0" in keys:
+            raise InteropError("a keras_hub bottleneck ResNet (ResNet-50 style, stack0_block0_3_conv): kmedssl has "
+                               "ResNet-18 basic blocks only")
+        return "keras-hub-resnet"
     if "conv1.weight" in keys and "layer1.0.conv1.weight" in keys:
         if "layer1.0.conv3.weight" in keys:
             raise InteropError("a bottleneck ResNet (ResNet-50 style, layer1.0.conv3): kmedssl has ResNet-18 basic "
@@ -474,6 +485,97 @@ def resnet_config_to_transformers(config):
     }
 
 
+# === KerasHub (``keras_files`` reads the .keras file; names are its layers' names) ===
+
+KERAS_HUB_EMBEDDING = "vit_patching_and_embedding"
+KERAS_HUB_PATCH = KERAS_HUB_EMBEDDING + "/patch_embedding"
+KERAS_HUB_BLOCK = "vit_encoder/transformer_block_{}/"  # 1-based
+# (timm suffix, keras-hub suffix, kind) per block; "dense": a Keras (in, out) kernel, "heads_out": the attention
+# output's (heads, head_dim, out) EinsumDense kernel. q, k, v ((in, heads, head_dim) kernels, (heads, head_dim)
+# biases) are fused into timm's qkv separately.
+KERAS_HUB_VIT_BLOCK = (
+    ("norm1.weight", "ln_1/0", "copy"), ("norm1.bias", "ln_1/1", "copy"),
+    ("attn.proj.weight", "mha/attention_output/0", "heads_out"),
+    ("attn.proj.bias", "mha/attention_output/1", "copy"),
+    ("norm2.weight", "ln_2/0", "copy"), ("norm2.bias", "ln_2/1", "copy"),
+    ("mlp.fc1.weight", "mlp/dense_1/0", "dense"), ("mlp.fc1.bias", "mlp/dense_1/1", "copy"),
+    ("mlp.fc2.weight", "mlp/dense_2/0", "dense"), ("mlp.fc2.bias", "mlp/dense_2/1", "copy"),
+)
+KERAS_HUB_QKV = ("mha/query", "mha/key", "mha/value")
+KERAS_BN = ("gamma", "beta", "moving_mean", "moving_variance")  # a BatchNormalization's variables, in order
+
+
+def vit_from_keras_hub(state):
+    """KerasHub ``ViTBackbone`` weights (``keras_files.read_weights`` names) -> (kmedssl state, {kmedssl name:
+    keras-hub name}, leftovers), through timm's names. ``use_mha_bias`` / ``use_mlp_bias`` / ``use_patch_bias``
+    ``=False`` read as zero biases (exact); the CLS position (KerasHub's position 0) goes into the CLS token."""
+    if KERAS_HUB_EMBEDDING + "/0" not in state:
+        raise InteropError("a keras_hub ViT without a class token (use_class_token=False): kmedssl's ViT has one")
+    kernel = _need(state, KERAS_HUB_PATCH + "/0")  # (p, p, C, D)
+    dim = kernel.shape[-1]
+    zeros = lambda n: np.zeros(n, kernel.dtype)  # noqa: E731  (a missing bias)
+    timm = {"cls_token": _need(state, KERAS_HUB_EMBEDDING + "/0").reshape(1, 1, dim),
+            "pos_embed": _need(state, KERAS_HUB_EMBEDDING + "/position_embedding/0")[None],
+            "patch_embed.proj.weight": np.transpose(kernel, (3, 2, 0, 1)),
+            "patch_embed.proj.bias": state.get(KERAS_HUB_PATCH + "/1", zeros(dim)),
+            "norm.weight": _need(state, "vit_encoder/ln/0"), "norm.bias": _need(state, "vit_encoder/ln/1")}
+    back = {"cls_token": KERAS_HUB_EMBEDDING + "/0", "pos_embed": KERAS_HUB_EMBEDDING + "/position_embedding/0",
+            "patch_embed.proj.weight": KERAS_HUB_PATCH + "/0", "patch_embed.proj.bias": KERAS_HUB_PATCH + "/1",
+            "norm.weight": "vit_encoder/ln/0", "norm.bias": "vit_encoder/ln/1"}
+    depth = 0
+    while KERAS_HUB_BLOCK.format(depth + 1) + "ln_1/0" in state:
+        depth += 1
+    for i in range(depth):
+        ours, theirs = f"blocks.{i}.", KERAS_HUB_BLOCK.format(i + 1)
+        for timm_name, name, kind in KERAS_HUB_VIT_BLOCK:
+            if kind == "copy" and name.endswith("/1") and theirs + name not in state:  # use_*_bias=False
+                value = zeros(timm[ours + timm_name.replace(".bias", ".weight")].shape[0])
+            else:
+                value = _need(state, theirs + name)
+            if kind == "dense":
+                value = value.T
+            elif kind == "heads_out":
+                value = value.reshape(-1, value.shape[-1]).T
+            timm[ours + timm_name], back[ours + timm_name] = value, theirs + name
+        kernels = [_need(state, f"{theirs}{part}/0") for part in KERAS_HUB_QKV]  # (D, H, D / H) each
+        biases = [state.get(f"{theirs}{part}/1", zeros(dim)).reshape(-1) for part in KERAS_HUB_QKV]
+        timm[ours + "attn.qkv.weight"] = np.concatenate([k.reshape(k.shape[0], -1) for k in kernels], axis=1).T
+        timm[ours + "attn.qkv.bias"] = np.concatenate(biases)
+        back[ours + "attn.qkv.weight"] = theirs + KERAS_HUB_QKV[0] + "/0"
+        back[ours + "attn.qkv.bias"] = theirs + KERAS_HUB_QKV[0] + "/1"
+    out, origin, _ = vit_from_timm(timm)
+    used = set(back.values()) | {f"{KERAS_HUB_BLOCK.format(i + 1)}{part}/{index}" for i in range(depth)
+                                 for part in KERAS_HUB_QKV for index in (0, 1)}
+    return out, {k: back.get(v, v) for k, v in origin.items()}, _leftovers(state, used)
+
+
+def resnet_from_keras_hub(state):
+    """KerasHub ``ResNetBackbone`` (``block_type="basic_block"``, 7x7 stem, [2, 2, 2, 2]) weights -> (kmedssl
+    state, origin, leftovers). Same layers, names and Keras layouts as ``ResNet18(stem="imagenet")``."""
+    rows = [("stem_conv", "conv1_conv", "conv"), ("stem_bn", "conv1_bn", "bn")]
+    for stage in range(4):
+        for block in range(2):
+            ours, theirs = f"stage_{stage + 1}_block_{block + 1}/", f"stack{stage}_block{block}_"
+            rows += [(ours + "conv_1", theirs + "1_conv", "conv"), (ours + "bn_1", theirs + "1_bn", "bn"),
+                     (ours + "conv_2", theirs + "2_conv", "conv"), (ours + "bn_2", theirs + "2_bn", "bn")]
+            if theirs + "0_conv/0" in state:
+                rows += [(ours + "shortcut_conv", theirs + "0_conv", "conv"),
+                         (ours + "shortcut_bn", theirs + "0_bn", "bn")]
+    out, origin = {}, {}
+    for ours, theirs, kind in rows:
+        names = [("kernel", "0")] if kind == "conv" else [(k, str(i)) for i, k in enumerate(KERAS_BN)]
+        for k, index in names:
+            out[f"{ours}/{k}"], origin[f"{ours}/{k}"] = _need(state, f"{theirs}/{index}"), f"{theirs}/{index}"
+    return out, origin, _leftovers(state, set(origin.values()))
+
+
+def source_num_heads(state):
+    """The attention head count a state dict records (KerasHub's ``(D, heads, D / heads)`` query kernels), or
+    None: the other layouts fuse heads into ``(D, D)`` matrices, so only a config could tell."""
+    kernel = state.get(KERAS_HUB_BLOCK.format(1) + "mha/query/0")
+    return None if kernel is None or np.ndim(kernel) != 3 else int(np.shape(kernel)[1])
+
+
 # === Reading any layout ===
 
 CONVERTERS = {
@@ -482,6 +584,8 @@ CONVERTERS = {
     "monai-vit": vit_from_monai,
     "torchvision-resnet": resnet_from_torchvision,
     "transformers-resnet": resnet_from_transformers,
+    "keras-hub-vit": vit_from_keras_hub,
+    "keras-hub-resnet": resnet_from_keras_hub,
 }
 EXPORTERS = {  # (family, target) -> function(state, channels)
     ("vit", "timm"): vit_to_timm,
