@@ -11,10 +11,11 @@ import click
 from kmedssl.cli.common import CONTEXT_SETTINGS, run_user_command
 from kmedssl.data.formats import FORMATS, read_dataset
 from kmedssl.data.health import MIN_SIDE, health_report
+from kmedssl.data.phantom.masks_writer import write_masks
 from kmedssl.data.phantom.radimagenet_writer import write_radimagenet
 from kmedssl.data.phantom.writer import write_mimic_cxr
 
-LAYOUTS = ("mimic-cxr", "radimagenet")
+LAYOUTS = ("mimic-cxr", "radimagenet", "masks")
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -74,19 +75,23 @@ def _check(path, format_, min_side, workers):
 @click.option("--layout", type=click.Choice(LAYOUTS), default="mimic-cxr", show_default=True,
               help="On-disk layout to write.")
 @click.option("--subjects", type=int,
-              help="Number of subjects (mimic-cxr, default 50) or of images (radimagenet, default 200).")
-@click.option("--image-size", type=int, help="Image side in pixels (default 256 for mimic-cxr, 64 for radimagenet).")
+              help="Number of subjects (mimic-cxr and masks, default 50) or of images (radimagenet, default 200).")
+@click.option("--image-size", type=int,
+              help="Image side in pixels (default 256 for mimic-cxr and masks, 64 for radimagenet).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the phantom cohort.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def phantom(out, layout, subjects, image_size, seed, debug):
-    """Write the phantom in the MIMIC-CXR-JPG or RadImageNet layout.
+    """Write the phantom in the MIMIC-CXR-JPG or RadImageNet layout, or as images with masks and landmarks.
 
     The files are read back by the real readers (``--format mimic-cxr`` or ``--format radimagenet``).
-    --out must be a new or empty folder: nothing already there is replaced.
+    ``--layout masks`` writes chest images (images/*.png), one mask folder per structure
+    (masks/STRUCTURE/*.png), landmarks.csv and index.csv (read by ``--format folder``); see
+    docs/data-phantom-dense.md. --out must be a new or empty folder: nothing already there is replaced.
 
     \b
     Example:
       kmedssl data phantom --out phantom-rin --layout radimagenet --subjects 300 --image-size 128
+      kmedssl data phantom --out phantom-dense --layout masks --subjects 20 --image-size 128
     """
     with ImageProgress("Writing images") as progress:
         run_user_command(debug, _write_phantom, out, layout, subjects, image_size, seed, progress)
@@ -119,8 +124,9 @@ class ImageProgress:
 def _write_phantom(out, layout, subjects, image_size, seed, progress=None):
     """Call the layout's writer with the options given (the writer's defaults for the others)."""
     options = {"image_size": image_size, "seed": seed, "progress": progress}
-    if layout == "mimic-cxr":
+    if layout in ("mimic-cxr", "masks"):
         options["num_subjects"] = subjects
-        return write_mimic_cxr(pathlib.Path(out), **{k: v for k, v in options.items() if v is not None})
+        writer = write_mimic_cxr if layout == "mimic-cxr" else write_masks
+        return writer(pathlib.Path(out), **{k: v for k, v in options.items() if v is not None})
     options["num_images"] = subjects
     return write_radimagenet(pathlib.Path(out), **{k: v for k, v in options.items() if v is not None})

@@ -25,6 +25,7 @@ import numpy as np
 
 from kmedssl.data.phantom import chest
 from kmedssl.data.phantom import scene as scene_lib
+from kmedssl.data.phantom.ground_truth import view_ground_truth, study_ground_truth
 from kmedssl.data.phantom.imaging import radiograph
 from kmedssl.data.phantom.modalities import ANATOMIES, COMBINATIONS, MODALITIES, render_multimodal, sample_case
 from kmedssl.data.records import ImageRecord
@@ -215,6 +216,18 @@ class ChestCohort(_Cached):
         rng = _rng(self.seed, _IMAGE, i, k, v)
         geometry = chest.chest_projection(self._anatomy(i), view, rng)
         return radiograph(self._scenes(i, k, pose), geometry, int(image_size), rng)
+
+    def ground_truth(self, record, image_size=64):
+        """The masks and landmarks of ``render(record, image_size)`` (``ground_truth.ChestGroundTruth``): the
+        same anatomy, findings and projection (docs/data-phantom-dense.md)."""
+        _check_size(image_size)
+        i, k, v = self._locate(record)
+        view = self._subjects[i].studies[k][1][v]
+        # The image's generator starts with the geometry draws (``render``), so this is the image's geometry.
+        geometry = chest.chest_projection(self._anatomy(i), view, _rng(self.seed, _IMAGE, i, k, v))
+        anatomy, findings = self._anatomy(i), self._findings(i)[k]
+        study = self._cached("ground_truth", (i, k), lambda: study_ground_truth(anatomy, findings))  # its views share it
+        return view_ground_truth(anatomy, findings, geometry, int(image_size), study)
 
 
 class MultiModalCohort(_Cached):

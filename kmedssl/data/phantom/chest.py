@@ -18,6 +18,7 @@ from kmedssl.data.phantom.shapes import frame, tree_segments
 
 CHEST_LABELS = ("cardiomegaly", "effusion", "nodule", "pneumothorax", "consolidation", "atelectasis")
 SIDES = (-1, 1)  # -1: patient's right, +1: patient's left
+SIDE_NAMES = {-1: "right", 1: "left"}
 POSES = ("pa", "ap", "arms_up")  # patient pose of an acquisition (arms, shoulders)
 
 
@@ -226,31 +227,45 @@ def chest_static_layers(a, pose):
 
 def chest_study_layers(a, f):
     """Layers that depend on the study: diaphragm, heart and vessels, airways, lungs and their findings."""
+    return [layer for _, layer in chest_study_parts(a, f)]
+
+
+def chest_study_parts(a, f):
+    """The layers of ``chest_study_layers``, in the same order, each with a name: a list of (name, layer).
+
+    Names: "liver_dome" and "spleen_dome" (below the right and left hemidiaphragm), "gastric_fluid",
+    "gastric_air", "heart" (myocardium), "blood_pool", "right_atrium", "aorta", "svc", "airways"; then per
+    lung, with the suffix "_right" or "_left": "lung" (the whole pleural space; the other parts of that
+    lung lie inside it), "effusion" (pleural fluid), "pneumothorax" (pleural air), "collapsed_lung" (the
+    aerated lung under a pneumothorax), "vessels", "consolidation" and "nodule" (one part each), "atelectasis".
+    """
     s = a.s
     domes = _domes(a, f)
     med = _mediastinum(a, f, domes)
     dome_r = _dome_solid(a, -1, domes[-1])
     dome_l = _dome_solid(a, 1, domes[1]) - dome_r
-    layers = [(dome_r, "liver", "muscle"), (dome_l, "spleen", "muscle")]
+    parts = [("liver_dome", (dome_r, "liver", "muscle")), ("spleen_dome", (dome_l, "spleen", "muscle"))]
     if a.gastric:
         size, level = a.gastric
         rxc, _ = _cavity(a)
         c = np.array([0.45 * rxc, 1.0 * s, domes[1] - 3.2 * s * size])
         bubble = geo.ellipsoid(c, np.array([3.4, 3.0, 2.4]) * s * size) & dome_l
         gas = bubble & geo.halfspace(c + [0.0, 0.0, level * s], [0.0, 0.0, -1.0])
-        layers += [(bubble - gas, "fluid", "spleen"), (gas, "air", "spleen")]
+        parts += [("gastric_fluid", (bubble - gas, "fluid", "spleen")), ("gastric_air", (gas, "air", "spleen"))]
     heart = med["heart"] - dome_r - dome_l
-    layers += [(heart, "myocardium", "muscle"), (med["pool"] - dome_r - dome_l, "blood", "myocardium"),
-               (med["atrium"] - med["heart"] - dome_r, "blood", "muscle"),
-               (med["knob"] + (med["descending"] - med["knob"]), "blood", "muscle"),
-               (med["svc"] - med["atrium"], "blood", "muscle")]
-    layers += _airway_layers(s, med["shift"])
+    parts += [("heart", (heart, "myocardium", "muscle")),
+              ("blood_pool", (med["pool"] - dome_r - dome_l, "blood", "myocardium")),
+              ("right_atrium", (med["atrium"] - med["heart"] - dome_r, "blood", "muscle")),
+              ("aorta", (med["knob"] + (med["descending"] - med["knob"]), "blood", "muscle")),
+              ("svc", (med["svc"] - med["atrium"], "blood", "muscle"))]
+    parts.append(("airways", _airway_layer(s, med["shift"])))
     lung_tissue = {"lung": 1.0 - a.lung_air, "air": a.lung_air}
     for side in SIDES:
         lung, center, radii = _lung_region(a, f, side, domes, med)
-        layers.append((lung, lung_tissue, "muscle"))
-        layers += _lung_findings(a, f, side, lung, center, radii, domes, lung_tissue)
-    return layers
+        parts.append((f"lung_{SIDE_NAMES[side]}", (lung, lung_tissue, "muscle")))
+        parts += [(f"{name}_{SIDE_NAMES[side]}", layer)
+                  for name, layer in _lung_findings(a, f, side, lung, center, radii, domes, lung_tissue)]
+    return parts
 
 
 def _body_layers(a, arms_up):
@@ -285,16 +300,22 @@ def _body_layers(a, arms_up):
     return layers
 
 
-def _airway_layers(s, shift):
-    trachea = geo.cylinder([shift * 0.5, 1.4 * s, 22.0 * s], [shift, 0.4 * s, 5.5 * s], 0.85 * s)
+def trachea_axis(s, shift):
+    """End points (cm) of the trachea's centre line: the upper end and the carina (the lower end, where the
+    main bronchi leave); ``shift`` is the mediastinal shift (atelectasis), which moves the carina fully."""
+    return np.array([shift * 0.5, 1.4 * s, 22.0 * s]), np.array([shift, 0.4 * s, 5.5 * s])
+
+
+def _airway_layer(s, shift):
+    trachea = geo.cylinder(*trachea_axis(s, shift), 0.85 * s)
     bronchi = [geo.cylinder([shift, 0.4 * s, 5.6 * s], [side * 1.9 * s + shift, 0.0, 3.6 * s + 0.4 * s * side],
                             0.6 * s)
                for side in SIDES]
-    return [(geo.union([trachea] + bronchi), "air", "muscle")]
+    return geo.union([trachea] + bronchi), "air", "muscle"
 
 
 def _lung_findings(a, f, side, lung, center, radii, domes, lung_tissue):
-    """Fluid, air, dense and nodular layers inside one lung (children of the lung tissue)."""
+    """Fluid, air, dense and nodular layers inside one lung (children of the lung tissue): (name, layer) pairs."""
     s = a.s
     rxc, ryc = _cavity(a)
     layers = []
@@ -311,7 +332,8 @@ def _lung_findings(a, f, side, lung, center, radii, domes, lung_tissue):
         fit = np.sqrt(max(1.0 - ((top - center[2]) / radii[2]) ** 2, 0.05))
         fit /= np.sqrt(1.0 - ((top - level - rz) / rz) ** 2)
         bowl = geo.ellipsoid([center[0], center[1], level + rz], [fit * radii[0], fit * radii[1], rz])
-        layers.append(((lung & geo.halfspace([0.0, 0.0, top], [0.0, 0.0, 1.0])) - bowl, "fluid", lung_tissue))
+        layers.append(("effusion", ((lung & geo.halfspace([0.0, 0.0, top], [0.0, 0.0, 1.0])) - bowl, "fluid",
+                                    lung_tissue)))
         free = (free & geo.halfspace([0.0, 0.0, top], [0.0, 0.0, -1.0])) + (free & bowl & geo.halfspace(
             [0.0, 0.0, top], [0.0, 0.0, 1.0]))
     aerated = free
@@ -320,27 +342,27 @@ def _lung_findings(a, f, side, lung, center, radii, domes, lung_tissue):
         anchor = np.array([side * 0.25 * rxc, -0.1 * ryc, domes[side] + 2.0 * s])
         shrunk = geo.ellipsoid(anchor + (center - anchor) * (1.0 - frac),
                                radii * np.array([1.0 - frac, 1.0 - 0.5 * frac, 1.0 - 0.8 * frac]))
-        layers.append((free - shrunk, "air", lung_tissue))
+        layers.append(("pneumothorax", (free - shrunk, "air", lung_tissue)))
         aerated = free & shrunk
-        layers.append((aerated, {"lung": 0.85, "muscle": 0.15}, lung_tissue))
+        layers.append(("collapsed_lung", (aerated, {"lung": 0.85, "muscle": 0.15}, lung_tissue)))
         lung_tissue = {"lung": 0.85, "muscle": 0.15}
     p0, p1, r = a.vessels[0 if side < 0 else 1]
-    layers.append((geo.cylinders(p0, p1, np.stack([r, r], 1)) & aerated, "blood", lung_tissue))
+    layers.append(("vessels", (geo.cylinders(p0, p1, np.stack([r, r], 1)) & aerated, "blood", lung_tissue)))
     for c, radii_c, angles, density, fissure in f.consolidation:
         if np.sign(c[0]) != side:
             continue
         blob = geo.ellipsoid(c, radii_c, geo.rotation(*angles))
         if fissure is not None:
             blob = blob & geo.halfspace(c + 0.3 * radii_c.min() * fissure, fissure)
-        layers.append((blob & aerated, {"lung": 1.0 - density, "fluid": density}, lung_tissue))
+        layers.append(("consolidation", (blob & aerated, {"lung": 1.0 - density, "fluid": density}, lung_tissue)))
     for c, radius, calcified in f.nodules:
         if np.sign(c[0]) == side:
             tissue = {"lesion": 0.4, "calcium": 0.6} if calcified else "lesion"
-            layers.append((geo.ellipsoid(c, [radius] * 3) & aerated, tissue, lung_tissue))
+            layers.append(("nodule", (geo.ellipsoid(c, [radius] * 3) & aerated, tissue, lung_tissue)))
     if f.atelectasis is not None and f.atelectasis[0] == side:
         _, _, _, band_c, band_r, yaw = f.atelectasis
         band = geo.ellipsoid(band_c, band_r, geo.rotation(yaw, 0.15, 0.0))
-        layers.append((band & aerated, {"lung": 0.25, "muscle": 0.75}, lung_tissue))
+        layers.append(("atelectasis", (band & aerated, {"lung": 0.25, "muscle": 0.75}, lung_tissue)))
     return layers
 
 

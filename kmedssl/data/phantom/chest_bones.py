@@ -42,11 +42,7 @@ def chest_bones(a, pose):
                            up=[1.0, 0.0, 0.0])
     layers.append((sternum, bone, "muscle"))
     for side in (-1, 1):
-        clav = np.array([[1.6, ryc / s + 0.9, 12.2], [7.0, ryc / s - 0.2, 12.6], [12.0, 1.5, 13.4],
-                         [14.6, -1.0, 13.8]]) * s
-        clav[:, 0] *= side
-        clavicle = geo.union([geo.cylinder(p, q, 0.85 * s) for p, q in zip(clav[:-1], clav[1:])])
-        layers.append((clavicle, cortex, "muscle"))
+        layers.append((clavicle(s, side)[1], cortex, "muscle"))
         # In a PA view the shoulders are rolled forward and the scapulae rotate out of the lung fields.
         out = 2.2 * s if pose == "pa" else 0.0
         scap_axis = geo.rotation(side * (0.55 + 0.25 * (pose == "pa")), 0.0, 0.12 * side)
@@ -60,6 +56,20 @@ def chest_bones(a, pose):
         humerus = geo.union([geo.ellipsoid(head, [2.4 * s] * 3), geo.cylinder(head, elbow, 1.2 * s)])
         layers.append((humerus, bone, "muscle"))
     return layers
+
+
+def clavicle(s, side):
+    """One clavicle (side -1: patient's right, +1: left) for skeleton scale ``s``.
+
+    Returns:
+        (path, solid): path (4, 3) is the centre line (cm) from the sternal (medial) end ``path[0]`` to the
+        acromial end; solid is the union of cylinders of radius 0.85 s along it.
+    """
+    ryc = 9.0 * s
+    path = np.array([[1.6, ryc / s + 0.9, 12.2], [7.0, ryc / s - 0.2, 12.6], [12.0, 1.5, 13.4],
+                     [14.6, -1.0, 13.8]]) * s
+    path[:, 0] *= side
+    return path, geo.union([geo.cylinder(p, q, 0.85 * s) for p, q in zip(path[:-1], path[1:])])
 
 
 def _spine(s, cortex, marrow, bone):
