@@ -11,11 +11,20 @@ import click
 from kmedssl.cli.common import CONTEXT_SETTINGS, run_user_command
 from kmedssl.data.formats import FORMATS, read_dataset
 from kmedssl.data.health import MIN_SIDE, health_report
+from kmedssl.data.phantom.chestx_det_writer import write_chestx_det
+from kmedssl.data.phantom.jsrt_writer import write_jsrt
 from kmedssl.data.phantom.masks_writer import write_masks
 from kmedssl.data.phantom.radimagenet_writer import write_radimagenet
+from kmedssl.data.phantom.siim_writer import write_siim
 from kmedssl.data.phantom.writer import write_mimic_cxr
 
-LAYOUTS = ("mimic-cxr", "radimagenet", "masks")
+LAYOUTS = ("mimic-cxr", "radimagenet", "masks", "siim", "jsrt", "chestx-det")
+# Chest layouts whose size option is a number of subjects.
+SUBJECT_WRITERS = {"mimic-cxr": write_mimic_cxr, "masks": write_masks, "siim": write_siim, "jsrt": write_jsrt,
+                   "chestx-det": write_chestx_det}
+# Dense layouts, read by their own functions (not yet ``--format`` names): see docs/data.md.
+DENSE_READERS = {"siim": "kmedssl.data.formats.siim.read_siim", "jsrt": "kmedssl.data.formats.jsrt.read_jsrt",
+                 "chestx-det": "kmedssl.data.formats.chestx_det.read_chestx_det"}
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -75,28 +84,34 @@ def _check(path, format_, min_side, workers):
 @click.option("--layout", type=click.Choice(LAYOUTS), default="mimic-cxr", show_default=True,
               help="On-disk layout to write.")
 @click.option("--subjects", type=int,
-              help="Number of subjects (mimic-cxr and masks, default 50) or of images (radimagenet, default 200).")
+              help="Number of subjects (chest layouts, default 50) or of images (radimagenet, default 200).")
 @click.option("--image-size", type=int,
-              help="Image side in pixels (default 256 for mimic-cxr and masks, 64 for radimagenet).")
+              help="Image side in pixels (default 256 for the chest layouts, 64 for radimagenet).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the phantom cohort.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def phantom(out, layout, subjects, image_size, seed, debug):
-    """Write the phantom in the MIMIC-CXR-JPG or RadImageNet layout, or as images with masks and landmarks.
+    """Write the phantom in a real layout: MIMIC-CXR-JPG, RadImageNet, images with masks, SIIM, JSRT, ChestX-Det.
 
     The files are read back by the real readers (``--format mimic-cxr`` or ``--format radimagenet``).
     ``--layout masks`` writes chest images (images/*.png), one mask folder per structure
     (masks/STRUCTURE/*.png), landmarks.csv and index.csv (read by ``--format folder``); see
-    docs/data-phantom-dense.md. --out must be a new or empty folder: nothing already there is replaced.
+    docs/data-phantom-dense.md. ``--layout siim|jsrt|chestx-det`` write the frontal chest views with their
+    masks in the SIIM-ACR, JSRT/SCR and ChestX-Det layouts (docs/data-siim.md, data-jsrt.md,
+    data-chestx-det.md). --out must be a new or empty folder: nothing already there is replaced.
 
     \b
     Example:
       kmedssl data phantom --out phantom-rin --layout radimagenet --subjects 300 --image-size 128
       kmedssl data phantom --out phantom-dense --layout masks --subjects 20 --image-size 128
+      kmedssl data phantom --out phantom-siim --layout siim --subjects 20 --image-size 128
     """
     with ImageProgress("Writing images") as progress:
         run_user_command(debug, _write_phantom, out, layout, subjects, image_size, seed, progress)
     count = sum(1 for file in pathlib.Path(out).rglob("*") if file.is_file())
-    click.echo(f"Wrote the {layout} phantom ({count} files) to {out}; check it with: kmedssl data check {out}")
+    if layout in DENSE_READERS:
+        click.echo(f"Wrote the {layout} phantom ({count} files) to {out}; read it with {DENSE_READERS[layout]}")
+    else:
+        click.echo(f"Wrote the {layout} phantom ({count} files) to {out}; check it with: kmedssl data check {out}")
 
 
 class ImageProgress:
@@ -124,9 +139,9 @@ class ImageProgress:
 def _write_phantom(out, layout, subjects, image_size, seed, progress=None):
     """Call the layout's writer with the options given (the writer's defaults for the others)."""
     options = {"image_size": image_size, "seed": seed, "progress": progress}
-    if layout in ("mimic-cxr", "masks"):
+    if layout in SUBJECT_WRITERS:
         options["num_subjects"] = subjects
-        writer = write_mimic_cxr if layout == "mimic-cxr" else write_masks
+        writer = SUBJECT_WRITERS[layout]
         return writer(pathlib.Path(out), **{k: v for k, v in options.items() if v is not None})
     options["num_images"] = subjects
     return write_radimagenet(pathlib.Path(out), **{k: v for k, v in options.items() if v is not None})
