@@ -21,11 +21,17 @@ import numpy as np
 from kmedssl.data.sources import open_source, split_records
 from kmedssl.eval.monitor import ProbeMonitor
 from kmedssl.interop import load_into, parse_init
-from kmedssl.recipes.base import JIT_COMPILE
 from kmedssl.ops.runtime import compile_error, device_description, float16_training_error, seed_everything
 from kmedssl.training import runs
 from kmedssl.training.ssl_health import SSLHealthMonitor, health_monitor, plot_training_curves
-from kmedssl.training.callbacks import ON_NONFINITE, NonFiniteLossGuard
+from kmedssl.training.callbacks import (
+    ON_NONFINITE,
+    NonFiniteLossGuard,
+    ThroughputMeter,
+    input_bound,
+    throughput_line,
+    throughput_totals,
+)
 from kmedssl.training.precision import float32_copy, precision_scope
 from kmedssl.training.checkpoints import (
     Checkpointer,
@@ -46,7 +52,10 @@ class OutOfMemoryError(MemoryError):
 @dataclasses.dataclass
 class PretrainResult:
     """What ``pretrain`` returns: the trained method model, its encoder, the loss history (every epoch of the
-    run, including those before a resume), the run dir, the recipe, and the step a resumed run started at."""
+    run, including those before a resume), the run dir, the recipe, the step a resumed run started at, and
+    the throughput of this process over the run (``throughput_totals`` of its ``throughput.csv`` rows: the
+    input pipeline's and the training step's images/s and the fraction of time the step waited for input;
+    ``None`` if no epoch was measured)."""
 
     model: keras.Model
     encoder: keras.Model
@@ -54,6 +63,7 @@ class PretrainResult:
     run_dir: pathlib.Path
     recipe: object
     resumed_from: int | None = None
+    throughput: dict | None = None
 
 
 def run_pretraining(recipe, seed=0, data="phantom", output_dir=None, resume=False, overwrite=False, format=None,
@@ -112,8 +122,9 @@ def run_pretraining(recipe, seed=0, data="phantom", output_dir=None, resume=Fals
             runs.write_recipe(write_dir, recipe, seed)
             runs.write_environment(write_dir, seed, **settings, run_options=options,
                                    **({"devices": engine.description} if engine is not None else {}))
+        meter = ThroughputMeter(images_per_sample=getattr(model, "images_per_sample", 1))
         rows = train(model, dataset, write_dir, recipe.epochs, steps, start=start,
-                     callbacks=[*monitors, *callbacks], verbose=verbose, engine=engine, **options)
+                     callbacks=[*monitors, *callbacks], verbose=verbose, engine=engine, meter=meter, **options)
         runs.save_model_file(float32_copy(encoder), write_dir / runs.ENCODER_FILE)
         skipped = dataset.skipped if engine is None else engine.gather_lists(dataset.skipped)  # rows per process
         runs.write_skipped(write_dir, [*source.skipped, *dict.fromkeys(tuple(item) for item in skipped)])
@@ -121,12 +132,15 @@ def run_pretraining(recipe, seed=0, data="phantom", output_dir=None, resume=Fals
                              dim=next((m.dim for m in monitors if isinstance(m, SSLHealthMonitor)), None),
                              title=f"{recipe.method}: {run_dir.name}")
     return PretrainResult(model=model, encoder=encoder, history=history_of(rows), run_dir=run_dir, recipe=recipe,
-                          resumed_from=start.step if start else (0 if resuming else None))
+                          resumed_from=start.step if start else (0 if resuming else None),
+                          throughput=meter.totals())
 
 
 def step_compilation(setting):
     """``model.compile``'s ``jit_compile`` for the recipe's ``jit_compile`` (``JIT_COMPILE``): ``"true"`` where
     the backend cannot compile (``compile_error``) prints one line to stderr and gives an eager step."""
+    from kmedssl.recipes.base import JIT_COMPILE  # here: kmedssl.recipes imports this module
+
     error = compile_error() if setting == "true" else None
     if error:
         print(f"kmedssl: {error}; training without compilation (jit_compile=false).", file=sys.stderr)
@@ -241,7 +255,7 @@ def process_run_dir(engine, run_dir):
 
 
 def train(model, dataset, run_dir, epochs, steps_per_epoch, start=None, checkpoint_every=None, keep_checkpoints=3,
-          on_nonfinite="stop", callbacks=(), verbose="auto", engine=None):
+          on_nonfinite="stop", callbacks=(), verbose="auto", engine=None, meter=None):
     """Train a compiled ``model`` on ``dataset`` epoch by epoch, writing the log and checkpoints to ``run_dir``.
 
     Each epoch ``e`` is one ``fit`` over ``dataset.epoch_batches(e, first, steps_per_epoch)``, with
@@ -251,6 +265,12 @@ def train(model, dataset, run_dir, epochs, steps_per_epoch, start=None, checkpoi
     ``(start.epoch, start.batch)``; a finished run only has its state restored. With a data-parallel ``engine``
     (``kmedssl.distributed.strategy``) the model is prepared for it (torch: DDP) once its state exists, and each
     process feeds its rows of every global batch (``engine.shard``).
+
+    Throughput: ``meter`` (a ``ThroughputMeter``, made here if None) times each epoch's input pipeline and
+    steps; after each epoch a row per process (gathered from every process of the engine) is added to
+    ``throughput.csv`` (on a resume, after the rows of the finished epochs) and, unless ``verbose`` is 0, this
+    process's figures are printed below the progress bar (``throughput_line``), and over the run at the end.
+    ``meter.rows`` holds the file's rows, ``meter.own`` this process's records (``meter.totals()``).
 
     Returns:
         The log rows of every finished epoch of the run (``Checkpointer.history``).
@@ -275,7 +295,12 @@ def train(model, dataset, run_dir, epochs, steps_per_epoch, start=None, checkpoi
         data_state=lambda: {"skipped": [list(item) for item in dataset.skipped], "bad": sorted(dataset.bad)},
     )
     runs.write_log(run_dir, checkpointer.history)
-    callback_list = keras.callbacks.CallbackList([*callbacks, guard, checkpointer], add_history=True,
+    meter = meter if meter is not None else ThroughputMeter(getattr(model, "images_per_sample", 1))
+    meter.rows = [row for row in runs.read_throughput(run_dir) if row["epoch"] <= first_epoch] \
+        if start is not None else []
+    meter.own = [row for row in meter.rows if row["process"] == 0] if engine is None or engine.is_main else []
+    callback_list = keras.callbacks.CallbackList([meter.first, *callbacks, guard, checkpointer, meter.last],
+                                                 add_history=True,
                                                  add_progbar=verbose != 0, model=model, verbose=verbose, epochs=epochs,
                                                  steps=steps_per_epoch)
     for epoch in range(first_epoch, epochs):
@@ -283,8 +308,9 @@ def train(model, dataset, run_dir, epochs, steps_per_epoch, start=None, checkpoi
         callback_list.set_params({"verbose": verbose, "epochs": epochs, "steps": steps_per_epoch - first})
         try:
             batches = dataset.epoch_batches(epoch, first, steps_per_epoch)
-            model.fit(batches if engine is None else engine.shard(batches), epochs=epoch + 1, initial_epoch=epoch,
-                      callbacks=callback_list, shuffle=False, verbose=verbose)
+            meter.reset()
+            model.fit(meter.wrap(batches if engine is None else engine.shard(batches)), epochs=epoch + 1,
+                      initial_epoch=epoch, callbacks=callback_list, shuffle=False, verbose=verbose)
         except Exception as error:
             if verbose != 0:
                 print(flush=True)  # end the progress bar's line, so that the error starts on its own
@@ -296,7 +322,43 @@ def train(model, dataset, run_dir, epochs, steps_per_epoch, start=None, checkpoi
                 f"batch_size={batch_size} on {device_description()}. Lower --batch-size (e.g. --batch-size "
                 f"{max(batch_size // 2, 2)}) or --image-size, or use a smaller model (--size phantom)."
             ) from error
+        record_throughput(meter, run_dir, epoch, checkpointer.step, engine, verbose)
+    if verbose != 0 and meter.own:
+        print(throughput_summary(meter), flush=True)
     return checkpointer.history
+
+
+def record_throughput(meter, run_dir, epoch, step, engine=None, verbose="auto"):
+    """After epoch ``epoch``: this process's record joins ``meter.own``; every process's (one collective with
+    an engine of several processes) joins ``meter.rows`` and ``throughput.csv``; the line is printed."""
+    record = meter.record()
+    meter.own.append(record)
+    records = engine.gather_lists([record]) if engine is not None else [record]
+    meter.rows += [{"epoch": epoch + 1, "process": process, "step": step, **row} for process, row in enumerate(records)]
+    runs.write_throughput(run_dir, meter.rows)
+    if verbose != 0:
+        print(throughput_line(record), flush=True)
+
+
+def throughput_summary(meter):
+    """The run's line: this process's throughput over its epochs, which of input and step bounds it, and under
+    several processes the one that waited most for its input."""
+    totals = meter.totals()
+    if not math.isfinite(totals["input_wait_fraction"]):
+        verdict = "the wait for input was not measured"
+    elif input_bound(totals):
+        verdict = "input-bound: the step waited for batches (more --set workers=N, or faster storage, would help)"
+    else:
+        verdict = "step-bound: the input pipeline keeps up"
+    processes = sorted({row["process"] for row in meter.rows})
+    whose = " of this process" if len(processes) > 1 else ""
+    line = f"Throughput over {len(meter.own)} epoch(s){whose}: {throughput_line(totals)}; {verdict}"
+    if len(processes) > 1:
+        waits = {p: throughput_totals([r for r in meter.rows if r["process"] == p])["input_wait_fraction"]
+                 for p in processes}
+        worst = max(processes, key=lambda p: waits[p] if math.isfinite(waits[p]) else -1.0)
+        line += f"; process {worst} of {len(processes)} waited most ({100 * waits[worst]:.0f} %)"
+    return line
 
 
 def build_training_state(model, batch):

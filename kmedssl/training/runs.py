@@ -7,6 +7,7 @@ Layout of a run directory::
     environment.json     versions, backend, device, seed, command line, data; one entry per resume
     training_log.csv     one row per finished epoch: epoch, step, every logged value
     training_log.jsonl   the same rows as JSON objects (NaN written as null)
+    throughput.csv       one row per epoch and process: the input pipeline's and the training step's images/s
     checkpoints/         step-NNNNNNNN.npz, the last K training states (``kmedssl.training.checkpoints``)
     encoder.keras        the final encoder (``keras.saving``), written when training ends
     data_skipped.csv     data items skipped under on_error="skip" (only when there are any)
@@ -42,6 +43,7 @@ RECIPE_FILE = "recipe.toml"
 ENVIRONMENT_FILE = "environment.json"
 LOG_FILE = "training_log.csv"
 LOG_JSON_FILE = "training_log.jsonl"
+THROUGHPUT_FILE = "throughput.csv"
 CHECKPOINT_DIR = "checkpoints"
 ENCODER_FILE = "encoder.keras"
 REPORTS_DIR = "reports"
@@ -112,7 +114,8 @@ class Layout:
 
 
 RUN_LAYOUT = Layout("run directory", RECIPE_FILE, RECIPE_HEADER,
-                    files=(RECIPE_FILE, ENVIRONMENT_FILE, LOG_FILE, LOG_JSON_FILE, ENCODER_FILE, SKIPPED_FILE),
+                    files=(RECIPE_FILE, ENVIRONMENT_FILE, LOG_FILE, LOG_JSON_FILE, THROUGHPUT_FILE, ENCODER_FILE,
+                           SKIPPED_FILE),
                     folders=(CHECKPOINT_DIR, REPORTS_DIR))
 OCCUPIED = ("Run directory {path} already exists and is not empty. Continue it with --resume (resume=True), "
             "replace it with --overwrite (overwrite=True), or choose another --output.")
@@ -382,6 +385,43 @@ def log_text(value):
 
 def log_json(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+# === Throughput ===
+
+# Columns of throughput.csv (``kmedssl.training.callbacks.ThroughputMeter.record`` and the row's position).
+THROUGHPUT_COLUMNS = ("epoch", "process", "step", "batches", "images", "input_workers", "input_images",
+                      "input_seconds", "input_images_per_s_per_worker", "input_images_per_s", "step_seconds",
+                      "step_images_per_s", "input_wait_seconds", "wall_seconds", "input_wait_fraction")
+THROUGHPUT_INTEGERS = ("epoch", "process", "step", "batches", "input_workers")
+
+
+def write_throughput(run_dir, rows):
+    """Rewrite ``throughput.csv`` from ``rows`` (one dict per epoch and process, ``THROUGHPUT_COLUMNS``).
+
+    Timings differ from run to run, so they are kept out of the training log, which a resumed run reproduces
+    bit for bit; floats are written with 6 significant digits, NaN as ``nan``.
+    """
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(THROUGHPUT_COLUMNS)
+    for row in rows:
+        writer.writerow([format(row[key], ".6g") if isinstance(row[key], float) else row[key]
+                         for key in THROUGHPUT_COLUMNS])
+    atomic_write(pathlib.Path(run_dir) / THROUGHPUT_FILE, table.getvalue())
+
+
+def read_throughput(run_dir):
+    """The rows of the run's ``throughput.csv`` (integers and floats); none when it is missing or unreadable
+    (it is a report: a run never depends on it)."""
+    path = pathlib.Path(run_dir) / THROUGHPUT_FILE
+    try:
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        return [{key: (int if key in THROUGHPUT_INTEGERS else float)(row[key]) for key in THROUGHPUT_COLUMNS}
+                for row in rows]
+    except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError, ValueError):
+        return []
 
 
 # === Outputs ===

@@ -89,6 +89,11 @@ def test_every_method_writes_a_complete_run_directory(method_run):
     assert recipe["method"] == name and recipe["epochs"] == EPOCHS and recipe["steps_per_epoch"] == STEPS
     log = (run_dir / runs.LOG_FILE).read_text().splitlines()
     assert log[0].startswith("epoch,step,") and [line.split(",")[:2] for line in log[1:]] == [["1", "2"], ["2", "4"]]
+    images = STEPS * COMMON["batch_size"] * method_run.model.images_per_sample  # a frontal/lateral pair: 2 images
+    throughput = runs.read_throughput(run_dir)  # tests/training/test_throughput.py checks the figures
+    assert [(row["epoch"], row["process"], row["batches"], row["images"]) for row in throughput] == \
+        [(epoch, 0, STEPS, images) for epoch in (1, 2)]
+    assert method_run.throughput["images"] == EPOCHS * images and method_run.throughput["step_images_per_s"] > 0
     for term in ("loss", *(f"{t}_loss" for t in method_run.model.loss_terms)):
         assert len(method_run.history[term]) == EPOCHS and all(np.isfinite(method_run.history[term])), term
     loaded = keras.saving.load_model(run_dir / runs.ENCODER_FILE)
