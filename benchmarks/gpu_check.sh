@@ -1,15 +1,24 @@
 #!/usr/bin/env bash
-# One-shot GPU check of the Triton kernels and the torch training step (docs/kernels.md, "Measured on a GPU").
+# One-shot GPU check: the Triton kernels compiled on the GPU, the kernel benchmark, and the ViT-B/16 training-step
+# table (fp32 vs bf16, eager vs compiled, kmedssl vs plain PyTorch, with achieved TFLOP/s and MFU).
+# docs/kernels.md ("Measured on a GPU") and docs/performance.md ("ViT-B/16 on a GPU: MFU and plain PyTorch").
 #
 # Runs on a CUDA machine whose python3 already has torch and triton (keras and the other pure-Python
-# dependencies may come as wheels in .whl/, installed into /tmp/site). Every step has its own time cap
-# and its own log, so a slow step never loses the others' results.
+# dependencies may come as wheels in .whl/, installed into /tmp/site), from the root of a source checkout
+# (the plain-PyTorch baseline is benchmarks/plain_torch). Every step has its own time cap and its own log, and
+# the benchmarks write their CSVs as they go, so a slow step never loses the others' results (nor its own
+# finished rows).
 #
 #   bash benchmarks/gpu_check.sh [OUTPUT_DIR]        # default: $OUT, else runs/gpu-check
 #
-# Steps: versions; the kernel tests compiled on the GPU (TRITON_INTERPRET=0, bf16 included); the
-# dispatch tests; the kernel microbenchmarks (bf16, the GPU sweep trimmed to fit a few minutes); the
-# training step of S-PCL, SimCLR and MVMAE at ViT-S/16 on torch (the Triton path in auto mode).
+# Steps (caps sum to 565 s, plus ~10 s of wheel install: one 10-minute device call):
+#   versions            GPU, driver, Python, torch, CUDA, Triton, Keras
+#   kernel_tests        tests/kernels + tests/ops/test_kernel_dispatch.py compiled (TRITON_INTERPRET=0), bf16 included
+#   bench_kernels       tsp and supcon in bf16 at 2N = 8192, 32768 and D = 128, 512, 768 (naive/blocked/triton)
+#   bench_kernels_ace   ace at B = 64, 256, C = 768 (and the token partition), bf16
+#   train_eager         ViT-B/16 at 224 px, batch 128: spcl, mvmae, simclr x bf16, fp32, eager, kmedssl + plain PyTorch
+#   train_compiled      the same with jit_compile=true (torch.compile on both sides), bf16 first; each row capped
+#                       at 85 s, so rows that compile longer (or recompile) are reported as timed out
 set -u
 out="${1:-${OUT:-runs/gpu-check}}"
 mkdir -p "$out"
@@ -28,20 +37,24 @@ step() {  # step NAME SECONDS COMMAND...: run with a time cap, log to $out/NAME.
     timeout "$seconds" "$@" >"$out/$name.log" 2>&1
     local status=$?
     echo "=== $name: exit $status after $((SECONDS - start))s"
-    tail -n 25 "$out/$name.log"
+    tail -n 30 "$out/$name.log"
 }
 
-# Caps sum to 525 s (plus ~10 s of wheel install), inside one 590 s device call.
-step versions 40 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv;
+step versions 15 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv;
     python3 -c "import sys, torch, triton, keras; print(sys.version.split()[0], torch.__version__, torch.version.cuda, triton.__version__, keras.__version__, torch.cuda.get_device_name())"'
 # pytest-xdist (in the CUDA image) compiles the kernels of several tests at once; plain pytest without it.
 xdist=()
 python3 -c "import xdist" 2>/dev/null && xdist=(-n 4)
-step kernel_tests 130 python3 -m pytest -q -p no:cacheprovider "${xdist[@]}" -rfE --durations=8 \
+step kernel_tests 110 python3 -m pytest -q -p no:cacheprovider "${xdist[@]}" -rfE --durations=8 \
     tests/kernels tests/ops/test_kernel_dispatch.py
-step bench_kernels 180 python3 benchmarks/kernels/bench_kernels.py --repeats 5 --warmup 2 \
-    --op tsp,supcon --sizes 4096,16384,65536 --dims 128,512 --csv "$out/bench_kernels_gpu.csv"
-step bench_kernels_ace 45 python3 benchmarks/kernels/bench_kernels.py --repeats 5 --warmup 2 \
+step bench_kernels 80 python3 benchmarks/kernels/bench_kernels.py --dtype bfloat16 --repeats 5 --warmup 2 \
+    --op tsp,supcon --sizes 8192,32768 --dims 128,512,768 --csv "$out/bench_kernels_gpu.csv"
+step bench_kernels_ace 25 python3 benchmarks/kernels/bench_kernels.py --dtype bfloat16 --repeats 5 --warmup 2 \
     --op ace,partition --sizes 64,256 --dims 768 --csv "$out/bench_kernels_gpu_ace.csv"
-step bench_train 130 python3 benchmarks/train_step.py --methods spcl,simclr,mvmae --sizes vit-s16 --backends torch \
-    --batch-size 64 --steps 5 --warmup 2 --timeout 60 --csv "$out/bench_train_gpu.csv"
+# Training steps: one worker process per row (kmedssl, then plain PyTorch, per method); --timeout caps each row.
+train=(python3 benchmarks/train_step.py --sizes vit-b16 --methods spcl,mvmae,simclr --backends torch
+       --batch-size 128 --plain-torch)
+step train_eager 160 "${train[@]}" --jit-compile auto --precision bf16,fp32 --steps 5 --warmup 2 --timeout 45 \
+    --csv "$out/bench_train_eager.csv"
+step train_compiled 175 "${train[@]}" --jit-compile true --precision bf16,fp32 --steps 5 --warmup 3 --timeout 85 \
+    --csv "$out/bench_train_compiled.csv"

@@ -1,4 +1,11 @@
-"""Plain-PyTorch ViT encoder and MAE decoder with kmedssl's layout (``kmedssl.backbones``), channels-last."""
+"""Plain-PyTorch ViT encoder and MAE decoder with kmedssl's layout (``kmedssl.backbones``), channels-last.
+
+Written for speed as a PyTorch user would: one fused qkv projection, ``F.scaled_dot_product_attention``
+(flash or memory-efficient attention on a GPU; the math path on a CPU), only the selected patches gathered
+before they are normalised and embedded, no host synchronisation. Mixed precision comes from
+``torch.autocast`` around the step (``plain_torch.train``): matrix products in bfloat16/float16, LayerNorm
+and the residual stream in float32.
+"""
 
 import numpy as np
 import torch
@@ -66,7 +73,7 @@ class VisionTransformer(nn.Module):
     def __init__(self, image_size, patch_size, channels, dim, depth, num_heads, mlp_ratio=4.0, eps=1e-6,
                  input_mean=0.5, input_std=0.25):
         super().__init__()
-        self.patch_size = patch_size
+        self.patch_size, self.dim = patch_size, dim
         self.input_mean, self.input_std = input_mean, input_std
         grid = image_size // patch_size
         self.num_patches = grid * grid
@@ -77,17 +84,21 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=eps)
 
     def forward(self, images, token_indices=None):
-        patches = (patchify(images, self.patch_size) - self.input_mean) / self.input_std  # (B, N, P)
+        patches = patchify(images, self.patch_size)  # (B, N, P)
         positions = self.position_embedding  # (N, D)
         if token_indices is not None:
             index = token_indices.unsqueeze(-1).expand(-1, -1, patches.shape[-1])
-            patches = torch.gather(patches, 1, index)  # (B, n, P)
+            patches = torch.gather(patches, 1, index)  # (B, n, P): only the selected patches are normalised
             positions = positions[token_indices]  # (B, n, D)
-        x = self.patch_embedding(patches) + positions
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = self.patch_embedding((patches - self.input_mean) / self.input_std) + positions
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
         for block in self.blocks:
             x = block(x)
         return self.norm(x)
+
+    def features(self, images):
+        """``(B, D)`` CLS token of all patches (kmedssl's ``VisionTransformer.features``)."""
+        return self(images)[:, 0]
 
 
 class MAEDecoder(nn.Module):

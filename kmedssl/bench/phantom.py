@@ -33,8 +33,9 @@ protocol and view evaluated (paper 000 Fig. 3, with the intervals), with every e
 deleted).
 
 The step measurement used for the budget (``prepare_step``, ``run_steps``) is shared with ``kmedssl bench
-train`` (``kmedssl.bench.train_step``), which adds the recipes it times (``step_recipe``: the phantom size and
-ViT-S/16 at 224 px) and the analytic FLOPs of a step's encoder work (``step_flops``).
+train`` (``kmedssl.bench.train_step``), which adds the recipes it times (``step_recipe``: the phantom size, and
+one ViT for every method: ViT-S/16 or ViT-B/16 at 224 px, ViT-B/16 at 512 px) and the analytic FLOPs of a step's
+encoder work (``step_flops``).
 """
 
 import csv
@@ -100,12 +101,29 @@ def time_step(recipe, seed, warmup=WARMUP_STEPS, steps=TIMED_STEPS):
 
 # === Training-step measurement (``time_step`` above, ``kmedssl bench train``) ===
 
-STEP_SIZES = ("phantom", "vit-s16")
+STEP_SIZES = ("phantom", "vit-s16", "vit-b16", "vit-b16-512")
 VIT_S16 = dict(encoder_size="small", image_size=224, patch_size=16, batch_size=16)
 VIT_S16_METHOD_OVERRIDES = {
     "mvmae": dict(decoder_size="base"),  # MAE's decoder, 8 blocks x 512
     # The paper's 32 x 32 cells (C1 spans 2 x 14 of them) and DINO heads.
     "ace": dict(image_cells=32, head_dim=65536, head_hidden_dim=2048, head_bottleneck_dim=256),
+}
+# ViT-B/16 sizes (GPU benchmarks: MFU and the plain-PyTorch baseline, docs/performance.md): the papers' encoder
+# at a batch that fills a GPU, and the papers' method settings where a phantom recipe departs from them for the
+# phantom's sake (S-PCL: no per-part crop and jitter, paper 003; MVMAE: mask 0.75 and token alignment, paper 000
+# Eq. 1 with MAE's masking).
+VIT_B16 = dict(encoder_size="base", image_size=224, patch_size=16, batch_size=128)
+VIT_B16_512 = dict(VIT_B16, image_size=512, batch_size=64)  # S-PCL's pretraining resolution (paper 003 §3.1)
+VIT_B16_METHOD_OVERRIDES = {
+    **VIT_S16_METHOD_OVERRIDES,
+    "spcl": dict(crop_scale=(1.0, 1.0), jitter=0.0),
+    "mvmae": dict(decoder_size="base", mask_ratio=0.75, alignment="tokens"),
+}
+STEP_SIZE_OVERRIDES = {  # size -> (encoder and batch, per-method overrides)
+    "phantom": ({}, {}),
+    "vit-s16": (VIT_S16, VIT_S16_METHOD_OVERRIDES),
+    "vit-b16": (VIT_B16, VIT_B16_METHOD_OVERRIDES),
+    "vit-b16-512": (VIT_B16_512, VIT_B16_METHOD_OVERRIDES),
 }
 
 
@@ -116,20 +134,24 @@ def step_recipe(name, size="phantom", batch_size=None):
     224 px (paper 003 Table 1 compares methods by their cost per image): the phantom recipe with
     ``encoder_size="small"``, ``image_size=224``, ``patch_size=16``, batch 16, MAE's base decoder for MVMAE
     and the paper's 32 x 32 cells and DINO heads for ACE; SimCLR and ModAn-MulSupCon then train the same ViT
-    (``step_encoder``) instead of their ResNet-18. ``batch_size`` replaces the batch size of either.
+    (``step_encoder``) instead of their ResNet-18. ``"vit-b16"``: the same with ViT-B/16 at 224 px, batch 128,
+    and the papers' method settings where the phantom recipes depart from them (S-PCL without its phantom-only
+    crop and jitter per part; MVMAE with mask ratio 0.75 and token alignment); ``"vit-b16-512"``: that at
+    512 px (S-PCL's pretraining size), batch 64. ``batch_size`` replaces the batch size of any size.
     """
     if size not in STEP_SIZES:
         raise ValueError(f"Expected size in {STEP_SIZES}. Received: size={size!r}")
-    overrides = {**VIT_S16, **VIT_S16_METHOD_OVERRIDES.get(name, {})} if size == "vit-s16" else {}
+    base, per_method = STEP_SIZE_OVERRIDES[size]
+    overrides = {**base, **per_method.get(name, {})}
     if batch_size is not None:
         overrides["batch_size"] = batch_size
     return make_recipe(name, "phantom", **overrides)
 
 
 def step_encoder(recipe, size="phantom"):
-    """The encoder the step benchmark trains: the recipe's own, or at ``"vit-s16"`` the ViT of the base
-    recipe for every method (ResNet-18 recipes included)."""
-    return Recipe.build_encoder(recipe) if size == "vit-s16" else recipe.build_encoder()
+    """The encoder the step benchmark trains: the recipe's own, or at the ViT sizes (``"vit-s16"``,
+    ``"vit-b16"``, ``"vit-b16-512"``) the ViT of the base recipe for every method (ResNet-18 recipes included)."""
+    return recipe.build_encoder() if size == "phantom" else Recipe.build_encoder(recipe)
 
 
 def prepare_step(recipe, seed, encoder=None, jit_compile="auto"):

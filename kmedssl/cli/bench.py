@@ -111,34 +111,52 @@ def phantom(methods, budget_minutes, linear_labels, finetune_labels, finetune_vi
 @bench.command()
 @click.option("--methods", help="Comma-separated methods (default: every method).")
 @click.option("--sizes", default="phantom,vit-s16", show_default=True,
-              help="phantom: each method's phantom recipe; vit-s16: ViT-S/16 at 224 px for every method.")
+              help="phantom: each method's phantom recipe; vit-s16: ViT-S/16 at 224 px for every method; vit-b16: "
+                   "ViT-B/16 at 224 px (batch 128) with the papers' method settings; vit-b16-512: ViT-B/16 at "
+                   "512 px (batch 64), S-PCL's pretraining size.")
 @click.option("--backend", "--backends", "backends", default="torch,tensorflow,jax", show_default=True,
               help="Comma-separated Keras backends (each measurement runs in its own process).")
-@click.option("--batch-size", type=int, help="Batch size of every method (default: the recipe's; 16 at vit-s16).")
+@click.option("--batch-size", type=int, help="Batch size of every method (default: the recipe's; 16 at vit-s16, "
+              "128 at vit-b16, 64 at vit-b16-512).")
 @click.option("--steps", type=int, default=5, show_default=True, help="Timed steps per measurement.")
 @click.option("--warmup", type=int, default=2, show_default=True,
               help="Untimed steps first (at least 1; the first one traces and compiles).")
 @click.option("--jit-compile", default="auto", show_default=True,
               help="Comma-separated modes: auto (Keras's default), true (XLA; torch.compile on torch), false.")
+@click.option("--precision", default="fp32", show_default=True,
+              help="Comma-separated recipe precisions: fp32, bf16, fp16 (layers in bf16/fp16, weights in float32).")
+@click.option("--plain-torch", is_flag=True,
+              help="Also time the same step in plain PyTorch (spcl, mvmae, simclr) and print the ratio kmedssl / "
+                   "plain per row. Needs the plain_torch package of a source checkout on PYTHONPATH (its "
+                   "train_step.py wrapper script sets that up).")
+@click.option("--peak-tflops", type=float, help="Peak TFLOP/s for the MFU column (default: the GPU's dense peak for "
+              "the step's arithmetic from the table of known GPUs; n/a on a CPU).")
 @click.option("--threads", type=int, help="Threads of torch and TensorFlow; JAX keeps XLA's own pool (default: "
               "$OMP_NUM_THREADS or all cores).")
+@click.option("--timeout", type=float, help="Seconds per measurement before it is reported as timed out "
+              "(default 3600).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="CSV output (default "
               "runs/bench-train-TIME.csv).")
-def train(methods, sizes, backends, batch_size, steps, warmup, jit_compile, threads, csv_path):
-    """Per-method training step: median step time, images/s, peak memory and analytic GFLOPs per image, per
-    backend and size (kmedssl.bench.train_step; prints a table and writes a CSV).
+def train(methods, sizes, backends, batch_size, steps, warmup, jit_compile, precision, plain_torch, peak_tflops,
+          threads, timeout, csv_path):
+    """Per-method training step: median step time, images/s, peak memory, analytic GFLOPs per image, achieved
+    TFLOP/s and MFU, per backend, size, jit mode and precision, optionally against plain PyTorch
+    (kmedssl.bench.train_step; prints a table and writes a CSV).
 
     \b
     Example:
       kmedssl bench train --methods spcl,mvmae --sizes phantom --backend torch,jax --steps 5
       kmedssl bench train --sizes vit-s16 --batch-size 32 --jit-compile auto,true --csv runs/train.csv
+      kmedssl bench train --methods spcl,mvmae,simclr --sizes vit-b16 --backend torch --precision fp32,bf16 \\
+          --jit-compile auto,true --plain-torch
     """
     argv = ["--sizes", sizes, "--backends", backends, "--steps", str(steps), "--warmup", str(warmup),
-            "--jit-compile", jit_compile]
+            "--jit-compile", jit_compile, "--precision", precision]
     for flag, value in (("--methods", methods), ("--batch-size", batch_size), ("--threads", threads),
-                        ("--csv", csv_path)):
+                        ("--peak-tflops", peak_tflops), ("--timeout", timeout), ("--csv", csv_path)):
         if value is not None:
             argv += [flag, str(value)]
+    argv += ["--plain-torch"] if plain_torch else []
     train_step.main(argv)
 
 

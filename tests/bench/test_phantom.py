@@ -191,7 +191,7 @@ def test_step_recipe_sizes():
     assert step_recipe("mvcon").method_class.images_per_sample == 2
     assert step_recipe("spcl").method_class.images_per_sample == 1
     with pytest.raises(ValueError, match="size in"):
-        step_recipe("spcl", "vit-b16")
+        step_recipe("spcl", "vit-h14")
 
 
 def test_step_flops_count_the_encoder_work_of_each_method():
