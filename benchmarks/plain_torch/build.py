@@ -92,3 +92,35 @@ def step_flops(recipe):
     else:
         forward = 2 * vit(num)
     return forward, 3 * forward
+
+
+def measure(spec):
+    """The plain-PyTorch row of ``kmedssl bench train --plain-torch`` (``kmedssl.bench.train_step.measure``'s
+    counterpart): the same recipe, batch, precision and compilation (``jit_compile="true"``: ``torch.compile``;
+    else eager); or a row with ``skipped`` where the baseline has no counterpart."""
+    import torch
+
+    from kmedssl.bench.phantom import step_recipe
+    from kmedssl.bench.train_step import step_batch, timing_row
+    from kmedssl.ops.device import MemoryProbe
+    from kmedssl.ops.runtime import compile_error, configure_threads
+
+    configure_threads(spec["threads"])
+    recipe = step_recipe(spec["method"], spec["size"], spec["batch_size"])
+    reason = unsupported(spec["method"], spec["size"], recipe)
+    if reason:
+        return {"skipped": reason}
+    compile = spec["jit_compile"] == "true"
+    if compile and compile_error():
+        raise SystemExit(f"Error: {compile_error()}")
+    memory = MemoryProbe("torch")
+    memory.start()
+    x = step_batch(recipe, seed=0)
+    plain = trainer(recipe, "cuda" if torch.cuda.is_available() else "cpu", precision=spec["precision"],
+                    compile=compile)
+    warm = plain.run_steps(x, max(spec["warmup"], 1))
+    times = plain.run_steps(x, spec["steps"])
+    row = timing_row(spec, recipe, recipe.batch_size * plain.model.images_per_sample, warm, times, memory,
+                     step_flops(recipe), "torch")
+    encoder_name = f"ViT {recipe.encoder_size}/{recipe.patch_size}, {recipe.image_size} px"
+    return {**row, "encoder": encoder_name, "jit_resolved": str(compile)}

@@ -84,24 +84,7 @@ def prepare_process(interpret=False):
             pass
 
 
-# === Backend plumbing (benchmark only: the library itself never branches on the backend) ===
-
-
-def on_gpu():
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "torch":
-        import torch
-
-        return torch.cuda.is_available()
-    if backend == "jax":
-        import jax
-
-        return jax.default_backend() == "gpu"
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
+# === Tensors ===
 
 
 def to_tensors(arrays, dtype):
@@ -115,113 +98,6 @@ def to_tensors(arrays, dtype):
         else:
             tensors.append(keras.ops.convert_to_tensor(array))
     return tensors
-
-
-def synchronize(outputs):
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "torch":
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-    elif backend == "jax":
-        import jax
-
-        jax.block_until_ready(outputs)
-    elif on_gpu():
-        import tensorflow as tf
-
-        tf.test.experimental.sync_devices()
-    return outputs
-
-
-def compile_step(fn, argnums, mode, dynamic_rows=False, example=None):
-    """``step(*tensors)``: the loss (``forward``) or the loss and its gradients w.r.t. ``argnums`` (``full``),
-    compiled as in a train step (jax.jit, tf.function; eager on torch)."""
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return jax.jit(fn if mode == "forward" else jax.value_and_grad(fn, argnums=argnums))
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        signature = None
-        if dynamic_rows:  # one graph for every row count (the rows are unknown while tracing, as in fit)
-            signature = [tf.TensorSpec((None,) + tuple(x.shape[1:]) if len(x.shape) else (), x.dtype) for x in example]
-
-        def full(*args):
-            with tf.GradientTape() as tape:
-                tape.watch([args[i] for i in argnums])
-                value = fn(*args)
-            return value, tape.gradient(value, [args[i] for i in argnums])
-
-        return tf.function(fn if mode == "forward" else full, input_signature=signature)
-    import torch
-
-    def torch_full(*args):
-        leaves = [x.detach().requires_grad_() if i in argnums else x for i, x in enumerate(args)]
-        value = fn(*leaves)
-        return value, torch.autograd.grad(value, [leaves[i] for i in argnums])
-
-    def torch_forward(*args):  # inputs that require grad, as in a train step (autograd saves what it needs)
-        return fn(*[x.detach().requires_grad_() if i in argnums else x for i, x in enumerate(args)])
-
-    return torch_forward if mode == "forward" else torch_full
-
-
-def release_memory():
-    """Return cached device memory after a failed (out-of-memory) case."""
-    import keras
-
-    gc.collect()
-    if keras.backend.backend() == "torch":
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-
-def _status_kib(field):
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not found in /proc/self/status")
-
-
-def peak_extra_bytes(run):
-    """Peak memory above the level before ``run()`` (None where it cannot be measured: jax on a GPU)."""
-    import keras
-
-    backend, gpu = keras.backend.backend(), on_gpu()
-    if gpu and backend == "torch":
-        import torch
-
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        run()
-        return torch.cuda.max_memory_allocated() - base
-    if gpu and backend == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.experimental.reset_memory_stats("GPU:0")
-        base = tf.config.experimental.get_memory_info("GPU:0")["current"]
-        run()
-        return tf.config.experimental.get_memory_info("GPU:0")["peak"] - base
-    if gpu:
-        return None
-    gc.collect()
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")  # reset VmHWM to the current resident size
-    base = _status_kib("VmRSS")
-    run()
-    return max(_status_kib("VmHWM") - base, 0) * 1024
 
 
 def to_numpy_tree(outputs):
@@ -322,6 +198,8 @@ def roofline(op, mode, size, dim, tokens, dtype):
 
 
 def median_seconds(run, repeats, warmup):
+    from kmedssl.ops.device import synchronize
+
     for _ in range(warmup):
         synchronize(run())
     times = []
@@ -334,6 +212,8 @@ def median_seconds(run, repeats, warmup):
 
 def measure_case(op, size, dim, args):
     """Rows of the table for one (op, size, dim): every path, forward / backward / full."""
+    from kmedssl.ops.device import compile_step, on_gpu, peak_extra_bytes, release_memory, synchronize
+
     import keras
 
     arrays, argnums = make_case(op, size, dim, args.tokens)
@@ -400,6 +280,8 @@ def format_table(rows):
 
 def memory_probe(op, size, dim, path, block_size):
     """Print one JSON line: the peak extra resident memory of loss + gradients on ``path`` (CPU)."""
+    from kmedssl.ops.device import compile_step, peak_extra_bytes, synchronize
+
     import keras
 
     arrays, argnums = make_case(op, size, dim, tokens=0)
@@ -478,6 +360,8 @@ def main(argv=None):
     args = parse_args(argv)
     prepare_process(interpret=args.interpret)
     import keras
+
+    from kmedssl.ops.device import on_gpu
 
     from kmedssl.losses import blocked
 

@@ -122,111 +122,6 @@ def add_efficiency(row, peak_tflops=None):
 # === Worker: one measurement in this process ===
 
 
-class MemoryProbe:
-    """Peak memory of what runs after ``start()``: the backend's peak device allocation on a GPU, else the
-    peak resident set size of the process (reset through ``/proc/self/clear_refs`` where Linux allows it)
-    minus the resident size at ``start()``."""
-
-    def __init__(self, backend):
-        self.backend = backend
-        self.device = self._device()
-        self.baseline = 0
-
-    def _device(self):
-        if self.backend == "torch":
-            import torch
-
-            return "cuda" if torch.cuda.is_available() else None
-        if self.backend == "jax":
-            import jax
-
-            return jax.devices()[0] if jax.devices()[0].platform == "gpu" else None
-        import tensorflow as tf
-
-        return "GPU:0" if tf.config.list_physical_devices("GPU") else None
-
-    @property
-    def kind(self):
-        return "device" if self.device is not None else "rss"
-
-    def start(self):
-        if self.device is None:
-            self.baseline = _status_kib("VmRSS")
-            try:
-                with open("/proc/self/clear_refs", "w") as f:
-                    f.write("5")  # reset the high-water mark to the current RSS (Linux >= 4.0)
-            except OSError:
-                pass
-        elif self.backend == "torch":
-            import torch
-
-            torch.cuda.reset_peak_memory_stats()
-        elif self.backend == "tensorflow":
-            import tensorflow as tf
-
-            tf.config.experimental.reset_memory_stats(self.device)
-
-    def peak_mib(self):
-        if self.device is None:
-            return (_status_kib("VmHWM") - self.baseline) / 1024
-        if self.backend == "torch":
-            import torch
-
-            return torch.cuda.max_memory_allocated() / 2**20
-        if self.backend == "tensorflow":
-            import tensorflow as tf
-
-            return tf.config.experimental.get_memory_info(self.device)["peak"] / 2**20
-        return self.device.memory_stats()["peak_bytes_in_use"] / 2**20  # jax: since the process started
-
-
-def _status_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise OSError(f"{field} not found in /proc/self/status")
-
-
-def gpu_name(backend):
-    """The name of the backend's first GPU (e.g. ``"NVIDIA H100 80GB HBM3"``), or ``""`` without one."""
-    if backend == "torch":
-        import torch
-
-        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
-    if backend == "jax":
-        import jax
-
-        device = jax.devices()[0]
-        return device.device_kind if device.platform == "gpu" else ""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus else ""
-
-
-def matmul_arithmetic(backend, precision, on_gpu):
-    """The arithmetic of the step's matrix products: ``precision``'s for bf16/fp16; for fp32 ``"tf32"`` where
-    the backend multiplies float32 matrices on TF32 tensor cores (torch: ``allow_tf32``, off by default;
-    TensorFlow and JAX: on by default on a GPU), else ``"fp32"``."""
-    if precision != "fp32":
-        return precision
-    if not on_gpu:
-        return "fp32"
-    if backend == "torch":
-        import torch
-
-        return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "fp32"
-    if backend == "jax":
-        import jax
-
-        exact = jax.config.jax_default_matmul_precision in ("highest", "float32")
-        return "fp32" if exact else "tf32"
-    import tensorflow as tf
-
-    return "tf32" if tf.config.experimental.is_tensor_float_32_execution_enabled() else "fp32"
-
-
 def describe_encoder(encoder, recipe):
     if hasattr(encoder, "patch_size"):
         return f"ViT {recipe.encoder_size}/{encoder.patch_size}, {encoder.image_size} px"
@@ -247,6 +142,7 @@ def step_batch(recipe, seed):
 
 def timing_row(spec, recipe, images, warm, times, memory, flops, backend):
     """The measured columns shared by both kinds of worker."""
+    from kmedssl.ops.device import gpu_name, matmul_arithmetic
     from kmedssl.ops.runtime import device_description
 
     forward, train = flops
@@ -264,21 +160,23 @@ def timing_row(spec, recipe, images, warm, times, memory, flops, backend):
 
 def measure(spec):
     """One measurement (``spec``: method, size, batch_size, steps, warmup, jit_compile, precision, threads,
-    impl); a dict of the CSV columns."""
+    impl); a dict of the CSV columns. The plain-PyTorch rows come from ``plain_torch.build.measure``."""
     if spec.get("impl", "kmedssl") == "plain":
-        return measure_plain(spec)
+        try:
+            from plain_torch import build
+        except ImportError as error:
+            raise SystemExit(f"Error: cannot import plain_torch ({error}); it comes with a source checkout, not "
+                             "with the installed package")
+        return build.measure(spec)
     backend = os.environ["KERAS_BACKEND"]
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
-        tf.config.threading.set_inter_op_parallelism_threads(spec["threads"])
     import keras
 
     from kmedssl.bench.phantom import prepare_step, run_steps, step_encoder, step_flops, step_recipe
+    from kmedssl.ops.device import MemoryProbe, limit_tensorflow_threads
     from kmedssl.ops.runtime import configure_threads, float16_training_error
     from kmedssl.training.precision import precision_scope
 
+    limit_tensorflow_threads(spec["threads"])
     configure_threads(spec["threads"])
     precision = spec.get("precision", "fp32")
     if precision == "fp16" and float16_training_error():
@@ -294,41 +192,6 @@ def measure(spec):
     row = timing_row(spec, recipe, recipe.batch_size * model.images_per_sample, warm, times, memory,
                      step_flops(recipe, model), backend)
     return {**row, "encoder": describe_encoder(model.encoder, recipe), "jit_resolved": str(model.jit_compile)}
-
-
-def measure_plain(spec):
-    """The plain-PyTorch counterpart of ``measure`` (``benchmarks/plain_torch`` on ``sys.path``): the same recipe,
-    batch, precision and compilation (``jit_compile="true"``: ``torch.compile``; else eager); or a row with
-    ``skipped`` where the baseline has no counterpart."""
-    import torch
-
-    from kmedssl.bench.phantom import step_recipe
-    from kmedssl.ops.runtime import compile_error, configure_threads
-
-    try:
-        from plain_torch import build
-    except ImportError as error:
-        raise SystemExit(f"Error: cannot import plain_torch ({error}); it comes with a source checkout, not with "
-                         "the installed package")
-    configure_threads(spec["threads"])
-    recipe = step_recipe(spec["method"], spec["size"], spec["batch_size"])
-    reason = build.unsupported(spec["method"], spec["size"], recipe)
-    if reason:
-        return {"skipped": reason}
-    compile = spec["jit_compile"] == "true"
-    if compile and compile_error():
-        raise SystemExit(f"Error: {compile_error()}")
-    memory = MemoryProbe("torch")
-    memory.start()
-    x = step_batch(recipe, seed=0)
-    trainer = build.trainer(recipe, "cuda" if torch.cuda.is_available() else "cpu", precision=spec["precision"],
-                            compile=compile)
-    warm = trainer.run_steps(x, max(spec["warmup"], 1))
-    times = trainer.run_steps(x, spec["steps"])
-    row = timing_row(spec, recipe, recipe.batch_size * trainer.model.images_per_sample, warm, times, memory,
-                     build.step_flops(recipe), "torch")
-    encoder = f"ViT {recipe.encoder_size}/{recipe.patch_size}, {recipe.image_size} px"
-    return {**row, "encoder": encoder, "jit_resolved": str(compile)}
 
 
 def worker_main(spec_json):
