@@ -3,15 +3,16 @@
 import keras
 import numpy as np
 
-from kmedssl.ops.runtime import seed_everything
+from kmedssl.ops.runtime import inference_features, seed_everything
 
 
 def extract_features(encoder, images, batch_size=64):
     """``encoder.features`` of (N, H, W, C) images, in batches, as a float32 NumPy array (N, D)."""
+    features = inference_features(encoder)
     outputs = []
     for start in range(0, len(images), batch_size):
         batch = keras.ops.convert_to_tensor(images[start:start + batch_size], "float32")
-        outputs.append(np.asarray(keras.ops.convert_to_numpy(encoder.features(batch)), dtype="float32"))
+        outputs.append(np.asarray(keras.ops.convert_to_numpy(features(batch)), dtype="float32"))
     return np.concatenate(outputs, axis=0)
 
 

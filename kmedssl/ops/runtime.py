@@ -3,6 +3,7 @@ kernel dispatch lives in ``kmedssl/ops/``)."""
 
 import os
 import random
+import weakref
 
 import keras
 import numpy as np
@@ -87,3 +88,27 @@ def compile_error():
         first_line = (str(error).strip().splitlines() or [""])[0][:200]
         return f"torch.compile cannot compile here ({type(error).__name__}: {first_line})"
     return None
+
+
+_INFERENCE_FUNCTIONS = weakref.WeakKeyDictionary()  # layer -> its compiled ``features`` (JAX)
+
+
+def inference_features(layer):
+    """``layer.features`` (inference mode) as this backend runs it fastest outside ``fit``: on JAX one
+    ``jax.jit`` per layer, with the layer's variables passed in as arguments (``keras.StatelessScope``, as Keras's
+    own JAX trainer does), so new weights need no recompilation and each input shape compiles once; eager op by op,
+    JAX compiles every primitive for every new shape. Eager on torch and TensorFlow."""
+    if keras.backend.backend() != "jax":
+        return layer.features
+    if layer not in _INFERENCE_FUNCTIONS:
+        import jax
+
+        variables = list(layer.variables)
+
+        @jax.jit
+        def run(values, images):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return layer.features(images, training=False)
+
+        _INFERENCE_FUNCTIONS[layer] = lambda images: run([variable.value for variable in variables], images)
+    return _INFERENCE_FUNCTIONS[layer]
