@@ -48,7 +48,7 @@ python3 -c "import xdist" 2>/dev/null && xdist=(-n 4)
 step kernel_tests 110 python3 -m pytest -q -p no:cacheprovider "${xdist[@]}" -rfE --durations=8 \
     tests/kernels tests/ops/test_kernel_dispatch.py
 step bench_kernels 80 python3 benchmarks/kernels/bench_kernels.py --dtype bfloat16 --repeats 5 --warmup 2 \
-    --op tsp,supcon --sizes 8192,32768 --dims 128,512,768 --csv "$out/bench_kernels_gpu.csv"
+    --op tsp,supcon --sizes 8192,32768 --dims 128,512,768 --paths naive,triton --csv "$out/bench_kernels_gpu.csv"
 step bench_kernels_ace 25 python3 benchmarks/kernels/bench_kernels.py --dtype bfloat16 --repeats 5 --warmup 2 \
     --op ace,partition --sizes 64,256 --dims 768 --csv "$out/bench_kernels_gpu_ace.csv"
 # Training steps: one worker process per row (kmedssl, then plain PyTorch, per method); --timeout caps each row.

@@ -76,13 +76,19 @@ def gradient_columns(dim):
     return min(MAX_GRADIENT_COLUMNS, max(16, triton.next_power_of_2(dim)))
 
 
+# Autotuning candidates (BLOCK_M, BLOCK_N, BLOCK_D, warps, stages): few, since each compiles once per
+# (rows, D, dtype) on the first call.
+FORWARD_CONFIGS = ((64, 64, 64, 4, 3), (128, 64, 64, 8, 3), (64, 32, 128, 4, 2), (128, 32, 64, 4, 3),
+                   (32, 64, 64, 4, 2))
+BACKWARD_CONFIGS = ((16, 64, 64, 4, 2), (32, 64, 64, 8, 3), (32, 32, 64, 4, 2), (64, 64, 64, 8, 3),
+                    (64, 32, 32, 4, 2))
+
+
 def contrastive_configs(backward):
-    """Autotuning candidates (BLOCK_M, BLOCK_N, BLOCK_D, warps, stages) of the contrastive kernels."""
-    rows = (16, 32, 64) if backward else (32, 64, 128)
+    """``triton.Config`` list of the forward or backward candidates."""
     return [
         triton.Config({"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_D": block_d}, num_warps=warps, num_stages=stages)
-        for block_m in rows for block_n in (32, 64) for block_d in (32, 64, 128)
-        for warps, stages in ((4, 2), (8, 3))
+        for block_m, block_n, block_d, warps, stages in (BACKWARD_CONFIGS if backward else FORWARD_CONFIGS)
     ]
 
 
