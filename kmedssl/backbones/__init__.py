@@ -1,5 +1,6 @@
-"""Encoders (SPEC §1 backbones/): a ViT that encodes any subset of patch tokens, its MAE decoder, ResNet-18;
-and the token layers and heads shared by methods.
+"""Encoders (SPEC §1 backbones/): a ViT that encodes any subset of patch tokens, its MAE decoder, ResNets
+(``ResNet18``, ``ResNet50`` and their common ``ResNet``); the UperNet decoder of the dense tasks over their
+multi-level features; and the token layers and heads shared by methods.
 
 Importing this package registers every backbone with Keras, so ``keras.saving.load_model("encoder.keras")``
 needs nothing else from kmedssl. The heads a method puts on an encoder (projection, DINO, ACE composer /
@@ -18,19 +19,27 @@ from kmedssl.backbones.layers import (
     unpatchify,
 )
 from kmedssl.backbones.mae_decoder import MAE_DECODER_SIZES, MAEDecoder, mae_decoder
-from kmedssl.backbones.resnet import BasicBlock, ResNet18
+from kmedssl.backbones.resnet import BasicBlock, BottleneckBlock, ResNet, ResNet18, ResNet50
+from kmedssl.backbones.upernet import UperNet, UperNetDecoder, ViTFeaturePyramid, encoder_feature_maps
 from kmedssl.backbones.vit import VIT_SIZES, VisionTransformer, vision_transformer
 
 __all__ = [
     "MAE_DECODER_SIZES",
     "VIT_SIZES",
     "BasicBlock",
+    "BottleneckBlock",
     "DropPath",
     "MAEDecoder",
     "MultiHeadSelfAttention",
+    "ResNet",
     "ResNet18",
+    "ResNet50",
     "TransformerBlock",
+    "UperNet",
+    "UperNetDecoder",
+    "ViTFeaturePyramid",
     "VisionTransformer",
+    "encoder_feature_maps",
     "mae_decoder",
     "merge_2x2",
     "patchify",

@@ -17,10 +17,8 @@ blocks on ``1 + N`` tokens and predicts pixels for all ``1 + N`` rows (the CLS r
 """
 
 from kmedssl.backbones.mae_decoder import MAEDecoder
-from kmedssl.backbones.resnet import ResNet18
+from kmedssl.backbones.resnet import BLOCKS, ResNet, ResNet18, ResNet50, block_plan, residual_convolutions
 from kmedssl.backbones.vit import VisionTransformer
-
-RESNET18_STAGES = (1, 2, 4, 8)  # stage widths in units of ``width``; two basic blocks each
 
 
 def _check_positive(**values):
@@ -72,15 +70,19 @@ def conv_flops(out_size, kernel_size, in_channels, out_channels):
     return 2 * out_size * out_size * kernel_size * kernel_size * in_channels * out_channels
 
 
-def resnet18_flops(image_size, channels=1, width=64, stem="cifar"):
-    """ResNet-18 (``kmedssl.backbones.ResNet18``) on one ``image_size``-pixel square image.
+def resnet_flops(image_size, channels=1, width=64, stem="cifar", block="basic", depths=(2, 2, 2, 2)):
+    """A ResNet (``kmedssl.backbones.ResNet``) on one ``image_size``-pixel square image.
 
     Stem ``"cifar"``: conv3x3 stride 1; ``"imagenet"``: conv7x7 stride 2, then a 3x3 stride-2 max-pool
-    (no FLOPs). Every stride-2 layer maps side ``S`` to ``ceil(S / 2)``. Per stage of width ``f``: two basic
-    blocks of two 3x3 convolutions; the first block strides (stages 2-4) and has a 1x1 projection shortcut
-    when the stride or width changes. Global average pooling is not counted.
+    (no FLOPs). Every stride-2 layer maps side ``S`` to ``ceil(S / 2)``. Per block (``block_plan``): its
+    residual convolutions (``residual_convolutions``: basic 3x3_s, 3x3; bottleneck 1x1, 3x3_s, 1x1 with 4x
+    expansion, so its first 1x1 still runs on the block's input side), and a 1x1 stride-``s`` projection
+    shortcut on the block's output side where the stride or the channel count changes. Global average
+    pooling is not counted.
     """
     _check_positive(image_size=image_size, channels=channels, width=width)
+    if block not in BLOCKS:
+        raise ValueError(f"Expected block in {BLOCKS}. Received: block={block!r}")
     if stem == "cifar":
         size = image_size
         total = conv_flops(size, 3, channels, width)
@@ -90,16 +92,25 @@ def resnet18_flops(image_size, channels=1, width=64, stem="cifar"):
         size = -(-size // 2)
     else:
         raise ValueError(f"Expected stem in ('cifar', 'imagenet'). Received: stem={stem!r}")
-    in_channels = width
-    for stage, multiplier in enumerate(RESNET18_STAGES):
-        filters = width * multiplier
-        if stage > 0:
-            size = -(-size // 2)
-        total += conv_flops(size, 3, in_channels, filters) + 3 * conv_flops(size, 3, filters, filters)
-        if stage > 0 or in_channels != filters:
-            total += conv_flops(size, 1, in_channels, filters)
-        in_channels = filters
+    for _, in_channels, filters, strides, projection in block_plan(block, depths, width):
+        channels = in_channels
+        for kernel_size, out_channels, conv_strides in residual_convolutions(block, filters, strides):
+            size = -(-size // conv_strides)
+            total += conv_flops(size, kernel_size, channels, out_channels)
+            channels = out_channels
+        if projection:
+            total += conv_flops(size, 1, in_channels, channels)
     return total
+
+
+def resnet18_flops(image_size, channels=1, width=64, stem="cifar"):
+    """ResNet-18 (``kmedssl.backbones.ResNet18``): ``resnet_flops`` with basic blocks [2, 2, 2, 2]."""
+    return resnet_flops(image_size, channels, width, stem, **ResNet18.fixed_arguments)
+
+
+def resnet50_flops(image_size, channels=1, width=64, stem="imagenet"):
+    """ResNet-50 (``kmedssl.backbones.ResNet50``): ``resnet_flops`` with bottleneck blocks [3, 4, 6, 3]."""
+    return resnet_flops(image_size, channels, width, stem, **ResNet50.fixed_arguments)
 
 
 def encoder_flops(encoder, num_encoded=None, image_size=None):
@@ -107,7 +118,7 @@ def encoder_flops(encoder, num_encoded=None, image_size=None):
 
     Args:
         encoder: a ``VisionTransformer`` (encoding ``num_encoded`` of its patches; all by default) or a
-            ``ResNet18`` (on ``image_size``-pixel images; required).
+            ``ResNet`` (``ResNet18``, ``ResNet50``; on ``image_size``-pixel images, required).
         num_encoded: patches a ViT encodes (e.g. MAE's kept patches, one S-PCL part).
         image_size: side of a ResNet's input (a ViT's input size is fixed by the encoder).
     """
@@ -119,12 +130,12 @@ def encoder_flops(encoder, num_encoded=None, image_size=None):
         if not 1 <= n <= encoder.num_patches:
             raise ValueError(f"Expected 1 <= num_encoded <= {encoder.num_patches}. Received: num_encoded={n}")
         return vit_flops(n, encoder.dim, encoder.depth, encoder.patch_dim, encoder.mlp_ratio)
-    if isinstance(encoder, ResNet18):
+    if isinstance(encoder, ResNet):
         if image_size is None or num_encoded is not None:
-            raise ValueError(f"Expected image_size (and no num_encoded) for a ResNet18. Received: "
+            raise ValueError(f"Expected image_size (and no num_encoded) for a {type(encoder).__name__}. Received: "
                              f"image_size={image_size}, num_encoded={num_encoded}")
-        return resnet18_flops(image_size, encoder.channels, encoder.width, encoder.stem)
-    raise ValueError(f"Expected a VisionTransformer or ResNet18 encoder. Received: {type(encoder).__name__}")
+        return resnet_flops(image_size, encoder.channels, encoder.width, encoder.stem, encoder.block, encoder.depths)
+    raise ValueError(f"Expected a VisionTransformer or ResNet encoder. Received: {type(encoder).__name__}")
 
 
 def image_flops(encoder, image_size):

@@ -184,6 +184,13 @@ class VisionTransformer(keras.Model):
             ``(B, 1 + n, dim)`` tokens; ``[:, 0]`` is the CLS token, ``[:, 1 + j]`` encodes patch
             ``token_indices[:, j]``.
         """
+        x = self._embed(images, token_indices)  # (B, 1 + n, dim)
+        for block in self.blocks:
+            x = block(x, training=training)
+        return self.norm(x)
+
+    def _embed(self, images, token_indices=None):
+        """``[cls; E p_i + pos_i for i in I]``: ``(B, 1 + n, dim)`` tokens entering the first block."""
         patches = patchify(self._standardize_images(images), self.patch_size)  # (B, N, P)
         patches = (patches - self.input_mean) / self.input_std
         positions = ops.expand_dims(self.position_embedding, 0)  # (1, N, dim)
@@ -198,10 +205,32 @@ class VisionTransformer(keras.Model):
             positions = ops.take(self.position_embedding, token_indices, axis=0)  # (B, n, dim)
         x = self.patch_embedding(patches) + ops.cast(positions, self.compute_dtype)  # (B, n, dim)
         cls = ops.broadcast_to(ops.cast(self.cls_token, x.dtype), (ops.shape(x)[0], 1, self.dim))
-        x = ops.concatenate([cls, x], axis=1)  # (B, 1 + n, dim)
-        for block in self.blocks:
+        return ops.concatenate([cls, x], axis=1)  # (B, 1 + n, dim)
+
+    def block_outputs(self, images, block_indices, training=None):
+        """Outputs of the blocks ``block_indices`` for all patches, for dense heads (UperNet's multi-level
+        features, BEiT / MAE): the residual stream after block ``l`` (0-based), before the final LayerNorm.
+
+        Args:
+            images: ``(B, image_size, image_size, channels)``.
+            block_indices: increasing block numbers in ``[0, depth)``.
+            training: enables drop path.
+
+        Returns:
+            list of ``(B, 1 + num_patches, dim)`` tokens, CLS first, one per index; only the blocks up to the
+            last index run.
+        """
+        block_indices = [int(i) for i in block_indices]
+        if not block_indices or sorted(set(block_indices)) != block_indices or not 0 <= block_indices[0] \
+                or block_indices[-1] >= self.depth:
+            raise ValueError(f"Expected increasing block_indices in [0, {self.depth}). "
+                             f"Received: block_indices={block_indices}")
+        x, outputs = self._embed(images), []
+        for index, block in enumerate(self.blocks[: block_indices[-1] + 1]):
             x = block(x, training=training)
-        return self.norm(x)
+            if index in block_indices:
+                outputs.append(x)
+        return outputs
 
     def features(self, images, training=False):
         """``(B, dim)`` CLS token of all patches (the embedding used by probes)."""

@@ -10,8 +10,8 @@ from kmedssl.interop.checkpoints import TARGETS  # keras-free: the backend is ch
 @click.command()
 @click.argument("source", metavar="RUN_DIR|ENCODER.keras")
 @click.option("--to", "target", type=click.Choice(TARGETS), required=True,
-              help="safetensors: kmedssl names; timm / transformers: a ViT; torchvision / transformers: a ResNet-18; "
-                   "monai: either; onnx: the graph of encoder.features (torch backend).")
+              help="safetensors: kmedssl names; timm / transformers: a ViT; torchvision / transformers: a ResNet "
+                   "(18 or 50); monai: either; onnx: the graph of encoder.features (torch backend).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, metavar="DIR",
               help="Folder for model.safetensors (onnx: model.onnx), config.json and kmedssl.json (created if "
                    "missing).")

@@ -1,6 +1,6 @@
 """Weights in and out of kmedssl encoders: timm / transformers / MONAI / KerasHub ViT, torchvision / MONAI /
-transformers / KerasHub ResNet-18, ``.safetensors``, weights-only PyTorch files, kmedssl's own ``.keras`` and ONNX
-export (docs/interop.md).
+transformers ResNet-18 and ResNet-50 (RadImageNet's too), KerasHub ResNet-18, ``.safetensors``, weights-only
+PyTorch files, kmedssl's own ``.keras`` and ONNX export (docs/interop.md).
 
 Conversion is NumPy (``state_dicts``: names, layouts, channel summing, position interpolation, normalisation
 folding), so it works the same on every Keras backend; only assigning the result touches the encoder.

@@ -20,6 +20,7 @@ from kmedssl.interop.state_dicts import (
     InteropError,
     adapt,
     check_fits,
+    resnet_architecture,
     resnet_config_to_monai,
     resnet_config_to_transformers,
     source_num_heads,
@@ -35,6 +36,10 @@ KMEDSSL_CONFIG = "kmedssl.json"  # written beside every export: the encoder's cl
 WEIGHTS_FILE = "model.safetensors"
 ONNX_FILE = "model.onnx"
 CONFIG_FILE = "config.json"
+# torchvision's constructor of each (block, depths); ``--to torchvision`` writes it as ``architecture``.
+TORCHVISION_RESNETS = {("basic", (2, 2, 2, 2)): "resnet18", ("basic", (3, 4, 6, 3)): "resnet34",
+                       ("bottleneck", (3, 4, 6, 3)): "resnet50", ("bottleneck", (3, 4, 23, 3)): "resnet101",
+                       ("bottleneck", (3, 8, 36, 3)): "resnet152"}
 
 
 # === Reading ===
@@ -89,13 +94,14 @@ def read_state_dict(path):
 
 
 def _read_torch(path):
+    from kmedssl.ops.torch_files import load_weights_only, numpy_tensors  # here: kmedssl.ops imports Keras
+    # (kmedssl.cli must not import Keras)
+
     try:
-        import torch
+        state = load_weights_only(path)
     except ImportError:
         raise InteropError(f"{path}: reading a PyTorch file needs torch (pip install torch), or convert it to "
                            f".safetensors") from None
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError ... for bad files
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InteropError(f"{path}: not a weights-only PyTorch file ({reason})") from None
@@ -104,30 +110,27 @@ def _read_torch(path):
             state = state[key]
     if not isinstance(state, dict):
         raise InteropError(f"{path}: expected a state dict, received {type(state).__name__}")
-    out = {}
-    for name, value in state.items():
-        if isinstance(value, torch.Tensor):
-            value = value.detach().cpu()
-            out[str(name)] = (value.float() if value.dtype == torch.bfloat16 else value).numpy()
-    return out
+    return numpy_tensors(state)
 
 
 # === Encoders ===
 
 
 def family(encoder):
-    """``"vit"`` or ``"resnet"`` for a kmedssl encoder; ``InteropError`` for anything else."""
-    from kmedssl.backbones import ResNet18, VisionTransformer
+    """``"vit"`` or ``"resnet"`` (``ResNet18``, ``ResNet50``, any ``ResNet``) for a kmedssl encoder;
+    ``InteropError`` for anything else."""
+    from kmedssl.backbones import ResNet, VisionTransformer
 
     if isinstance(encoder, VisionTransformer):
         return "vit"
-    if isinstance(encoder, ResNet18):
+    if isinstance(encoder, ResNet):
         return "resnet"
-    raise InteropError(f"expected a kmedssl VisionTransformer or ResNet18. Received: {type(encoder).__name__}")
+    raise InteropError(f"expected a kmedssl VisionTransformer or ResNet (ResNet18, ResNet50). Received: "
+                       f"{type(encoder).__name__}")
 
 
 def encoder_variables(encoder):
-    """``{kmedssl name: keras.Variable}`` of a ViT or ResNet-18, names as in ``state_dicts`` (model name removed)."""
+    """``{kmedssl name: keras.Variable}`` of a ViT or ResNet, names as in ``state_dicts`` (model name removed)."""
     named = {}
 
     def add(prefix, layer):
@@ -165,11 +168,12 @@ def load_into(encoder, path, source_normalization=None):
 
     Any supported layout (``state_dicts.detect_layout``) of any readable file (``read_state_dict``): timm,
     transformers, MONAI or KerasHub ViT into a ``VisionTransformer``; torchvision, MONAI, transformers or KerasHub
-    ResNet-18 into a ``ResNet18`` (``stem="imagenet"``); kmedssl's own exports and ``.keras`` encoders. RGB first
-    layers are summed to the encoder's 1 channel; ViT positions are interpolated (bicubic) to the encoder's grid.
+    ResNet-18 into a ``ResNet18`` (``stem="imagenet"``); torchvision, MONAI, transformers or RadImageNet ResNet-50
+    into a ``ResNet50``; kmedssl's own exports and ``.keras`` encoders. RGB first layers are summed to the
+    encoder's 1 channel; ViT positions are interpolated (bicubic) to the encoder's grid.
 
     Args:
-        encoder: a built ``VisionTransformer`` or ``ResNet18``.
+        encoder: a built ``VisionTransformer`` or ``ResNet`` (``ResNet18``, ``ResNet50``).
         path: the weights file or folder.
         source_normalization: None (copy the weights as they are: the source model saw the same normalised
             pixels kmedssl computes), ``"imagenet"``, or ``(mean, std)`` per source channel: the normalisation
@@ -230,7 +234,7 @@ def export(source, to, out):
       loads (ViT's pooler, which kmedssl lacks, is left to transformers' random initialisation: use
       ``last_hidden_state[:, 0]``), plus ``preprocessor_config.json`` with the encoder's normalisation.
     - ``timm`` (ViT): timm ``VisionTransformer`` names; ``config.json`` has ``architecture`` and ``model_args``.
-    - ``torchvision`` (ResNet-18): ``resnet18`` names without ``fc``.
+    - ``torchvision`` (ResNet-18, ResNet-50): ``resnet18`` / ``resnet50`` names without ``fc``.
     - ``monai``: ``config.json`` holds the keyword arguments of ``monai.networks.nets.ViT`` / ``ResNet``, whose
       ``load_state_dict`` then takes the weights strictly; ``model(x)[0]`` (ViT: the identity as
       ``classification_head``) / ``model(x)`` (ResNet, ``feed_forward=False``) is ``encoder.features``.
@@ -261,7 +265,8 @@ def export(source, to, out):
         tensors, target_config = state, own
     elif (kind, to) in EXPORTERS:
         tensors = EXPORTERS[kind, to](state, config["channels"])
-        target_config = _target_config(kind, to, config)
+        architecture = {"block": encoder.block, "depths": list(encoder.depths)} if kind == "resnet" else {}
+        target_config = _target_config(kind, to, {**config, **architecture})
     else:
         allowed = sorted(t for f, t in EXPORTERS if f == kind) + ["safetensors"]
         raise InteropError(f"a kmedssl {kind} cannot be exported --to {to}; expected one of {allowed}")
@@ -317,7 +322,9 @@ def _target_config(kind, to, config):
         return vit_config_to_transformers(config) if to == "transformers" else vit_config_to_timm(config)
     if to == "transformers":
         return resnet_config_to_transformers(config)
-    return {"architecture": "resnet18", "in_channels": config["channels"], "stem": config["stem"],
+    block, depths = resnet_architecture(config)
+    return {"architecture": TORCHVISION_RESNETS.get((block, tuple(depths))), "block": block, "layers": depths,
+            "in_channels": config["channels"], "stem": config["stem"],
             "width": config["width"], "num_classes": 0, "mean": [config["input_mean"]] * config["channels"],
             "std": [config["input_std"]] * config["channels"],
             "note": "stem 'cifar' = conv1 3x3 stride 1 padding 1 and maxpool = Identity; fc not included"}

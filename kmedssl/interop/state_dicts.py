@@ -11,11 +11,14 @@ Layouts (``detect_layout``):
   ``pos_embed``, ``blocks.N.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}``, ``norm``.
 - ``"transformers-vit"``: Hugging Face ``ViTModel`` (``embeddings.*``, ``encoder.layer.N.*``, ``layernorm``);
   ``ViTForImageClassification``'s ``vit.`` prefix is removed.
-- ``"torchvision-resnet"``: torchvision ``resnet18`` (``conv1``, ``bn1``, ``layerS.B.{conv1, bn1, conv2, bn2,
-  downsample.0, downsample.1}``, ``fc``); MONAI's 2-D ``ResNet`` (basic blocks, shortcut type B) uses the same
-  names.
-- ``"transformers-resnet"``: Hugging Face ``ResNetModel`` with ``layer_type="basic"`` (``embedder.*``,
-  ``encoder.stages.S.layers.B.*``); ``ResNetForImageClassification``'s ``resnet.`` prefix is removed.
+- ``"torchvision-resnet"``: torchvision ``resnet18`` / ``resnet50`` (``conv1``, ``bn1``, ``layerS.B.{conv1, bn1,
+  conv2, bn2[, conv3, bn3], downsample.0, downsample.1}``, ``fc``); MONAI's 2-D ``ResNet`` (basic or bottleneck
+  blocks, shortcut type B) uses the same names; RadImageNet's PyTorch ResNet-50 numbers torchvision's children
+  (``backbone.0``, ``backbone.4.B.conv1`` ...: ``strip_prefixes``). Basic or bottleneck blocks and their counts
+  per stage are read from the names.
+- ``"transformers-resnet"``: Hugging Face ``ResNetModel`` with ``layer_type="basic"`` or ``"bottleneck"``
+  (``embedder.*``, ``encoder.stages.S.layers.B.*``); ``ResNetForImageClassification``'s ``resnet.`` prefix is
+  removed.
 - ``"keras-hub-vit"`` / ``"keras-hub-resnet"``: a KerasHub ``ViTBackbone`` / ``ResNetBackbone`` (basic blocks)
   ``.keras`` file, read by ``keras_files`` and keyed by layer names (``vit_encoder/transformer_block_1/mha/query/0``,
   ``stack1_block0_1_conv/0``); Keras layouts, so no transposes.
@@ -28,9 +31,9 @@ What matches exactly (checked against ``transformers`` in tests/interop/):
   position: importing adds the source's CLS position to the CLS token (exact); exporting writes a zero CLS
   position. LayerNorm epsilon is a config value (kmedssl and timm 1e-6, transformers 1e-12 by default): build
   the encoder with the source's epsilon for equal outputs (``vit_config_from_transformers`` does).
-- ResNet-18: torchvision's layout is kmedssl's ``stem="imagenet"`` encoder (7x7/2 conv, 3x3/2 max-pool,
-  symmetric padding, BatchNorm epsilon 1e-5); ``stem="cifar"`` (3x3/1, no pool) has no torchvision or
-  transformers counterpart with the same names and shapes and is refused there.
+- ResNet-18 / ResNet-50: torchvision's layout is kmedssl's ``stem="imagenet"`` encoder (7x7/2 conv, 3x3/2
+  max-pool, symmetric padding, BatchNorm epsilon 1e-5, bottleneck stride on the 3x3 as torchvision's v1.5);
+  ``stem="cifar"`` (3x3/1, no pool) has no transformers counterpart and is refused there.
 - Inputs: kmedssl encoders take images in [0, 1] and compute ``(x - input_mean) / input_std`` themselves; the
   other libraries take already normalised NCHW pixels. With no ``source_normalization`` the weights are
   copied as they are (the source model must be fed kmedssl-normalised pixels to agree); with one, the
@@ -60,16 +63,27 @@ class InteropError(ValueError):
 # === Layout detection ===
 
 
+# torchvision ``ResNet`` children as ``nn.Sequential(*resnet.children())`` numbers them (2 ReLU, 3 max-pool and 8
+# average pool hold no weights): RadImageNet's PyTorch ResNet-50 is ``backbone = nn.Sequential(*children[:9])``.
+TORCHVISION_RESNET_CHILDREN = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4",
+                               "9": "fc"}
+
+
 def strip_prefixes(state):
-    """Remove wrappers' name prefixes: ``module.`` (DDP), ``_orig_mod.`` (torch.compile), ``vit.`` / ``resnet.``
-    (transformers' task models), ``model.`` / ``encoder.`` of a kmedssl-free wrapper are kept."""
+    """Remove wrappers' name prefixes: ``module.`` (DDP), ``_orig_mod.`` (torch.compile), ``backbone.`` (when every
+    name has it), ``vit.`` / ``resnet.`` (transformers' task models); ``model.`` / ``encoder.`` of a kmedssl-free
+    wrapper are kept. A torchvision ResNet whose children are numbered (``0.weight``, ``4.0.conv1.weight``, as
+    RadImageNet's PyTorch ResNet-50 after ``backbone.``) gets torchvision's names (``TORCHVISION_RESNET_CHILDREN``)."""
     out = dict(state)
-    for prefix in ("module.", "_orig_mod."):
+    for prefix in ("module.", "_orig_mod.", "backbone."):
         if out and all(k.startswith(prefix) for k in out):
             out = {k[len(prefix):]: v for k, v in out.items()}
     for prefix in ("vit.", "resnet."):
         if any(k.startswith(prefix) for k in out):
             out = {k[len(prefix):]: v for k, v in out.items() if k.startswith(prefix)}
+    if "0.weight" in out and "4.0.conv1.weight" in out:
+        out = {".".join([TORCHVISION_RESNET_CHILDREN.get(head, head), *rest]): v
+               for (head, *rest), v in ((k.split(".", 1), v) for k, v in out.items())}
     return out
 
 
@@ -88,13 +102,11 @@ def detect_layout(state):
         return "keras-hub-vit"
     if "conv1_conv/0" in keys and "stack0_block0_1_conv/0" in keys:
         if "stack0_block0_3_conv/0" in keys:
-            raise InteropError("a keras_hub bottleneck ResNet (ResNet-50 style, stack0_block0_3_conv): kmedssl has "
-                               "ResNet-18 basic blocks only")
+            raise InteropError("a keras_hub bottleneck ResNet (ResNet-50 style, stack0_block0_3_conv): kmedssl reads "
+                               "keras_hub basic-block ResNets only (bottleneck ones from torchvision, MONAI or "
+                               "transformers)")
         return "keras-hub-resnet"
     if "conv1.weight" in keys and "layer1.0.conv1.weight" in keys:
-        if "layer1.0.conv3.weight" in keys:
-            raise InteropError("a bottleneck ResNet (ResNet-50 style, layer1.0.conv3): kmedssl has ResNet-18 basic "
-                               "blocks only")
         return "torchvision-resnet"
     if "patch_embedding/kernel" in keys or "stem_conv/kernel" in keys:
         return "kmedssl"
@@ -375,34 +387,49 @@ def vit_config_to_timm(config):
     }
 
 
-# === ResNet-18 ===
+# === ResNet-18 / ResNet-50 ===
+
+# Per layout (kmedssl, torchvision, transformers): stem conv, stem BN, a block's prefix (stage s and block b
+# 1-based, i = b - 1, j = s - 1), its k-th residual conv and BN (k 1-based, m = k - 1), its shortcut conv and BN.
+RESNET_LAYOUTS = (
+    ("stem_conv", "stem_bn", "stage_{s}_block_{b}/", "conv_{k}", "bn_{k}", "shortcut_conv", "shortcut_bn"),
+    ("conv1", "bn1", "layer{s}.{i}.", "conv{k}", "bn{k}", "downsample.0", "downsample.1"),
+    ("embedder.embedder.convolution", "embedder.embedder.normalization", "encoder.stages.{j}.layers.{i}.",
+     "layer.{m}.convolution", "layer.{m}.normalization", "shortcut.convolution", "shortcut.normalization"),
+)
+RESNET_WEIGHT_SUFFIXES = ("/kernel", ".weight", ".weight")  # a convolution's weight, per layout
 
 
-def _resnet_names(shortcut_blocks):
-    """[(kmedssl prefix, torchvision prefix, transformers prefix, kind)] of a ResNet-18; ``shortcut_blocks`` are
-    the (stage, block) pairs, 1-based, that have a projection shortcut."""
-    rows = [("stem_conv", "conv1", "embedder.embedder.convolution", "conv"),
-            ("stem_bn", "bn1", "embedder.embedder.normalization", "bn")]
+def _resnet_blocks(keys, column):
+    """``(stage, block, residual convolutions, projection shortcut)`` of every block of a state dict in layout
+    ``column`` (of ``RESNET_LAYOUTS``), 1-based, in order: 2 residual convolutions = basic, 3 = bottleneck."""
+    layout, suffix = RESNET_LAYOUTS[column], RESNET_WEIGHT_SUFFIXES[column]
+
+    def present(field, stage, block, k=1):
+        at = dict(s=stage, b=block, i=block - 1, j=stage - 1, k=k, m=k - 1)
+        return (layout[2] + layout[field]).format(**at) + suffix in keys
+
+    blocks = []
     for stage in range(1, 5):
-        for block in (1, 2):
-            ours = f"stage_{stage}_block_{block}/"
-            tv = f"layer{stage}.{block - 1}."
-            hf = f"encoder.stages.{stage - 1}.layers.{block - 1}."
-            rows += [(ours + "conv_1", tv + "conv1", hf + "layer.0.convolution", "conv"),
-                     (ours + "bn_1", tv + "bn1", hf + "layer.0.normalization", "bn"),
-                     (ours + "conv_2", tv + "conv2", hf + "layer.1.convolution", "conv"),
-                     (ours + "bn_2", tv + "bn2", hf + "layer.1.normalization", "bn")]
-            if (stage, block) in shortcut_blocks:
-                rows += [(ours + "shortcut_conv", tv + "downsample.0", hf + "shortcut.convolution", "conv"),
-                         (ours + "shortcut_bn", tv + "downsample.1", hf + "shortcut.normalization", "bn")]
+        block = 1
+        while present(3, stage, block):
+            blocks.append((stage, block, 3 if present(3, stage, block, k=3) else 2, present(5, stage, block)))
+            block += 1
+    return blocks
+
+
+def _resnet_names(blocks):
+    """[(kmedssl prefix, torchvision prefix, transformers prefix, kind)] of a ResNet with ``blocks``
+    (``_resnet_blocks``): the stem, then per block its residual convolutions and BatchNorms and its shortcut's
+    (each convolution directly followed by its BatchNorm)."""
+    rows = [(*(layout[0] for layout in RESNET_LAYOUTS), "conv"), (*(layout[1] for layout in RESNET_LAYOUTS), "bn")]
+    for stage, block, convolutions, shortcut in blocks:
+        fields = [(3, 4, k) for k in range(1, convolutions + 1)] + ([(5, 6, 0)] if shortcut else [])
+        for conv, bn, k in fields:
+            at = dict(s=stage, b=block, i=block - 1, j=stage - 1, k=k, m=k - 1)
+            for field, kind in ((conv, "conv"), (bn, "bn")):
+                rows.append((*((layout[2] + layout[field]).format(**at) for layout in RESNET_LAYOUTS), kind))
     return rows
-
-
-def _shortcuts_present(keys, column):
-    """The 1-based (stage, block) pairs with a projection shortcut in a state dict of ``column``'s layout."""
-    pattern = {0: "stage_{s}_block_{b}/shortcut_conv/kernel", 1: "layer{s}.{i}.downsample.0.weight",
-               2: "encoder.stages.{j}.layers.{i}.shortcut.convolution.weight"}[column]
-    return {(s, b) for s in range(1, 5) for b in (1, 2) if pattern.format(s=s, b=b, i=b - 1, j=s - 1) in keys}
 
 
 def _resnet_from(state, column):
@@ -410,7 +437,7 @@ def _resnet_from(state, column):
     ``BN(conv(x) + b)`` has moving mean ``mean - b`` (exact)."""
     state = strip_prefixes(state)
     out, origin, used, bias = {}, {}, set(), None
-    for row in _resnet_names(_shortcuts_present(state, column)):
+    for row in _resnet_names(_resnet_blocks(state, column)):
         ours, theirs, kind = row[0], row[column], row[3]
         if kind == "conv":
             out[ours + "/kernel"] = np.transpose(_need(state, theirs + ".weight"), (2, 3, 1, 0))
@@ -427,19 +454,19 @@ def _resnet_from(state, column):
 
 
 def resnet_from_torchvision(state):
-    """torchvision (or MONAI 2-D basic-block, shortcut type B) ResNet-18 state dict -> (kmedssl state, origin,
-    leftovers); ``fc`` is dropped."""
+    """torchvision (or MONAI 2-D, shortcut type B) ResNet state dict, basic or bottleneck blocks (ResNet-18,
+    ResNet-50, RadImageNet's ResNet-50) -> (kmedssl state, origin, leftovers); ``fc`` is dropped."""
     return _resnet_from(state, 1)
 
 
 def resnet_from_transformers(state):
-    """Hugging Face ``ResNetModel`` (basic layers) state dict -> (kmedssl state, origin, leftovers)."""
+    """Hugging Face ``ResNetModel`` (basic or bottleneck layers) state dict -> (kmedssl state, origin, leftovers)."""
     return _resnet_from(state, 2)
 
 
 def _resnet_to(state, column):
     out = {}
-    for row in _resnet_names(_shortcuts_present(state, 0)):
+    for row in _resnet_names(_resnet_blocks(state, 0)):
         ours, theirs, kind = row[0], row[column], row[3]
         if kind == "conv":
             out[theirs + ".weight"] = np.transpose(state[ours + "/kernel"], (3, 2, 0, 1))
@@ -451,36 +478,47 @@ def _resnet_to(state, column):
 
 
 def resnet_to_torchvision(state):
-    """kmedssl ResNet-18 state -> torchvision ``resnet18`` names, without ``fc`` (load with ``strict=False``
-    after ``model.fc = torch.nn.Identity()``, or replace ``fc`` first)."""
+    """kmedssl ResNet state -> torchvision ``resnet18`` / ``resnet50`` names, without ``fc`` (load with
+    ``strict=False`` after ``model.fc = torch.nn.Identity()``, or replace ``fc`` first)."""
     return _resnet_to(state, 1)
 
 
 def resnet_to_transformers(state):
-    """kmedssl ResNet-18 (``stem="imagenet"``) state -> Hugging Face ``ResNetModel`` state dict."""
+    """kmedssl ResNet (``stem="imagenet"``) state -> Hugging Face ``ResNetModel`` state dict."""
     return _resnet_to(state, 2)
 
 
+def resnet_architecture(config):
+    """``(block, depths)`` of a ResNet config: its ``block`` / ``depths`` (a ``ResNet``'s, or added by the caller
+    for ``ResNet50``), else ResNet-18's."""
+    return config.get("block", "basic"), list(config.get("depths", (2, 2, 2, 2)))
+
+
 def resnet_config_to_monai(config):
-    """``ResNet18.get_config()`` -> the keyword arguments of ``monai.networks.nets.ResNet`` for
-    ``resnet_to_torchvision``'s names (no shortcut bias, no ``fc``: ``model(x)`` is the pooled feature)."""
+    """``ResNet.get_config()`` (with ``block`` and ``depths``, ``resnet_architecture``) -> the keyword arguments of
+    ``monai.networks.nets.ResNet`` for ``resnet_to_torchvision``'s names (no shortcut bias, no ``fc``:
+    ``model(x)`` is the pooled feature)."""
     w, stem = config["width"], config["stem"]
-    return {"block": "basic", "layers": [2, 2, 2, 2], "block_inplanes": [w, 2 * w, 4 * w, 8 * w], "spatial_dims": 2,
+    block, depths = resnet_architecture(config)
+    return {"block": block, "layers": depths, "block_inplanes": [w, 2 * w, 4 * w, 8 * w], "spatial_dims": 2,
             "n_input_channels": config["channels"], "conv1_t_size": 7 if stem == "imagenet" else 3,
             "conv1_t_stride": 2 if stem == "imagenet" else 1, "no_max_pool": stem != "imagenet",
             "shortcut_type": "B", "bias_downsample": False, "feed_forward": False}
 
 
 def resnet_config_to_transformers(config):
-    """``ResNet18.get_config()`` -> a ``transformers.ResNetConfig`` ``config.json`` dict (``stem="imagenet"``)."""
+    """``ResNet.get_config()`` (with ``block`` and ``depths``, ``resnet_architecture``) -> a
+    ``transformers.ResNetConfig`` ``config.json`` dict (``stem="imagenet"``)."""
     if config["stem"] != "imagenet":
         raise InteropError(f"transformers' ResNet has a 7x7 stride-2 stem and a max-pool only; this encoder has "
                            f"stem={config['stem']!r} (export it --to safetensors or --to torchvision)")
     w = config["width"]
+    block, depths = resnet_architecture(config)
+    out = w * (4 if block == "bottleneck" else 1)  # a stage's output channels per unit of its base width
     return {
         "architectures": ["ResNetModel"], "model_type": "resnet", "num_channels": config["channels"],
-        "embedding_size": w, "hidden_sizes": [w, 2 * w, 4 * w, 8 * w], "depths": [2, 2, 2, 2],
-        "layer_type": "basic", "hidden_act": "relu", "downsample_in_first_stage": False,
+        "embedding_size": w, "hidden_sizes": [out, 2 * out, 4 * out, 8 * out], "depths": depths,
+        "layer_type": block, "hidden_act": "relu", "downsample_in_first_stage": False,
         "downsample_in_bottleneck": False, "torch_dtype": "float32",
     }
 
@@ -729,24 +767,35 @@ def adapt(state, expected_shapes, config, source_normalization=None):
     return state
 
 
+def _block_hint(state, expected_shapes):
+    """`` (the file's ResNet has bottleneck blocks ...)`` when the file's and the encoder's ResNet blocks differ."""
+    first, third = "stage_1_block_1/conv_1/kernel", "stage_1_block_1/conv_3/kernel"
+    if first not in state or first not in expected_shapes or (third in state) == (third in expected_shapes):
+        return ""
+    return (" (the file's ResNet has bottleneck blocks, ResNet-50 style: load it into a ResNet50)" if third in state
+            else " (the file's ResNet has basic blocks, ResNet-18 style: load it into a ResNet18)")
+
+
 def check_fits(state, expected_shapes, origin, leftovers, source):
     """Raise a one-line ``InteropError`` for the first tensor that does not fit: missing, unexpected, or of
-    another shape (``name (source name): expected shape ..., received ...``)."""
+    another shape (``name (source name): expected shape ..., received ...``), with a hint where a ResNet's stem
+    or block kind differs from the encoder's."""
+    block_hint = _block_hint(state, expected_shapes)
     for name, shape in expected_shapes.items():
         if name not in state:
             raise InteropError(f"{source}: no tensor for the encoder's {name!r} (the file's model is smaller or "
-                               f"of another kind)")
+                               f"of another kind){block_hint}")
         if tuple(state[name].shape) != tuple(shape):
-            hint = ""
+            hint = block_hint
             if name == "stem_conv/kernel":
-                hint = " (stem: 7x7 is stem='imagenet', 3x3 is stem='cifar')"
+                hint = " (stem: 7x7 is stem='imagenet', 3x3 is stem='cifar')" + block_hint
             where = origin.get(name, name)
             raise InteropError(f"{source}: tensor {where!r} -> {name!r}: expected shape {tuple(shape)}, received "
                                f"{tuple(state[name].shape)}{hint}")
     extra = sorted(set(state) - set(expected_shapes))
     if extra:
         raise InteropError(f"{source}: tensor {origin.get(extra[0], extra[0])!r} has no place in the encoder "
-                           f"(the file's model is larger or of another kind)")
+                           f"(the file's model is larger or of another kind){block_hint}")
     if leftovers:
         raise InteropError(f"{source}: tensor {leftovers[0]!r} has no counterpart in kmedssl's encoder "
                            f"(an architecture feature kmedssl lacks)")

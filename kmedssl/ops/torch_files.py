@@ -13,3 +13,16 @@ def load_weights_only(path):
     import torch
 
     return torch.load(path, weights_only=True, map_location="cpu")
+
+
+def numpy_tensors(state):
+    """``{name: NumPy array}`` of the ``torch.Tensor`` values of the dict ``state`` (bfloat16 as float32; other
+    values left out)."""
+    import torch
+
+    out = {}
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu()
+            out[str(name)] = (value.float() if value.dtype == torch.bfloat16 else value).numpy()
+    return out

@@ -323,9 +323,10 @@ def check_model_file(path):
     Raises:
         CheckpointError: one line naming the file and the problem.
     """
-    from kmedssl.backbones import MAEDecoder, ResNet18, VisionTransformer  # also registers them with Keras
+    from kmedssl.backbones import MAEDecoder, ResNet, ResNet18, ResNet50, VisionTransformer  # registers them too
 
-    backbones = {keras.saving.get_registered_name(c): c for c in (VisionTransformer, ResNet18, MAEDecoder)}
+    backbones = {keras.saving.get_registered_name(c): c
+                 for c in (VisionTransformer, ResNet, ResNet18, ResNet50, MAEDecoder)}
     try:
         with zipfile.ZipFile(path) as archive:
             with archive.open(MODEL_CONFIG) as member:

@@ -4,12 +4,14 @@ import keras
 import numpy as np
 import pytest
 
-from kmedssl.backbones import ResNet18, mae_decoder, vision_transformer
+from kmedssl.backbones import ResNet18, ResNet50, mae_decoder, vision_transformer
 from kmedssl.backbones.flops import (
     decoder_flops,
     encoder_flops,
     mae_decoder_flops,
     resnet18_flops,
+    resnet50_flops,
+    resnet_flops,
     transformer_block_flops,
     vit_flops,
 )
@@ -71,6 +73,31 @@ def test_resnet18_hand_count():
 
 
 @pytest.mark.backend_free
+def test_bottleneck_resnet_hand_count():
+    # Width 2, one bottleneck block per stage, CIFAR stem on 8 px: stage sides 8, 4, 2, 1; base widths 2, 4, 8, 16,
+    # outputs 4x. The first 1x1 runs on the block's input side, the 3x3 strides, the projection is on the output.
+    stem = 2 * 64 * 9 * 1 * 2
+    stage_1 = 2 * 64 * (2 * 2 + 9 * 2 * 2 + 2 * 8) + 2 * 64 * 2 * 8  # 1x1 2->2, 3x3 2->2, 1x1 2->8; projection 2->8
+    stage_2 = 2 * 64 * 8 * 4 + 2 * 16 * (9 * 4 * 4 + 4 * 16) + 2 * 16 * 8 * 16
+    stage_3 = 2 * 16 * 16 * 8 + 2 * 4 * (9 * 8 * 8 + 8 * 32) + 2 * 4 * 16 * 32
+    stage_4 = 2 * 4 * 32 * 16 + 2 * 1 * (9 * 16 * 16 + 16 * 64) + 2 * 1 * 32 * 64
+    total = resnet_flops(8, channels=1, width=2, block="bottleneck", depths=(1, 1, 1, 1))
+    assert total == stem + stage_1 + stage_2 + stage_3 + stage_4 == 56064
+    # A second block in a stage: no stride, no projection, input 4 x base width.
+    second = 2 * 64 * (8 * 2 + 9 * 2 * 2 + 2 * 8)
+    assert resnet_flops(8, channels=1, width=2, block="bottleneck", depths=(2, 1, 1, 1)) == total + second
+    with pytest.raises(ValueError, match="block"):
+        resnet_flops(8, block="preact")
+
+
+@pytest.mark.backend_free
+def test_resnet_at_224_are_torchvisions_gmacs():
+    # torchvision's model tables: ResNet-50 4.09, ResNet-18 1.81 "GFLOPS" (multiply-accumulates, 3-channel 224 px).
+    assert abs(resnet50_flops(224, channels=3) / 2e9 - 4.09) < 0.005
+    assert abs(resnet18_flops(224, channels=3, stem="imagenet") / 2e9 - 1.81) < 0.005
+
+
+@pytest.mark.backend_free
 def test_encoder_flops_reads_the_model():
     vit = vision_transformer("phantom", **TINY_VIT)
     assert encoder_flops(vit) == 39456 and encoder_flops(vit, num_encoded=3) == 7424
@@ -82,7 +109,7 @@ def test_encoder_flops_reads_the_model():
         encoder_flops(vit, num_encoded=17)
     with pytest.raises(ValueError, match="image_size"):
         encoder_flops(resnet)
-    with pytest.raises(ValueError, match="VisionTransformer or ResNet18"):
+    with pytest.raises(ValueError, match="VisionTransformer or ResNet"):
         encoder_flops(decoder)
 
 
@@ -111,7 +138,8 @@ def test_formulas_match_torch_flop_counter(rng):
     ids_restore = np.stack([rng.permutation(36) for _ in range(batch)]).astype("int32")
     assert _torch_count(lambda: decoder(tokens, ids_restore)) == batch * decoder_flops(decoder, 9)
 
-    for stem, size in (("cifar", 12), ("imagenet", 19)):  # 19 px: odd sides through every stride
-        resnet = ResNet18(width=4, stem=stem)
+    # encoder_flops reads each model's block and depths; odd sides go through every stride.
+    for resnet, size in ((ResNet18(width=4), 12), (ResNet18(width=4, stem="imagenet"), 19),
+                         (ResNet50(width=2), 19), (ResNet50(width=2, stem="cifar"), 13)):
         pixels = rng.uniform(size=(batch, size, size, 1)).astype("float32")
-        assert _torch_count(lambda: resnet(pixels)) == batch * encoder_flops(resnet, image_size=size), stem
+        assert _torch_count(lambda: resnet(pixels)) == batch * encoder_flops(resnet, image_size=size), resnet.name

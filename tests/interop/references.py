@@ -81,9 +81,9 @@ def vit_tokens(model, x, **kwargs):
         return model(nchw(x), **kwargs).last_hidden_state.numpy()
 
 
-def resnet_features(model, x):
+def resnet_features(model, x, mean=0.5, std=0.25):
     with torch.no_grad():
-        return model(nchw(x)).pooler_output.numpy()[:, :, 0, 0]
+        return model(nchw(x, mean, std)).pooler_output.numpy()[:, :, 0, 0]
 
 
 # === Forward passes written from timm's and torchvision's sources, keyed by their state-dict names ===
@@ -117,9 +117,10 @@ def timm_vit_tokens(state, x, num_heads, eps=1e-6):
     return F.layer_norm(t, (dim,), w["norm.weight"], w["norm.bias"], eps).numpy()
 
 
-def torchvision_resnet_features(state, x, stem="imagenet"):
-    """torchvision ``ResNet`` (``BasicBlock``, [2, 2, 2, 2]) up to the average pool, in float64 torch functional
-    ops over a torchvision-named state dict; ``stem="cifar"`` is the usual small-image variant (conv1 3x3
+def torchvision_resnet_features(state, x, stem="imagenet", mean=0.5, std=0.25):
+    """torchvision ``ResNet`` (``BasicBlock`` or ``Bottleneck`` v1.5, any blocks per stage, read from the names) up
+    to the average pool, in float64 torch functional ops over a torchvision-named state dict; ``x`` as kmedssl
+    takes it, normalised with ``mean`` / ``std``. ``stem="cifar"`` is the usual small-image variant (conv1 3x3
     stride 1 padding 1, ``maxpool = Identity``)."""
     import torch.nn.functional as F
 
@@ -129,25 +130,35 @@ def torchvision_resnet_features(state, x, stem="imagenet"):
         return F.batch_norm(t, w[name + ".running_mean"], w[name + ".running_var"], w[name + ".weight"],
                             w[name + ".bias"], training=False, eps=1e-5)
 
-    t = nchw(x).double()
+    t = nchw(x, mean, std).double()
     if stem == "imagenet":
         t = F.max_pool2d(F.relu(bn(F.conv2d(t, w["conv1.weight"], stride=2, padding=3), "bn1")), 3, 2, 1)
     else:
         t = F.relu(bn(F.conv2d(t, w["conv1.weight"], stride=1, padding=1), "bn1"))
     for layer in range(1, 5):
-        for block in range(2):
+        block = 0
+        while f"layer{layer}.{block}.conv1.weight" in w:
             b = f"layer{layer}.{block}."
             stride = 2 if layer > 1 and block == 0 else 1
-            out = F.relu(bn(F.conv2d(t, w[b + "conv1.weight"], stride=stride, padding=1), b + "bn1"))
-            out = bn(F.conv2d(out, w[b + "conv2.weight"], padding=1), b + "bn2")
+            if b + "conv3.weight" in w:  # Bottleneck: 1x1, 3x3 with the stride, 1x1
+                out = F.relu(bn(F.conv2d(t, w[b + "conv1.weight"]), b + "bn1"))
+                out = F.relu(bn(F.conv2d(out, w[b + "conv2.weight"], stride=stride, padding=1), b + "bn2"))
+                out = bn(F.conv2d(out, w[b + "conv3.weight"]), b + "bn3")
+            else:  # BasicBlock: 3x3 with the stride, 3x3
+                out = F.relu(bn(F.conv2d(t, w[b + "conv1.weight"], stride=stride, padding=1), b + "bn1"))
+                out = bn(F.conv2d(out, w[b + "conv2.weight"], padding=1), b + "bn2")
             if b + "downsample.0.weight" in w:
                 t = bn(F.conv2d(t, w[b + "downsample.0.weight"], stride=stride), b + "downsample.1")
             t = F.relu(out + t)
+            block += 1
     return t.mean(dim=(2, 3)).numpy()
 
 
-def torchvision_resnet18_shapes(channels=3, width=64, num_classes=1000):
-    """``{name: shape}`` of torchvision's ``resnet18(num_classes)`` state dict, written from its source."""
+def torchvision_resnet_shapes(block="basic", depths=(2, 2, 2, 2), channels=3, width=64, num_classes=1000):
+    """``{name: shape}`` of torchvision's ``resnet18`` (``block="basic"``) / ``resnet50`` (``"bottleneck"``,
+    ``depths=(3, 4, 6, 3)``) state dict with ``num_classes`` outputs, written from its source (``width`` is the
+    first stage's base width, 64 there)."""
+    expansion = 4 if block == "bottleneck" else 1
     shapes = {"conv1.weight": (width, channels, 7, 7)}
 
     def bn(name, c):
@@ -156,16 +167,42 @@ def torchvision_resnet18_shapes(channels=3, width=64, num_classes=1000):
 
     bn("bn1", width)
     in_c = width
-    for layer, c in zip(range(1, 5), (width, 2 * width, 4 * width, 8 * width)):
-        for block in range(2):
-            b = f"layer{layer}.{block}."
-            shapes[b + "conv1.weight"] = (c, in_c, 3, 3)
-            bn(b + "bn1", c)
-            shapes[b + "conv2.weight"] = (c, c, 3, 3)
-            bn(b + "bn2", c)
-            if block == 0 and layer > 1:
-                shapes[b + "downsample.0.weight"] = (c, in_c, 1, 1)
-                bn(b + "downsample.1", c)
-            in_c = c
-    shapes.update({"fc.weight": (num_classes, 8 * width), "fc.bias": (num_classes,)})
+    for layer, depth in zip(range(1, 5), depths):
+        c = width * 2 ** (layer - 1)
+        for index in range(depth):
+            b = f"layer{layer}.{index}."
+            if block == "bottleneck":
+                convs = [(c, in_c, 1, 1), (c, c, 3, 3), (c * expansion, c, 1, 1)]
+            else:
+                convs = [(c, in_c, 3, 3), (c, c, 3, 3)]
+            for k, shape in enumerate(convs, 1):
+                shapes[f"{b}conv{k}.weight"] = shape
+                bn(f"{b}bn{k}", shape[0])
+            if index == 0 and (layer > 1 or in_c != c * expansion):
+                shapes[b + "downsample.0.weight"] = (c * expansion, in_c, 1, 1)
+                bn(b + "downsample.1", c * expansion)
+            in_c = c * expansion
+    shapes.update({"fc.weight": (num_classes, in_c), "fc.bias": (num_classes,)})
     return shapes
+
+
+def torchvision_resnet18_shapes(channels=3, width=64, num_classes=1000):
+    """``{name: shape}`` of torchvision's ``resnet18(num_classes)`` state dict, written from its source."""
+    return torchvision_resnet_shapes("basic", (2, 2, 2, 2), channels, width, num_classes)
+
+
+def random_state(shapes, seed=0):
+    """A random state dict of ``shapes`` (torchvision names): unit-variance convolutions, BatchNorm scales and
+    variances in [0.5, 1.5], shifts and means N(0, 0.3), zero counters."""
+    rng = np.random.default_rng(seed)
+    state = {}
+    for name, shape in shapes.items():
+        if name.endswith("num_batches_tracked"):
+            state[name] = np.zeros((), np.int64)
+        elif name.endswith(("running_var", "weight")) and len(shape) == 1:
+            state[name] = rng.uniform(0.5, 1.5, shape).astype("float32")
+        elif len(shape) > 1:
+            state[name] = rng.normal(0, 1 / np.sqrt(np.prod(shape[1:])), shape).astype("float32")
+        else:
+            state[name] = rng.normal(0, 0.3, shape).astype("float32")
+    return state

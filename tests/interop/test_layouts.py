@@ -75,11 +75,7 @@ def test_a_torchvision_file_with_fc_and_rgb_loads_into_a_grey_encoder(tmp_path):
 
 
 def test_unsupported_architectures_are_refused(tmp_path):
-    bottleneck = {"conv1.weight": np.zeros((8, 3, 7, 7), "float32"), "layer1.0.conv1.weight": np.zeros(1, "float32"),
-                  "layer1.0.conv3.weight": np.zeros(1, "float32")}
-    save_file(bottleneck, tmp_path / "resnet50.safetensors")
-    with pytest.raises(InteropError, match=r"resnet50\.safetensors: a bottleneck ResNet"):
-        load_into(ResNet18(channels=1, stem="imagenet", width=8), tmp_path / "resnet50.safetensors")
+    # A bottleneck (ResNet-50) file into a ResNet18: tests/interop/test_resnet50.py.
     encoder = VisionTransformer(image_size=32, patch_size=8, channels=1, dim=32, depth=1, num_heads=2)
     timm = vit_to_timm(encoder_state(encoder), channels=1)
     timm["blocks.0.ls1.gamma"] = np.ones(32, "float32")  # layer scale: not in kmedssl's ViT
