@@ -65,10 +65,11 @@ def parse_sets(values):
               help="Data-parallel devices (docs/distributed.md): jax and tensorflow use N local devices; torch "
                    "needs one process per device, e.g. torchrun --nproc_per_node N -m kmedssl.cli pretrain ... "
                    "--devices N. --batch-size is the global batch.")
-@click.option("--init", metavar="[imagenet:]PATH",
-              help="Start the encoder from a weights file instead of random weights: timm/torchvision/transformers "
-                   "state dicts (.safetensors, .pth) or a kmedssl .keras (docs/interop.md); imagenet:PATH folds "
-                   "ImageNet's input normalisation into the first layer.")
+@click.option("--init", metavar="[imagenet:|radimagenet:]PATH",
+              help="Start the encoder from a weights file instead of random weights: timm/torchvision/transformers/"
+                   "MONAI/RadImageNet state dicts (.safetensors, .pth), KerasHub or kmedssl .keras (docs/interop.md); "
+                   "imagenet:PATH / radimagenet:PATH fold that input normalisation into the first layer. A ResNet-50 "
+                   "file needs --set resnet_depth=50 --set resnet_stem=imagenet (simclr, mulsupcon).")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def pretrain(method, data, data_format, on_error, size, recipe_file, sets, epochs, steps_per_epoch, batch_size,
              image_size, jit_compile, precision, backend, output, resume, overwrite, checkpoint_every, seed, devices, init, debug):

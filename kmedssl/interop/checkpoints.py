@@ -15,8 +15,7 @@ import numpy as np
 from kmedssl.interop import keras_files, safetensors_io
 from kmedssl.interop.state_dicts import (
     EXPORTERS,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
+    SOURCE_NORMALIZATIONS,
     InteropError,
     adapt,
     check_fits,
@@ -47,11 +46,12 @@ TORCHVISION_RESNETS = {("basic", (2, 2, 2, 2)): "resnet18", ("basic", (3, 4, 6, 
 
 def parse_init(spec):
     """``(path, source_normalization)`` of an initialisation: ``"imagenet:PATH"`` (weights trained on
-    ImageNet-normalised RGB: that normalisation is folded into the first layer, see ``load_into``) or ``PATH``
-    (weights used as they are). Raises ``FileNotFoundError`` (one line naming the path) when it does not exist."""
+    ImageNet-normalised RGB) or ``"radimagenet:PATH"`` (RadImageNet's pixels scaled to [-1, 1]): that
+    normalisation is folded into the first layer, see ``load_into``; or ``PATH`` (weights used as they are).
+    Raises ``FileNotFoundError`` (one line naming the path) when it does not exist."""
     text = str(spec)
-    normalization = "imagenet" if text.startswith("imagenet:") else None
-    path = pathlib.Path(text.removeprefix("imagenet:")).expanduser()
+    normalization = next((name for name in SOURCE_NORMALIZATIONS if text.startswith(name + ":")), None)
+    path = pathlib.Path(text.removeprefix(f"{normalization}:") if normalization else text).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"{path}: initial weights not found")
     return path, normalization
@@ -176,8 +176,9 @@ def load_into(encoder, path, source_normalization=None):
         encoder: a built ``VisionTransformer`` or ``ResNet`` (``ResNet18``, ``ResNet50``).
         path: the weights file or folder.
         source_normalization: None (copy the weights as they are: the source model saw the same normalised
-            pixels kmedssl computes), ``"imagenet"``, or ``(mean, std)`` per source channel: the normalisation
-            the source was trained with, folded into the first layer (``fold_input_normalization``).
+            pixels kmedssl computes), ``"imagenet"``, ``"radimagenet"`` (``SOURCE_NORMALIZATIONS``), or
+            ``(mean, std)`` per source channel: the normalisation the source was trained with, folded into the
+            first layer (``fold_input_normalization``).
 
     Raises:
         InteropError: one line naming the file and the first tensor that does not fit (name, expected shape,
@@ -191,8 +192,8 @@ def load_into(encoder, path, source_normalization=None):
         state, origin, leftovers, _ = to_kmedssl(state)
         variables = encoder_variables(encoder)
         expected = {name: tuple(v.shape) for name, v in variables.items()}
-        if source_normalization == "imagenet":
-            source_normalization = (IMAGENET_MEAN, IMAGENET_STD)
+        if isinstance(source_normalization, str):
+            source_normalization = SOURCE_NORMALIZATIONS[source_normalization]
         state = adapt(state, expected, encoder.get_config(), source_normalization)
         check_fits(state, expected, origin, leftovers, path)
     except InteropError as error:

@@ -46,6 +46,11 @@ import numpy as np
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# RadImageNet's PyTorch example feeds 8-bit pixels p as (p - 127.5) * 2 / 255, i.e. [0, 1] pixels (x - 0.5) / 0.5.
+RADIMAGENET_MEAN = (0.5, 0.5, 0.5)
+RADIMAGENET_STD = (0.5, 0.5, 0.5)
+# ``source_normalization`` names of ``load_into`` and prefixes of ``parse_init``.
+SOURCE_NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "radimagenet": (RADIMAGENET_MEAN, RADIMAGENET_STD)}
 LAYOUTS = ("kmedssl", "timm-vit", "transformers-vit", "monai-vit", "keras-hub-vit", "torchvision-resnet",
            "transformers-resnet", "keras-hub-resnet")
 # Source tensors with no kmedssl counterpart that an encoder may drop: classifier heads, poolers, BN counters.

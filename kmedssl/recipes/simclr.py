@@ -14,7 +14,10 @@ class SimCLRRecipe(Recipe):
     multi-anatomy image collection (miniRIN; here the multi-modal phantom). ``SimCLR``'s arguments
     (``temperature``, ``projection_dim``, ``crop_size``, ``crop_scale``, ``gather``) are fields with its defaults;
     the projection head's hidden width is the encoder's feature width. ``encoder_size``, ``patch_size`` and
-    ``drop_path_rate`` (ViT settings) are not used: the encoder is a ResNet-18 of width ``resnet_width``."""
+    ``drop_path_rate`` (ViT settings) are not used: the encoder is a ResNet of width ``resnet_width``, depth
+    ``resnet_depth`` (18: basic blocks, the papers'; 50: bottlenecks, e.g. to start from RadImageNet's
+    ResNet-50 with ``--init``) and stem ``resnet_stem`` (``cifar``: 3x3 stride 1, the paper's; ``imagenet``: 7x7
+    stride 2 + max-pool, torchvision's)."""
 
     method = "simclr"
     method_class = SimCLR
@@ -36,21 +39,27 @@ class SimCLRRecipe(Recipe):
     weight_decay: float = 1e-4
     data_size: int = 4000
     resnet_width: int = 64
+    resnet_depth: int = 18
+    resnet_stem: str = "cifar"
     # Side of the two crops; None: the image size.
     crop_size: typing.Optional[int] = None
 
     def resnet_arguments(self):
-        return dict(channels=1, stem="cifar", width=self.resnet_width)
+        return dict(channels=1, stem=self.resnet_stem, width=self.resnet_width)
+
+    def resnet_class(self):
+        from kmedssl.backbones import ResNet18, ResNet50
+
+        classes = {18: ResNet18, 50: ResNet50}
+        if self.resnet_depth not in classes:
+            raise ValueError(f"Expected resnet_depth in {tuple(classes)}. Received: resnet_depth={self.resnet_depth!r}")
+        return classes[self.resnet_depth]
 
     def build_encoder(self):
-        from kmedssl.backbones import ResNet18
-
-        return ResNet18(**self.resnet_arguments())
+        return self.resnet_class()(**self.resnet_arguments())
 
     def check_encoder(self):
-        from kmedssl.backbones import ResNet18
-
-        ResNet18.validate_config(self.resnet_arguments())
+        self.resnet_class().validate_config(self.resnet_arguments())
 
     def compute_arguments(self, encoder, total_steps, seed, num_labels):
         return {**super().compute_arguments(encoder, total_steps, seed, num_labels), "hidden_dim": encoder.dim}

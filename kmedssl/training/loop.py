@@ -89,7 +89,7 @@ def run_pretraining(recipe, seed=0, data="phantom", output_dir=None, resume=Fals
     run_dir = pathlib.Path(output_dir or runs.default_run_dir(recipe.method))
     init = None if init is None else parse_init(init)  # (path, source_normalization)
     settings = {"data": data_identity(data), "format": format, "on_error": on_error,
-                "init": None if init is None else ("imagenet:" if init[1] else "") + str(init[0].resolve())}
+                "init": None if init is None else (f"{init[1]}:" if init[1] else "") + str(init[0].resolve())}
     resuming = runs.existing_run(run_dir, overwrite=overwrite, resume=resume, data=data)
     if resuming:
         check_same_run(run_dir, recipe, seed, settings)

@@ -176,3 +176,20 @@ def test_a_file_of_the_other_block_kind_is_one_line_naming_file_and_tensor(tmp_p
 
 def numpy_to_torch(state):
     return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}
+
+
+def test_a_recipe_with_resnet_depth_50_starts_from_a_radimagenet_file(tmp_path, torchvision_rgb, x):
+    """What ``kmedssl pretrain simclr --set resnet_depth=50 --set resnet_stem=imagenet --init radimagenet:PATH``
+    builds and loads: the recipe's ResNet-50, with RadImageNet's [-1, 1] scaling folded into its first layer."""
+    from kmedssl.recipes import make_recipe
+
+    recipe = make_recipe("simclr", "phantom", resnet_depth=50, resnet_stem="imagenet", resnet_width=WIDTH)
+    save_file(radimagenet_children(torchvision_rgb), tmp_path / "ResNet50.safetensors")
+    path, normalization = parse_init(f"radimagenet:{tmp_path / 'ResNet50.safetensors'}")
+    assert normalization == "radimagenet"
+    encoder = load_into(recipe.build_encoder(), path, normalization)
+    assert isinstance(encoder, ResNet50)
+    expected = torchvision_resnet_features(torchvision_rgb, np.repeat(x, 3, axis=-1), mean=MEAN, std=STD)
+    np.testing.assert_allclose(to_numpy(encoder.features(x)), expected, atol=ATOL, rtol=1e-5)
+    with pytest.raises(ValueError, match="resnet_depth"):
+        make_recipe("simclr", "phantom", resnet_depth=34)
