@@ -94,10 +94,11 @@ _INFERENCE_FUNCTIONS = weakref.WeakKeyDictionary()  # layer -> its compiled ``fe
 
 
 def inference_features(layer):
-    """``layer.features`` (inference mode) as this backend runs it fastest outside ``fit``: on JAX one
+    """``layer.features`` (its inference mode) as this backend runs it fastest outside ``fit``: on JAX one
     ``jax.jit`` per layer, with the layer's variables passed in as arguments (``keras.StatelessScope``, as Keras's
     own JAX trainer does), so new weights need no recompilation and each input shape compiles once; eager op by op,
-    JAX compiles every primitive for every new shape. Eager on torch and TensorFlow."""
+    JAX compiles every primitive for every new shape. Eager on torch and TensorFlow. For layers whose features
+    depend on their variables alone (kmedssl's backbones): Python state read by ``features`` is traced once."""
     if keras.backend.backend() != "jax":
         return layer.features
     if layer not in _INFERENCE_FUNCTIONS:
@@ -108,7 +109,7 @@ def inference_features(layer):
         @jax.jit
         def run(values, images):
             with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-                return layer.features(images, training=False)
+                return layer.features(images)
 
         _INFERENCE_FUNCTIONS[layer] = lambda images: run([variable.value for variable in variables], images)
     return _INFERENCE_FUNCTIONS[layer]
