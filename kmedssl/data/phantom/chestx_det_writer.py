@@ -16,7 +16,6 @@ corners). Nothing identifies a patient. The output is a function of the argument
 """
 
 import json
-import pathlib
 
 import numpy as np
 from PIL import Image
@@ -24,7 +23,7 @@ from PIL import Image
 from kmedssl.data.formats.chestx_det import json_name
 from kmedssl.data.formats.polygons import trace_polygons
 from kmedssl.data.phantom import CHEST_LABELS, ChestCohort
-from kmedssl.data.phantom.writer import counted, refuse_non_empty
+from kmedssl.data.phantom.writer import counted, prepare_layout
 from kmedssl.data.records import FRONTAL_VIEWS
 from kmedssl.data.splits import subject_split
 
@@ -50,12 +49,8 @@ def write_chestx_det(out_dir, num_subjects=50, image_size=256, seed=0, progress=
     Raises:
         FileExistsError: ``out_dir`` is a file or a folder that is not empty.
     """
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 8:
-        raise ValueError(f"Expected image_size to be an integer >= 8. Received: image_size={image_size!r}")
-    size = int(image_size)
+    out, size = prepare_layout(out_dir, image_size)
     cohort = ChestCohort(num_subjects=num_subjects, seed=seed)
-    out = pathlib.Path(out_dir)
-    refuse_non_empty(out)
     test = {r.image_id for r in subject_split(cohort.records, seed=cohort.seed)["test"]}
     tables = {"train": [], "test": []}
     for split in tables:

@@ -13,14 +13,13 @@ record order, as JSRT). Masks are the phantom's ``ground_truth`` at half the ima
 is not imitated. Nothing identifies a patient. The output is a function of the arguments alone.
 """
 
-import pathlib
 
 import numpy as np
 from PIL import Image
 
 from kmedssl.data.formats.jsrt import SCR_FOLDERS, write_raw
 from kmedssl.data.phantom import CHEST_LABELS, ChestCohort
-from kmedssl.data.phantom.writer import counted, refuse_non_empty
+from kmedssl.data.phantom.writer import counted, prepare_layout
 from kmedssl.data.records import FRONTAL_VIEWS
 
 
@@ -40,13 +39,10 @@ def write_jsrt(out_dir, num_subjects=50, image_size=256, seed=0, progress=None):
     Raises:
         FileExistsError: ``out_dir`` is a file or a folder that is not empty.
     """
-    if (isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 16
-            or image_size % 2):
+    if isinstance(image_size, (int, np.integer)) and image_size % 2:
         raise ValueError(f"Expected image_size to be an even integer >= 16. Received: image_size={image_size!r}")
-    size = int(image_size)
+    out, size = prepare_layout(out_dir, image_size, minimum=16)
     cohort = ChestCohort(num_subjects=num_subjects, seed=seed)
-    out = pathlib.Path(out_dir)
-    refuse_non_empty(out)
     for folder in ["images"] + [f"masks/{name}" for name in SCR_FOLDERS]:
         (out / folder).mkdir(parents=True, exist_ok=True)
     counts = {"JPCLN": 0, "JPCNN": 0}

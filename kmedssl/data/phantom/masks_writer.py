@@ -18,14 +18,13 @@ studies), and there is no sex or age. ``split`` is the seeded 80/10/10 subject s
 """
 
 import csv
-import pathlib
 
 import numpy as np
 from PIL import Image
 
 from kmedssl.data.phantom import CHEST_LABELS, ChestCohort
 from kmedssl.data.phantom.ground_truth import LANDMARKS, STRUCTURES
-from kmedssl.data.phantom.writer import counted, refuse_non_empty
+from kmedssl.data.phantom.writer import counted, prepare_layout
 from kmedssl.data.splits import subject_split
 
 LANDMARK_COLUMNS = ("path", "landmark", "x", "y", "visible")
@@ -48,11 +47,8 @@ def write_masks(out_dir, num_subjects=50, image_size=256, seed=0, progress=None)
     Raises:
         FileExistsError: ``out_dir`` is a file or a folder that is not empty.
     """
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 8:
-        raise ValueError(f"Expected image_size to be an integer >= 8. Received: image_size={image_size!r}")
+    out, size = prepare_layout(out_dir, image_size)
     cohort = ChestCohort(num_subjects=num_subjects, seed=seed)
-    out = pathlib.Path(out_dir)
-    refuse_non_empty(out)
     for folder in ["images"] + [f"masks/{name}" for name in STRUCTURES]:
         (out / folder).mkdir(parents=True, exist_ok=True)
     split_of = {r.image_id: name for name, records in subject_split(cohort.records, seed=cohort.seed).items()
@@ -62,8 +58,8 @@ def write_masks(out_dir, num_subjects=50, image_size=256, seed=0, progress=None)
     for n, record in enumerate(counted(cohort.records, progress)):
         name = f"{n:06d}.png"
         path = f"images/{name}"
-        _save(out / path, cohort.render(record, image_size=int(image_size)) * 255.0)
-        truth = cohort.ground_truth(record, int(image_size))
+        _save(out / path, cohort.render(record, image_size=size) * 255.0)
+        truth = cohort.ground_truth(record, size)
         for structure in STRUCTURES:
             _save(out / "masks" / structure / name, truth.masks[structure] * 255.0)
         subject = subjects.setdefault(record.subject_id, f"{len(subjects) + 1:06d}")

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from kmedssl.data.phantom import MultiModalCohort
-from kmedssl.data.phantom.writer import counted, refuse_non_empty
+from kmedssl.data.phantom.writer import counted, prepare_layout
 
 
 def write_radimagenet(out_dir, num_images=200, image_size=64, seed=0, progress=None):
@@ -36,15 +36,12 @@ def write_radimagenet(out_dir, num_images=200, image_size=64, seed=0, progress=N
     Raises:
         FileExistsError: ``out_dir`` is a file or a folder that is not empty.
     """
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 8:
-        raise ValueError(f"Expected image_size to be an integer >= 8. Received: image_size={image_size!r}")
+    out, size = prepare_layout(out_dir, image_size)
     cohort = MultiModalCohort(num_images=num_images, seed=seed)
-    out = pathlib.Path(out_dir)
-    refuse_non_empty(out)
     for record in counted(cohort.records, progress):
         path = out / image_path(record)
         path.parent.mkdir(parents=True, exist_ok=True)
-        pixels = np.round(cohort.render(record, image_size=int(image_size)) * 255.0).astype(np.uint8)
+        pixels = np.round(cohort.render(record, image_size=size) * 255.0).astype(np.uint8)
         Image.fromarray(pixels).save(path, format="PNG")
     return out
 

@@ -18,7 +18,6 @@ appearance, and there is no name, date, sex or age. The output is a function of 
 """
 
 import csv
-import pathlib
 import warnings
 
 import numpy as np
@@ -28,7 +27,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from kmedssl.data.formats.rle import encode_rle
 from kmedssl.data.formats.siim import CSV_NAME, IMAGE_FOLDER
 from kmedssl.data.phantom import ChestCohort
-from kmedssl.data.phantom.writer import counted, refuse_non_empty
+from kmedssl.data.phantom.writer import counted, prepare_layout
 from kmedssl.data.records import FRONTAL_VIEWS
 
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
@@ -51,12 +50,8 @@ def write_siim(out_dir, num_subjects=50, image_size=256, seed=0, progress=None):
     Raises:
         FileExistsError: ``out_dir`` is a file or a folder that is not empty.
     """
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 8:
-        raise ValueError(f"Expected image_size to be an integer >= 8. Received: image_size={image_size!r}")
-    size = int(image_size)
+    out, size = prepare_layout(out_dir, image_size)
     cohort = ChestCohort(num_subjects=num_subjects, seed=seed)
-    out = pathlib.Path(out_dir)
-    refuse_non_empty(out)
     subjects, rows = {}, []
     frontal = [record for record in cohort.records if record.view in FRONTAL_VIEWS]
     for n, record in enumerate(counted(frontal, progress)):

@@ -55,20 +55,17 @@ def write_mimic_cxr(out_dir, num_subjects=50, image_size=256, seed=0, progress=N
     Raises:
         FileExistsError: ``out_dir`` is a file or a folder that is not empty.
     """
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 8:
-        raise ValueError(f"Expected image_size to be an integer >= 8. Received: image_size={image_size!r}")
+    out, size = prepare_layout(out_dir, image_size)
     cohort = ChestCohort(num_subjects=num_subjects, seed=seed)
-    out = pathlib.Path(out_dir)
-    refuse_non_empty(out)
     files = out / "files"
     dicom_ids = {r.image_id: _dicom_id(cohort.seed, r.image_id) for r in cohort.records}
     for record in counted(cohort.records, progress):
         path = pathlib.Path(image_path(str(files), record.subject_id, record.study_id, dicom_ids[record.image_id]))
         path.parent.mkdir(parents=True, exist_ok=True)
-        pixels = np.round(cohort.render(record, image_size=int(image_size)) * 255.0).astype(np.uint8)
+        pixels = np.round(cohort.render(record, image_size=size) * 255.0).astype(np.uint8)
         Image.fromarray(pixels).save(path, format="JPEG", quality=_JPEG_QUALITY)
     _write_csv_gz(out / METADATA[0], METADATA_COLUMNS,
-                  [_metadata_row(r, dicom_ids[r.image_id], int(image_size)) for r in cohort.records])
+                  [_metadata_row(r, dicom_ids[r.image_id], size) for r in cohort.records])
     _write_csv_gz(out / CHEXPERT[0], ("subject_id", "study_id") + tuple(sorted(CHEXPERT_LABELS)),
                   _chexpert_rows(cohort))
     splits = subject_split(cohort.records, seed=cohort.seed)
@@ -87,6 +84,21 @@ def counted(records, progress=None):
         yield record
         if progress is not None:
             progress(1)
+
+
+def prepare_layout(out_dir, image_size, minimum=8):
+    """``(out, size)`` of a phantom layout about to be written: ``image_size`` checked (an integer >=
+    ``minimum``) and ``out`` new or an empty folder (``refuse_non_empty``).
+
+    Raises:
+        ValueError: ``image_size`` is not an integer >= ``minimum``.
+        FileExistsError: as ``refuse_non_empty``.
+    """
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < minimum:
+        raise ValueError(f"Expected image_size to be an integer >= {minimum}. Received: image_size={image_size!r}")
+    out = pathlib.Path(out_dir)
+    refuse_non_empty(out)
+    return out, int(image_size)
 
 
 def refuse_non_empty(out):
