@@ -27,8 +27,8 @@ class SimCLRRecipe(Recipe):
         "phantom": dict(image_size=32, resnet_width=16, batch_size=64, epochs=10, data_size=1200,
                         learning_rate=0.05),
     }
-    limits = {"resnet_width": AT_LEAST_ONE, "temperature": POSITIVE, "projection_dim": AT_LEAST_ONE,
-              "crop_size": AT_LEAST_ONE, "crop_scale": Range(0, 1, low_open=True)}
+    limits = {"resnet_width": AT_LEAST_ONE, "resnet_depth": Range(18, 50), "temperature": POSITIVE,
+              "projection_dim": AT_LEAST_ONE, "crop_size": AT_LEAST_ONE, "crop_scale": Range(0, 1, low_open=True)}
 
     image_size: int = 224
     epochs: int = 1000
