@@ -341,12 +341,14 @@ def record_throughput(meter, run_dir, epoch, step, engine=None, verbose="auto"):
 
 
 def throughput_summary(meter):
-    """The run's line: this process's throughput over its epochs, which of input and step bounds it, and under
-    several processes the one that waited most for its input."""
+    """The run's line: this process's throughput over its epochs, which of input and step bounds it (judged
+    without the first epoch when there are more, since on JAX and TensorFlow its step time holds the tracing and
+    compilation), and under several processes the one that waited most for its input."""
     totals = meter.totals()
-    if not math.isfinite(totals["input_wait_fraction"]):
+    judged = throughput_totals(meter.own[1:]) if len(meter.own) > 1 else totals
+    if not math.isfinite(judged["input_wait_fraction"]):
         verdict = "the wait for input was not measured"
-    elif input_bound(totals):
+    elif input_bound(judged):
         verdict = "input-bound: the step waited for batches (more --set workers=N, or faster storage, would help)"
     else:
         verdict = "step-bound: the input pipeline keeps up"
