@@ -108,8 +108,11 @@ class _ResidualBlock(keras.layers.Layer):
             if index < len(convolutions):
                 self.residual.append(keras.layers.ReLU(dtype=policy, name=f"relu_{index}"))
         out_channels = convolutions[-1][1]
+        # A strided 1x1 projection is the 1x1 convolution of every other pixel: computed as such, because torch
+        # 2.13's CPU backward of a 1x1 stride-2 convolution crashes the process on some channels-last shapes
+        # (e.g. 8 -> 16 channels at 64 px: tests/backbones/test_resnet.py::test_strided_projection_trains).
         self.shortcut = (
-            [_conv(out_channels, 1, strides, policy, "shortcut_conv"), _batch_norm(policy, "shortcut_bn")]
+            [_conv(out_channels, 1, 1, policy, "shortcut_conv"), _batch_norm(policy, "shortcut_bn")]
             if projection
             else []
         )
@@ -120,6 +123,8 @@ class _ResidualBlock(keras.layers.Layer):
 
     def call(self, x, training=None):
         residual, shortcut = x, x
+        if self.shortcut and self.strides == 2:
+            shortcut = x[:, ::2, ::2, :]  # = a 1x1 convolution's stride 2 with "valid" padding
         for layer in self.residual:
             residual = layer(residual, training=training)
         for layer in self.shortcut:

@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import keras
 import pytest
 
@@ -106,3 +110,41 @@ def test_resnet50_has_torchvisions_parameter_count():
     # A tampered file's depths are counted without a loop over the blocks (the safe loader compares the count
     # with the file's size before anything is built).
     assert ResNet.parameter_count({"block": "bottleneck", "depths": [10**12] * 4}) > 10**18
+
+
+def test_strided_projection_trains_at_64_px_where_torch_crashed(tmp_path):
+    """torch 2.13's CPU backward of a 1x1 stride-2 convolution on channels-last inputs kills the process at some
+    shapes (8 -> 16 channels at 64 px: a segmentation fault); the ResNet's strided projection subsamples first.
+    Trained in a child process, so a crash fails this test instead of the whole run."""
+    script = (
+        "import numpy as np, keras\n"
+        "from kmedssl.backbones import ResNet18\n"
+        "inputs = keras.Input((64, 64, 1))\n"
+        "model = keras.Model(inputs, keras.layers.Dense(3)(ResNet18(width=8)(inputs)))\n"
+        "model.compile('adam', 'mse')\n"
+        "x, y = np.random.rand(8, 64, 64, 1).astype('float32'), np.random.rand(8, 3).astype('float32')\n"
+        "model.fit(x, y, batch_size=8, epochs=1, verbose=0)\n"
+        "print('trained')\n"
+    )
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "KERAS_BACKEND": keras.backend.backend()}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment,
+                            timeout=300)
+    assert result.returncode == 0 and "trained" in result.stdout, result.stderr[-2000:]
+
+
+def test_strided_projection_is_a_strided_1x1_convolution(rng):
+    """A stride-2 block = relu(residual path + BN(1x1 convolution with stride 2, "valid")), on odd and even
+    sides: subsampling before the projection changes nothing."""
+    block = ResNet18(width=4).blocks[2]  # stage 2, block 1: stride 2, 4 -> 8 channels
+    assert block.strides == 2 and block.shortcut
+    conv, norm = block.shortcut
+    reference = keras.layers.Conv2D(8, 1, strides=2, padding="valid", use_bias=False)
+    reference.build((None, None, None, 4))
+    reference.set_weights(conv.get_weights())
+    for side in (9, 10):
+        x = rng.standard_normal((2, side, side, 4)).astype("float32")
+        residual = x
+        for layer in block.residual:
+            residual = layer(residual, training=False)
+        expected = keras.ops.relu(residual + norm(reference(x), training=False))
+        assert_close(to_numpy(block(x, training=False)), to_numpy(expected), atol=1e-5)
