@@ -5,7 +5,7 @@ Stages (``UperNet.call``):
 
 1. ``encoder_feature_maps``: four feature maps, finest first. ResNet: the outputs of its four stages.
    ViT: the outputs of four blocks (``VisionTransformer.block_outputs``), CLS dropped, patch tokens reshaped
-   to the ``(H / p, W / p, dim)`` grid.
+   to the ``(H / p, W / p, dim)`` grid. Swin: the outputs of its four stages (``SwinTransformer.stage_outputs``).
 2. ``ViTFeaturePyramid`` (ViT only; BEiT's / MAE's neck): the four grids resampled by 4, 2, 1 and 1/2 (two
    2x2 stride-2 transposed convolutions with BN + GELU between them; one; identity; 2x2 max-pool), i.e. to
    strides ``p/4, p/2, p, 2p`` (4, 8, 16, 32 for ``p = 16``).
@@ -25,6 +25,7 @@ import numpy as np
 from keras import ops
 
 from kmedssl.backbones.resnet import ResNet
+from kmedssl.backbones.swin import SwinTransformer
 from kmedssl.backbones.vit import VisionTransformer
 
 VIT_PYRAMID_SCALES = (4, 2, 1, 0.5)
@@ -66,6 +67,8 @@ def encoder_feature_maps(encoder, images, block_indices=None, training=None):
         if block_indices is not None:
             raise ValueError(f"Expected block_indices=None for a ResNet. Received: block_indices={block_indices}")
         return _resnet_stage_outputs(encoder, images, training)
+    if isinstance(encoder, SwinTransformer):
+        return _swin_stage_outputs(encoder, images, block_indices, training)
     raise ValueError(f"Expected a VisionTransformer or a ResNet encoder. Received: {type(encoder).__name__}")
 
 
@@ -77,6 +80,8 @@ def feature_channels(encoder):
         return [encoder.dim] * 4
     if isinstance(encoder, ResNet):
         return [encoder.dim * m // 8 for m in (1, 2, 4, 8)]
+    if isinstance(encoder, SwinTransformer):
+        return list(encoder.stage_dims)
     raise ValueError(f"Expected a VisionTransformer or a ResNet encoder. Received: {type(encoder).__name__}")
 
 
@@ -96,6 +101,19 @@ def _resnet_stage_outputs(encoder, images, training):
     if len(outputs) != 4:
         raise ValueError(f"Expected a ResNet of 4 stages. Received: {len(outputs)} stages")
     return outputs
+
+
+# --- Swin ---
+
+
+def _swin_stage_outputs(encoder, images, block_indices, training):
+    """A Swin's four stage outputs (``SwinTransformer.stage_outputs``: ``(B, H / (p 2^s), W / (p 2^s), C 2^s)``,
+    strides ``p, 2p, 4p, 8p``), which a UperNet takes as they are, like a ResNet's (no ViT neck)."""
+    if block_indices is not None:
+        raise ValueError(f"Expected block_indices=None for a SwinTransformer. Received: block_indices={block_indices}")
+    if len(encoder.depths) != 4:
+        raise ValueError(f"Expected a SwinTransformer of 4 stages. Received: depths={list(encoder.depths)}")
+    return encoder.stage_outputs(images, training=training)
 
 
 # === Layers ===

@@ -22,9 +22,6 @@ LAYOUTS = ("mimic-cxr", "radimagenet", "masks", "siim", "jsrt", "chestx-det")
 # Chest layouts whose size option is a number of subjects.
 SUBJECT_WRITERS = {"mimic-cxr": write_mimic_cxr, "masks": write_masks, "siim": write_siim, "jsrt": write_jsrt,
                    "chestx-det": write_chestx_det}
-# Dense layouts, read by their own functions (not yet ``--format`` names): see docs/data.md.
-DENSE_READERS = {"siim": "kmedssl.data.formats.siim.read_siim", "jsrt": "kmedssl.data.formats.jsrt.read_jsrt",
-                 "chestx-det": "kmedssl.data.formats.chestx_det.read_chestx_det"}
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -94,7 +91,7 @@ def phantom(out, layout, subjects, image_size, seed, debug):
 
     The files are read back by the real readers (``--format mimic-cxr`` or ``--format radimagenet``).
     ``--layout masks`` writes chest images (images/*.png), one mask folder per structure
-    (masks/STRUCTURE/*.png), landmarks.csv and index.csv (read by ``--format folder``); see
+    (masks/STRUCTURE/*.png), landmarks.csv and index.csv (read by ``--format masks``, inferred); see
     docs/data-phantom-dense.md. ``--layout siim|jsrt|chestx-det`` write the frontal chest views with their
     masks in the SIIM-ACR, JSRT/SCR and ChestX-Det layouts (docs/data-siim.md, data-jsrt.md,
     data-chestx-det.md). --out must be a new or empty folder: nothing already there is replaced.
@@ -108,10 +105,7 @@ def phantom(out, layout, subjects, image_size, seed, debug):
     with ImageProgress("Writing images") as progress:
         run_user_command(debug, _write_phantom, out, layout, subjects, image_size, seed, progress)
     count = sum(1 for file in pathlib.Path(out).rglob("*") if file.is_file())
-    if layout in DENSE_READERS:
-        click.echo(f"Wrote the {layout} phantom ({count} files) to {out}; read it with {DENSE_READERS[layout]}")
-    else:
-        click.echo(f"Wrote the {layout} phantom ({count} files) to {out}; check it with: kmedssl data check {out}")
+    click.echo(f"Wrote the {layout} phantom ({count} files) to {out}; check it with: kmedssl data check {out}")
 
 
 class ImageProgress:

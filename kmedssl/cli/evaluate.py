@@ -1,5 +1,6 @@
 """``kmedssl evaluate``: linear-probe or fine-tune a pretrained encoder and print macro AUROCs with their 95 %
-intervals and paired differences with a baseline (SPEC §5, §7); progress on stderr."""
+intervals and paired differences with a baseline (SPEC §5, §7); or, with ``--task``, the dense evaluations
+(segmentation Dice, landmark error, zero-shot correspondence); progress on stderr."""
 
 import time
 
@@ -8,10 +9,19 @@ import click
 from kmedssl.cli.common import BACKENDS, run_user_command, use_backend
 from kmedssl.data.formats import FORMATS  # keras-free: the backend is chosen later
 
+TASKS = ("classification", "segmentation", "landmarks", "correspondence")
+CLASSIFICATION_TEST_SIZE = 2000  # kmedssl.data.test_cohort.TEST_COHORT_STUDIES (keras-free here)
+DENSE_TEST_SIZE = 50  # kmedssl.eval.dense_tasks.DENSE_TEST_SUBJECTS
+
 
 @click.command()
 @click.argument("source", metavar="RUN_DIR|ENCODER.keras")
-@click.option("--data", default="phantom", show_default=True, help="'phantom' or a labelled chest X-ray data path.")
+@click.option("--task", type=click.Choice(TASKS), default="classification", show_default=True,
+              help="classification: pathology labels (AUROC); segmentation: UperNet fine-tuning (Dice); landmarks: "
+                   "heatmap fine-tuning (error in pixels); correspondence: zero-shot landmark matching between test "
+                   "images of different subjects (error in pixels).")
+@click.option("--data", default="phantom", show_default=True,
+              help="'phantom' or a data path (dense tasks: siim, jsrt, chestx-det or masks layout).")
 @click.option("--format", "data_format", type=click.Choice(FORMATS), help="Format of --data PATH (inferred if omitted).")
 @click.option("--protocol", default="linear", show_default=True,
               help="linear: frozen features + logistic regression; finetune: the encoder family's fine-tuning recipe "
@@ -28,8 +38,12 @@ from kmedssl.data.formats import FORMATS  # keras-free: the backend is chosen la
                    "random init (linear probe), scratch = random init trained with the same --protocol; "
                    "imagenet:PATH / init:PATH = initialised from a weights file (ImageNet normalisation folded in, "
                    "or as it is) and trained with the same --protocol.")
-@click.option("--test-size", type=click.IntRange(min=1), default=2000, show_default=True,
-              help="Studies of the phantom's own test cohort (--data phantom; rendered once, then cached).")
+@click.option("--test-size", type=click.IntRange(min=1),
+              help="--data phantom: studies of the phantom's own test cohort (classification, default 2000; rendered "
+                   "once, then cached), or subjects of the dense test cohort (dense tasks, default 50).")
+@click.option("--structures", help="Dense segmentation targets, a comma list (default: heart, lungs, clavicles and "
+                                   "pneumothorax_visible where the data has them, else all its masks).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Fine-tuning epochs of a dense task (default 30).")
 @click.option("--test-data", help="Cross-source: fit on --data's training split, score on this data's test split.")
 @click.option("--test-format", type=click.Choice(FORMATS), help="Format of --test-data PATH (inferred if omitted).")
 @click.option("--cv", help="Repeated k-fold on the training split, FOLDSxREPEATS (paper 001: 5x10).")
@@ -39,13 +53,15 @@ from kmedssl.data.formats import FORMATS  # keras-free: the backend is chosen la
 @click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (default: $KERAS_BACKEND or torch).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
-def evaluate(source, data, data_format, protocol, finetune_recipe, labels, views, baseline, test_size, test_data, test_format, cv,
-             compare, property_probes, backend, seed, debug):
-    """Linear-probe (or fine-tune) a pretrained encoder on chest pathology labels and print macro AUROCs.
+def evaluate(source, task, data, data_format, protocol, finetune_recipe, labels, views, baseline, test_size, structures,
+             epochs, test_data, test_format, cv, compare, property_probes, backend, seed, debug):
+    """Linear-probe (or fine-tune) a pretrained encoder on chest pathology labels and print macro AUROCs; or
+    with --task, fine-tune it for segmentation or landmarks, or match landmarks zero-shot.
 
     Every AUROC is printed with its 95 % interval (bootstrap over test studies) and, with --baseline, the
     paired difference pretrained - baseline with its interval and p-value. Reports (JSON, Markdown, figures)
-    go to the run's reports/ folder.
+    go to the run's reports/ folder. Dense tasks print the mean Dice (or error in pixels) per label budget,
+    the scratch baseline's and the paired difference, then each structure (landmark).
 
     \b
     Examples:
@@ -56,6 +72,10 @@ def evaluate(source, data, data_format, protocol, finetune_recipe, labels, views
       kmedssl evaluate runs/spcl --data /data/mimic-cxr-jpg --test-data /data/chexpert
       kmedssl evaluate runs/spcl --cv 5x10 --compare runs/simclr
       kmedssl evaluate runs/ace --baseline random --property-probes
+      kmedssl evaluate runs/spcl --task segmentation --baseline scratch --labels 0.1,1.0
+      kmedssl evaluate runs/spcl --task segmentation --data /data/jsrt --labels 2,5,10 --structures heart,lung_left
+      kmedssl evaluate runs/ace --task landmarks --data /data/phantom-masks --baseline scratch
+      kmedssl evaluate runs/ace --task correspondence --baseline scratch
     """
     use_backend(backend)
     from kmedssl import recipes
@@ -75,6 +95,9 @@ def evaluate(source, data, data_format, protocol, finetune_recipe, labels, views
         if not (sep and folds_text.strip().isdigit() and repeats_text.strip().isdigit()):
             raise click.BadParameter(f"expected FOLDSxREPEATS such as 5x10, received {cv!r}", param_hint="--cv")
         folds, repeats = int(folds_text), int(repeats_text)
+    if task != "classification":
+        return evaluate_dense_task(source, task, data, data_format, budget, baseline, test_size, structures, epochs,
+                                   seed, debug)
     protocols = [p.strip() for p in protocol.split(",") if p.strip()]
     if not protocols or any(p not in PROTOCOL_NAMES for p in protocols) or len(set(protocols)) < len(protocols):
         raise click.BadParameter(f"expected linear, finetune or a comma list of them, received {protocol!r}",
@@ -87,7 +110,8 @@ def evaluate(source, data, data_format, protocol, finetune_recipe, labels, views
                 debug, recipes.evaluate, source, data=data, protocol=protocol, labels=budget,
                 views=[v.strip() for v in views.split(",") if v.strip()], seed=seed, baseline=baseline,
                 format=data_format, test_data=test_data, test_format=test_format, folds=folds, repeats=repeats,
-                compare=compare, property_probes=property_probes, test_size=test_size, progress=display,
+                compare=compare, property_probes=property_probes,
+                test_size=CLASSIFICATION_TEST_SIZE if test_size is None else test_size, progress=display,
                 finetune_recipe=finetune_recipe,
             )
         finally:
@@ -109,6 +133,85 @@ def evaluate(source, data, data_format, protocol, finetune_recipe, labels, views
 
 
 PROTOCOL_NAMES = {"linear": "Linear probe", "finetune": "Fine-tuning"}
+DENSE_NAMES = {"segmentation": "Segmentation", "landmarks": "Landmark detection",
+               "correspondence": "Zero-shot correspondence"}
+
+
+def evaluate_dense_task(source, task, data, data_format, budget, baseline, test_size, structures, epochs, seed, debug):
+    """``--task segmentation|landmarks|correspondence``: run ``recipes.evaluate(task=...)`` and print its table."""
+    from kmedssl import recipes
+
+    if baseline not in (None, "scratch"):
+        raise click.BadParameter(f"expected scratch with --task {task}, received {baseline!r}", param_hint="--baseline")
+    names = None if structures is None else [s.strip() for s in structures.split(",") if s.strip()]
+    display = ProgressDisplay(DENSE_NAMES[task])
+    try:
+        report = run_user_command(
+            debug, recipes.evaluate, source, task=task, data=data, format=data_format, labels=budget,
+            structures=names, baseline=baseline, seed=seed, epochs=epochs,
+            test_size=DENSE_TEST_SIZE if test_size is None else test_size, progress=display)
+    finally:
+        display.close()
+    print_dense_report(report)
+    if baseline:
+        click.echo(dense_verdict(report))
+
+
+def print_dense_report(report):
+    """One line per label budget: ``0.712 [0.688, 0.735]`` (mean Dice or error, 95 % interval), the scratch
+    baseline's and the paired difference ``+0.031 [+0.012, +0.050], p = 0.002``; then one line per structure
+    (landmark) at the last budget."""
+    from kmedssl.eval.intervals import format_interval
+
+    baseline, metric = report["baseline"], report["metric"]
+    direction = "higher is better" if report["higher_is_better"] else "lower is better"
+    click.echo(f"{DENSE_NAMES[report['task']]}, mean {metric} [95 % CI] ({direction}) over {len(report['items'])} "
+               f"{'structures' if report['task'] == 'segmentation' else 'landmarks'}")
+    pairs = f", {report['n_pairs']} pairs" if report.get("n_pairs") else ""
+    click.echo(f"Test set: {report['n_test_images']} images{pairs} at {report['image_size']} px; "
+               f"{report['data_description']}; intervals: bootstrap over test studies")
+    columns = ["pretrained"] + ([baseline["name"], f"difference (pretrained - {baseline['name']})"] if baseline else [])
+
+    def line(first, cells, width=10):
+        return (f"{first:<{width}} " + "  ".join(f"{cell:<24}" for cell in cells)).rstrip()
+
+    click.echo(f"{'labels':<10} {'images':<6}  " + "  ".join(f"{c:<24}" for c in columns).rstrip())
+    for entry in report["budgets"]:
+        cells = [str(entry["n_train_images"]), format_interval(entry["score_ci"])]
+        if baseline:
+            cells += [format_interval(entry["baseline"]["score_ci"]), format_interval(entry["difference"])]
+        budget = "all" if entry["labels"] is None else format(entry["labels"], "g")
+        click.echo(f"{budget:<10} {cells[0]:<6}  " + "  ".join(f"{c:<24}" for c in cells[1:]).rstrip())
+    last = report["budgets"][-1]
+    what = "structure" if report["task"] == "segmentation" else "landmark"
+    width = max(len(what), *(len(name) for name in report["items"]))
+    click.echo(f"Per {what} at labels {'all' if last['labels'] is None else format(last['labels'], 'g')}:")
+    click.echo(line(what, columns, width))
+    for name in report["items"]:
+        cells = [format_interval(last["per_item_ci"][name])]
+        if baseline:
+            cells += [format_interval(last["baseline"]["per_item_ci"][name]),
+                      format_interval(last["per_item_difference"][name])]
+        click.echo(line(name, cells, width))
+
+
+def dense_verdict(report):
+    """One line: in how many label budgets the paired 95 % interval of pretrained - scratch is on the better
+    side of 0 (above for Dice, below for an error)."""
+    cells = [("all" if b["labels"] is None else format(b["labels"], "g"), b["difference"]) for b in report["budgets"]]
+    higher = report["higher_is_better"]
+
+    def is_better(d):
+        return (d["low"] is not None and d["low"] > 0) if higher else (d["high"] is not None and d["high"] < 0)
+
+    better = [what for what, d in cells if is_better(d)]
+    side = "above" if higher else "below"
+    if len(better) == len(cells):
+        return (f"Verdict: the pretrained encoder beats the scratch baseline in {len(cells)} of {len(cells)} "
+                f"label budgets (paired 95 % CI {side} 0).")
+    return (f"Verdict: the pretrained encoder does not beat the scratch baseline everywhere: the paired 95 % CI is "
+            f"{side} 0 in {len(better)} of {len(cells)} label budgets" + (f" ({', '.join(better)})" if better else "")
+            + ".")
 
 
 def verdict(reports):

@@ -11,7 +11,7 @@ targets ``t`` over the pixels ``i``:
     loss = BCE + SoftDice
 
 (``ε = 1`` makes an empty truth with an empty prediction score ~1, the metric's empty-mask convention.)
-Not wired to the CLI yet (``kmedssl evaluate --task segmentation``); see docs/evaluation.md.
+Run from the command line by ``kmedssl evaluate RUN --task segmentation`` (``kmedssl.eval.dense_tasks``); see docs/evaluation.md.
 """
 
 import math

@@ -1,5 +1,5 @@
 """Weights in and out of kmedssl encoders: timm / transformers / MONAI / KerasHub ViT, torchvision / MONAI /
-transformers ResNet-18 and ResNet-50 (RadImageNet's too), KerasHub ResNet-18, ``.safetensors``, weights-only
+transformers ResNet-18 and ResNet-50 (RadImageNet's too), KerasHub ResNet-18, transformers Swin (in only), ``.safetensors``, weights-only
 PyTorch files, kmedssl's own ``.keras`` and ONNX export (docs/interop.md).
 
 Conversion is NumPy (``state_dicts``: names, layouts, channel summing, position interpolation, normalisation
@@ -31,6 +31,8 @@ from kmedssl.interop.state_dicts import (
     resnet_from_transformers,
     resnet_to_torchvision,
     resnet_to_transformers,
+    swin_config_from_transformers,
+    swin_from_transformers,
     to_kmedssl,
     vit_config_from_transformers,
     vit_config_to_monai,
@@ -68,6 +70,8 @@ __all__ = [
     "resnet_from_transformers",
     "resnet_to_torchvision",
     "resnet_to_transformers",
+    "swin_config_from_transformers",
+    "swin_from_transformers",
     "to_kmedssl",
     "vit_config_from_transformers",
     "vit_config_to_monai",

@@ -117,20 +117,23 @@ def _read_torch(path):
 
 
 def family(encoder):
-    """``"vit"`` or ``"resnet"`` (``ResNet18``, ``ResNet50``, any ``ResNet``) for a kmedssl encoder;
-    ``InteropError`` for anything else."""
-    from kmedssl.backbones import ResNet, VisionTransformer
+    """``"vit"``, ``"resnet"`` (``ResNet18``, ``ResNet50``, any ``ResNet``) or ``"swin"`` (``SwinTransformer``) for
+    a kmedssl encoder; ``InteropError`` for anything else."""
+    from kmedssl.backbones import ResNet, SwinTransformer, VisionTransformer
 
     if isinstance(encoder, VisionTransformer):
         return "vit"
     if isinstance(encoder, ResNet):
         return "resnet"
-    raise InteropError(f"expected a kmedssl VisionTransformer or ResNet (ResNet18, ResNet50). Received: "
-                       f"{type(encoder).__name__}")
+    if isinstance(encoder, SwinTransformer):
+        return "swin"
+    raise InteropError(f"expected a kmedssl VisionTransformer, ResNet (ResNet18, ResNet50) or SwinTransformer. "
+                       f"Received: {type(encoder).__name__}")
 
 
 def encoder_variables(encoder):
-    """``{kmedssl name: keras.Variable}`` of a ViT or ResNet, names as in ``state_dicts`` (model name removed)."""
+    """``{kmedssl name: keras.Variable}`` of a ViT, ResNet or Swin, names as in ``state_dicts`` (model name
+    removed)."""
     named = {}
 
     def add(prefix, layer):
@@ -146,6 +149,19 @@ def encoder_variables(encoder):
                 add(f"{block.name}/{sub}", getattr(block, sub))
             add(f"{block.name}/attention/qkv", block.attention.qkv)
             add(f"{block.name}/attention/proj", block.attention.proj)
+        add("norm", encoder.norm)
+    elif family(encoder) == "swin":
+        add("patch_embedding", encoder.patch_embedding)
+        add("patch_norm", encoder.patch_norm)
+        for block in encoder.blocks:
+            for sub in ("attention_norm", "mlp_norm", "mlp_hidden", "mlp_output"):
+                add(f"{block.name}/{sub}", getattr(block, sub))
+            add(f"{block.name}/attention/qkv", block.attention.qkv)
+            add(f"{block.name}/attention/proj", block.attention.proj)
+            named[f"{block.name}/attention/relative_position_bias_table"] = block.attention.relative_position_bias_table
+        for merge in encoder.merges:
+            add(f"{merge.name}/norm", merge.norm)
+            add(f"{merge.name}/reduction", merge.reduction)
         add("norm", encoder.norm)
     else:
         for layer in encoder.stem_layers:
@@ -167,7 +183,8 @@ def load_into(encoder, path, source_normalization=None):
     """Initialise a built kmedssl encoder from a weights file, in place; returns the encoder.
 
     Any supported layout (``state_dicts.detect_layout``) of any readable file (``read_state_dict``): timm,
-    transformers, MONAI or KerasHub ViT into a ``VisionTransformer``; torchvision, MONAI, transformers or KerasHub
+    transformers, MONAI or KerasHub ViT into a ``VisionTransformer``; transformers Swin into a ``SwinTransformer``
+    of the same architecture; torchvision, MONAI, transformers or KerasHub
     ResNet-18 into a ``ResNet18`` (``stem="imagenet"``); torchvision, MONAI, transformers or RadImageNet ResNet-50
     into a ``ResNet50``; kmedssl's own exports and ``.keras`` encoders. RGB first layers are summed to the
     encoder's 1 channel; ViT positions are interpolated (bicubic) to the encoder's grid.

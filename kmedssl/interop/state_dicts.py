@@ -19,6 +19,9 @@ Layouts (``detect_layout``):
 - ``"transformers-resnet"``: Hugging Face ``ResNetModel`` with ``layer_type="basic"`` or ``"bottleneck"``
   (``embedder.*``, ``encoder.stages.S.layers.B.*``); ``ResNetForImageClassification``'s ``resnet.`` prefix is
   removed.
+- ``"transformers-swin"``: Hugging Face ``SwinModel`` (``embeddings.*``, ``encoder.layers.S.blocks.B.*``,
+  ``encoder.layers.S.downsample.*``, ``layernorm``) into a ``SwinTransformer``; ``SwinForImageClassification``'s
+  ``swin.`` prefix is removed. Exact (checked in tests/backbones/test_swin.py); no export.
 - ``"keras-hub-vit"`` / ``"keras-hub-resnet"``: a KerasHub ``ViTBackbone`` / ``ResNetBackbone`` (basic blocks)
   ``.keras`` file, read by ``keras_files`` and keyed by layer names (``vit_encoder/transformer_block_1/mha/query/0``,
   ``stack1_block0_1_conv/0``); Keras layouts, so no transposes.
@@ -52,7 +55,7 @@ RADIMAGENET_STD = (0.5, 0.5, 0.5)
 # ``source_normalization`` names of ``load_into`` and prefixes of ``parse_init``.
 SOURCE_NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "radimagenet": (RADIMAGENET_MEAN, RADIMAGENET_STD)}
 LAYOUTS = ("kmedssl", "timm-vit", "transformers-vit", "monai-vit", "keras-hub-vit", "torchvision-resnet",
-           "transformers-resnet", "keras-hub-resnet")
+           "transformers-resnet", "keras-hub-resnet", "transformers-swin")
 # Source tensors with no kmedssl counterpart that an encoder may drop: classifier heads, poolers, BN counters.
 IGNORED_SUFFIXES = ("num_batches_tracked",)
 IGNORED_PREFIXES = ("head.", "fc.", "pooler.", "classifier.", "embeddings.mask_token", "head_drop.", "fc_norm.",
@@ -76,14 +79,15 @@ TORCHVISION_RESNET_CHILDREN = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "la
 
 def strip_prefixes(state):
     """Remove wrappers' name prefixes: ``module.`` (DDP), ``_orig_mod.`` (torch.compile), ``backbone.`` (when every
-    name has it), ``vit.`` / ``resnet.`` (transformers' task models); ``model.`` / ``encoder.`` of a kmedssl-free
-    wrapper are kept. A torchvision ResNet whose children are numbered (``0.weight``, ``4.0.conv1.weight``, as
-    RadImageNet's PyTorch ResNet-50 after ``backbone.``) gets torchvision's names (``TORCHVISION_RESNET_CHILDREN``)."""
+    name has it), ``vit.`` / ``resnet.`` / ``swin.`` (transformers' task models); ``model.`` / ``encoder.`` of a
+    kmedssl-free wrapper are kept. A torchvision ResNet whose children are numbered (``0.weight``,
+    ``4.0.conv1.weight``, as RadImageNet's PyTorch ResNet-50 after ``backbone.``) gets torchvision's names
+    (``TORCHVISION_RESNET_CHILDREN``)."""
     out = dict(state)
     for prefix in ("module.", "_orig_mod.", "backbone."):
         if out and all(k.startswith(prefix) for k in out):
             out = {k[len(prefix):]: v for k, v in out.items()}
-    for prefix in ("vit.", "resnet."):
+    for prefix in ("vit.", "resnet.", "swin."):
         if any(k.startswith(prefix) for k in out):
             out = {k[len(prefix):]: v for k, v in out.items() if k.startswith(prefix)}
     if "0.weight" in out and "4.0.conv1.weight" in out:
@@ -99,6 +103,8 @@ def detect_layout(state):
         return "monai-vit"
     if "blocks.0.attn.qkv.weight" in keys or "patch_embed.proj.weight" in keys:
         return "timm-vit"
+    if "encoder.layers.0.blocks.0.layernorm_before.weight" in keys:
+        return "transformers-swin"
     if "embeddings.patch_embeddings.projection.weight" in keys:
         return "transformers-vit"
     if "embedder.embedder.convolution.weight" in keys:
@@ -528,6 +534,83 @@ def resnet_config_to_transformers(config):
     }
 
 
+# === Swin ===
+
+# transformers ``SwinModel``: the blocks' LayerNorms, output projection and MLP have the ViT's names
+# (``VIT_BLOCK``'s third column); q, k, v sit under ``attention.self``.
+HF_SWIN_BLOCK = "encoder.layers.{}.blocks.{}."
+HF_SWIN_QKV = ("attention.self.query", "attention.self.key", "attention.self.value")
+HF_SWIN_MERGE = (("norm/gamma", "norm.weight", "copy"), ("norm/beta", "norm.bias", "copy"),
+                 ("reduction/kernel", "reduction.weight", "linear"))
+
+
+def swin_from_transformers(state):
+    """Hugging Face ``SwinModel`` state dict -> (kmedssl ``SwinTransformer`` state, {kmedssl name: transformers
+    name}, leftovers). Stages and blocks are read from the names; q, k and v are fused into the qkv kernel
+    ``(C, 3C)`` ``[q | k | v]``; the buffers ``relative_position_index`` (recomputed by kmedssl, the same) are
+    dropped. ``SwinForImageClassification``'s ``swin.`` prefix is removed."""
+    state = strip_prefixes(state)
+    out, origin, used = {}, {}, set()
+    for ours, theirs in (("patch_embedding/bias", "embeddings.patch_embeddings.projection.bias"),
+                         ("patch_norm/gamma", "embeddings.norm.weight"), ("patch_norm/beta", "embeddings.norm.bias"),
+                         ("norm/gamma", "layernorm.weight"), ("norm/beta", "layernorm.bias")):
+        out[ours], origin[ours] = _need(state, theirs), theirs
+    patch = "embeddings.patch_embeddings.projection.weight"
+    out["patch_embedding/kernel"] = patch_kernel_from_torch(_need(state, patch))
+    origin["patch_embedding/kernel"] = patch
+    stages = _block_count(state, "encoder.layers.{}.blocks.0.layernorm_before.weight")
+    for s in range(stages):
+        for b in range(_block_count(state, HF_SWIN_BLOCK.format(s, "{}") + "layernorm_before.weight")):
+            prefix, name = HF_SWIN_BLOCK.format(s, b), f"stage_{s}_block_{b}/"
+            for ours, _, theirs, kind in VIT_BLOCK + (("attention/relative_position_bias_table", None,
+                                                       "attention.self.relative_position_bias_table", "copy"),):
+                value = _need(state, prefix + theirs)
+                out[name + ours], origin[name + ours] = (value.T if kind == "linear" else value), prefix + theirs
+            weights = [_need(state, f"{prefix}{part}.weight") for part in HF_SWIN_QKV]
+            biases = [_need(state, f"{prefix}{part}.bias") for part in HF_SWIN_QKV]
+            out[name + "attention/qkv/kernel"] = np.concatenate(weights, axis=0).T  # (C, 3C): [q | k | v]
+            out[name + "attention/qkv/bias"] = np.concatenate(biases)
+            origin[name + "attention/qkv/kernel"] = f"{prefix}{HF_SWIN_QKV[0]}.weight"
+            origin[name + "attention/qkv/bias"] = f"{prefix}{HF_SWIN_QKV[0]}.bias"
+            used.update(f"{prefix}{part}.{kind}" for part in HF_SWIN_QKV for kind in ("weight", "bias"))
+            used.add(prefix + "attention.self.relative_position_index")
+        merge = f"encoder.layers.{s}.downsample."
+        if merge + "reduction.weight" in state:
+            for ours, theirs, kind in HF_SWIN_MERGE:
+                value = _need(state, merge + theirs)
+                out[f"merge_{s}/{ours}"] = value.T if kind == "linear" else value
+                origin[f"merge_{s}/{ours}"] = merge + theirs
+    return out, origin, _leftovers(state, used | set(origin.values()))
+
+
+def swin_config_from_transformers(config):
+    """``transformers.SwinConfig`` (or its ``config.json`` dict) -> ``SwinTransformer`` keyword arguments.
+
+    Refused (one line): absolute position embeddings, ``qkv_bias=False``, a ``hidden_act`` other than exact GELU,
+    a non-square image or patch. transformers' patch-embedding and merging LayerNorms use torch's default epsilon
+    1e-5 and the others ``layer_norm_eps`` (default 1e-5); kmedssl has one epsilon, ``layer_norm_eps``.
+    """
+    c = config if isinstance(config, dict) else config.to_dict()
+    problems = []
+    if c.get("use_absolute_embeddings", False):
+        problems.append("use_absolute_embeddings=True (kmedssl's Swin has relative positions only)")
+    if not c.get("qkv_bias", True):
+        problems.append("qkv_bias=False (kmedssl's qkv has a bias)")
+    if c.get("hidden_act", "gelu") != "gelu":
+        problems.append(f"hidden_act={c.get('hidden_act')!r} (kmedssl uses exact GELU, 'gelu')")
+    for key in ("image_size", "patch_size"):
+        if isinstance(c.get(key), (list, tuple)) and len(set(c[key])) != 1:
+            problems.append(f"{key}={c[key]} (kmedssl is square)")
+    if problems:
+        raise InteropError(f"transformers Swin config not expressible in kmedssl: {'; '.join(problems)}")
+    side = lambda v: v[0] if isinstance(v, (list, tuple)) else v  # noqa: E731
+    return {
+        "image_size": side(c["image_size"]), "patch_size": side(c["patch_size"]), "channels": c["num_channels"],
+        "embed_dim": c["embed_dim"], "depths": list(c["depths"]), "num_heads": list(c["num_heads"]),
+        "window_size": c["window_size"], "mlp_ratio": c["mlp_ratio"], "layer_norm_epsilon": c["layer_norm_eps"],
+    }
+
+
 # === KerasHub (``keras_files`` reads the .keras file; names are its layers' names) ===
 
 KERAS_HUB_EMBEDDING = "vit_patching_and_embedding"
@@ -629,6 +712,7 @@ CONVERTERS = {
     "transformers-resnet": resnet_from_transformers,
     "keras-hub-vit": vit_from_keras_hub,
     "keras-hub-resnet": resnet_from_keras_hub,
+    "transformers-swin": swin_from_transformers,
 }
 EXPORTERS = {  # (family, target) -> function(state, channels)
     ("vit", "timm"): vit_to_timm,

@@ -25,7 +25,7 @@ from kmedssl.views.ace import validate_kernel
 
 @keras.saving.register_keras_serializable(package="kmedssl")
 class ACE(PretrainingMethod):
-    """ACE with a ViT student and its EMA teacher.
+    """ACE with a ViT (or Swin) student and its EMA teacher.
 
     Per sample (``kmedssl.views.ace.ACEViews``): crop C1 (2g x 2g cells) and crop C2 (g x g cells) of one
     image, both g x g tokens, overlap masks and the matching pairs (``ace_matching_pairs``).
@@ -60,7 +60,10 @@ class ACE(PretrainingMethod):
     overlap and over the rest of each crop (a row whose region is empty is left out of the mean).
 
     Args:
-        encoder: a ``kmedssl.backbones.VisionTransformer`` with ``grid_size`` even.
+        encoder: a ``kmedssl.backbones.VisionTransformer`` or ``SwinTransformer`` with ``grid_size`` even: any
+            encoder whose ``encoder(crop)[:, 1:]`` is its row-major ``grid_size x grid_size`` grid of ``dim``-wide
+            tokens and that ``type(encoder).from_config`` copies (a Swin's final-stage grid; its token 0, the mean
+            of that grid, is not used).
         total_steps: training steps of the whole run (horizon of the EMA schedule).
         head_dim: K, DINO head output size.
         head_hidden_dim, head_bottleneck_dim: DINO head widths.

@@ -4,7 +4,8 @@
 import keras
 
 from kmedssl.distributed.strategy import data_parallel
-from kmedssl.eval.evaluate import evaluate
+from kmedssl.eval.dense_tasks import evaluate_dense
+from kmedssl.eval.evaluate import evaluate as evaluate_classification
 from kmedssl.recipes.registry import RECIPES, list_methods, make_recipe, read_recipe_file
 from kmedssl.training.loop import PretrainResult, run_pretraining
 
@@ -79,6 +80,35 @@ def pretrain(name, data="phantom", size=None, epochs=None, steps_per_epoch=None,
         checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, on_nonfinite=on_nonfinite,
         callbacks=callbacks, engine=engine, init=init,
     )
+
+
+TASKS = ("classification", "segmentation", "landmarks", "correspondence")
+DENSE_OPTIONS = ("data", "format", "labels", "structures", "baseline", "seed", "epochs", "output_dir", "progress",
+                 "test_size", "train_size", "batch_size", "on_error")
+
+
+def evaluate(encoder, *args, task="classification", **kwargs):
+    """Evaluate a pretrained encoder (a run directory, an ``ENCODER.keras`` file or a Keras model) on ``task``.
+
+    ``task="classification"`` (default): chest pathology labels by linear probe or fine-tuning, with every
+    argument of ``kmedssl.eval.evaluate.evaluate`` (SPEC §5). ``"segmentation"``, ``"landmarks"``,
+    ``"correspondence"``: the dense evaluations of ``kmedssl.eval.dense_tasks.evaluate_dense``, with its keyword
+    arguments (``data``, ``format``, ``labels``, ``structures``, ``baseline="scratch"``, ``seed``, ``epochs``,
+    ``output_dir``, ``progress``, ``test_size``, ...). Both load the encoder the same way and write their reports
+    into the run's ``reports/`` folder.
+
+    Raises:
+        ValueError: an unknown task, or an argument the task does not take (e.g. ``protocol`` with a dense task).
+    """
+    if task == "classification":
+        return evaluate_classification(encoder, *args, **kwargs)
+    if task not in TASKS:
+        raise ValueError(f"Expected task in {TASKS}. Received: task={task!r}")
+    unknown = sorted(set(kwargs) - set(DENSE_OPTIONS))
+    if args or unknown:
+        raise ValueError(f"Expected keyword arguments from {list(DENSE_OPTIONS)} with task={task!r}. Received: "
+                         f"{unknown if unknown else f'{len(args)} positional arguments'}")
+    return evaluate_dense(encoder, task, **kwargs)
 
 
 def check_backend(backend):

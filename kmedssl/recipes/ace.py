@@ -6,6 +6,8 @@ from kmedssl.methods.ace import ACE
 from kmedssl.recipes.base import AT_LEAST_ONE, FINITE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, Recipe
 from kmedssl.views.ace import ACEViews
 
+ENCODERS = ("vit", "swin")
+
 
 @dataclasses.dataclass
 class ACERecipe(Recipe):
@@ -14,7 +16,13 @@ class ACERecipe(Recipe):
     0.1, gradient clipping 0.8 (applied here to the global norm). The paper raises the weight decay to 0.4
     on a cosine schedule; Keras optimizers take a constant weight decay, so it stays at 0.04 here.
     Pretraining images: the frontal radiographs (ChestX-ray14 in the paper). Every argument of ``ACE``
-    (heads, temperatures, momenta, α, λ, kernels, σ) is a field with ACE's default, the paper's."""
+    (heads, temperatures, momenta, α, λ, kernels, σ) is a field with ACE's default, the paper's.
+
+    ``encoder`` picks the encoder family: ``"vit"`` (the paper's) or ``"swin"``, ``swin_transformer(encoder_size,
+    image_size=image_size)`` (sizes ``kmedssl.backbones.SWIN_SIZES``: phantom, tiny, small, base), whose final
+    ``g x g`` grid is ACE's token grid. A Swin's patch size is its size's, so ``patch_size`` is not used; one token
+    is ``token_stride() = patch 2^(stages - 1)`` pixels (16 for the phantom Swin, 32 for Swin-B: at 448 px, Swin-B
+    gives the paper's 14 x 14 tokens from 32 px cells)."""
 
     method = "ace"
     method_class = ACE
@@ -43,13 +51,53 @@ class ACERecipe(Recipe):
     weight_decay: float = 0.04
     drop_path_rate: float = 0.1
     gradient_clip: float = 0.8
+    # The encoder family (ENCODERS): "vit" or "swin".
+    encoder: str = "vit"
 
+    # === Encoder ===
+    def swin_arguments(self):
+        """The arguments of ``kmedssl.backbones.swin_transformer`` besides the size (no ``patch_size``)."""
+        return dict(image_size=self.image_size, channels=1, drop_path_rate=self.drop_path_rate)
+
+    def build_encoder(self):
+        if self.encoder == "vit":
+            return super().build_encoder()
+        from kmedssl.backbones import swin_transformer
+
+        return swin_transformer(self.encoder_size, **self.swin_arguments())
+
+    def check_encoder(self):
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"Expected encoder in {ENCODERS}. Received: encoder={self.encoder!r}")
+        if self.encoder == "vit":
+            return super().check_encoder()
+        from kmedssl.backbones.swin import SWIN_SIZES, SwinTransformer
+
+        if self.encoder_size not in SWIN_SIZES:
+            raise ValueError(f"Expected encoder_size in {sorted(SWIN_SIZES)} for encoder='swin'. Received: "
+                             f"encoder_size={self.encoder_size!r}")
+        SwinTransformer.validate_config({**SWIN_SIZES[self.encoder_size], **self.swin_arguments()})
+        if (self.image_size // self.token_stride()) % 2:
+            raise ValueError(f"Expected an even token grid image_size / {self.token_stride()} for ACE on a Swin. "
+                             f"Received: image_size={self.image_size}")
+
+    def token_stride(self):
+        """Pixels per side of one encoder token (one ACE cell): the ViT's ``patch_size``, or the Swin's patch size
+        times 2 per patch merging."""
+        if self.encoder == "vit":
+            return self.patch_size
+        from kmedssl.backbones.swin import SWIN_SIZES
+
+        size = SWIN_SIZES[self.encoder_size]
+        return size["patch_size"] * 2 ** (len(size["depths"]) - 1)
+
+    # === Data ===
     def training_samples(self, records):
         return [r for r in records if r.is_frontal]
 
     def load_sample(self, source, sample):
-        return {"image": source.load_image(sample, self.image_cells * self.patch_size)}
+        return {"image": source.load_image(sample, self.image_cells * self.token_stride())}
 
     def views(self):
-        builder = ACEViews(grid=self.image_size // self.patch_size, image_cells=self.image_cells)
+        builder = ACEViews(grid=self.image_size // self.token_stride(), image_cells=self.image_cells)
         return lambda arrays, rng: builder(arrays["image"], rng)

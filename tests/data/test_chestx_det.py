@@ -157,5 +157,5 @@ def test_cli_writes_the_layout(tmp_path):
     result = CliRunner().invoke(data, ["phantom", "--out", str(tmp_path / "c"), "--layout", "chestx-det",
                                        "--subjects", "2", "--image-size", "16"])
     assert result.exit_code == 0, result.output
-    assert result.output.rstrip().endswith("read it with kmedssl.data.formats.chestx_det.read_chestx_det")
+    assert "check it with: kmedssl data check" in result.output.splitlines()[-1]
     assert len(chestx_det.read_chestx_det(tmp_path / "c").records) > 0

@@ -100,5 +100,5 @@ def test_cli_writes_the_layout(tmp_path):
     result = CliRunner().invoke(data, ["phantom", "--out", str(tmp_path / "j"), "--layout", "jsrt",
                                        "--subjects", "2", "--image-size", "16"])
     assert result.exit_code == 0, result.output
-    assert result.output.rstrip().endswith("read it with kmedssl.data.formats.jsrt.read_jsrt")
+    assert "check it with: kmedssl data check" in result.output.splitlines()[-1]
     assert len(jsrt.read_jsrt(tmp_path / "j").records) > 0

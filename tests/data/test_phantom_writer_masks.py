@@ -80,7 +80,8 @@ def test_no_cohort_identifier_is_written(written):
 def test_index_is_read_by_the_folder_reader(written):
     out, cohort = written
     assert folder.looks_like(out) and tuple(_rows(out / "index.csv")[0]) == INDEX_COLUMNS
-    dataset = read_dataset(out)  # format inferred: the folder format's index.csv
+    assert read_dataset(out).format == "masks"  # inferred: the layout wins over the generic folder format
+    dataset = read_dataset(out, "folder")
     assert dataset.format == "folder" and dataset.skipped == [] and dataset.label_names == CHEST_LABELS
     assert [r.labels for r in dataset.records] == [r.labels for r in cohort.records]
     assert [r.view for r in dataset.records] == [r.view for r in cohort.records]
@@ -115,5 +116,5 @@ def test_the_command_writes_the_masks_layout(tmp_path):
                                        "--image-size", "32"])  # the health check's smallest side is 28 px
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[-1].startswith("Wrote the masks phantom (")
-    assert (out / "landmarks.csv").is_file() and read_dataset(out).format == "folder"
+    assert (out / "landmarks.csv").is_file() and read_dataset(out).format == "masks"
     assert CliRunner().invoke(data, ["check", str(out)]).exit_code == 0

@@ -161,5 +161,5 @@ def test_cli_writes_the_layout(tmp_path):
     result = CliRunner().invoke(data, ["phantom", "--out", str(tmp_path / "s"), "--layout", "siim",
                                        "--subjects", "2", "--image-size", "16"])
     assert result.exit_code == 0, result.output
-    assert result.output.rstrip().endswith("read it with kmedssl.data.formats.siim.read_siim")
+    assert "check it with: kmedssl data check" in result.output.splitlines()[-1]
     assert len(siim.read_siim(tmp_path / "s").records) > 0

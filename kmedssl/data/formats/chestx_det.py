@@ -12,7 +12,10 @@ JSON files must be there. ``read_chestx_det(root)`` returns a ``dense.DenseDatas
 labels are the 13 ChestX-Det categories (``CATEGORIES``) followed by any other name found, sorted; a
 finding's mask is the union of its polygons, each filled by ``polygons.fill_polygon`` (even-odd rule at
 pixel centres, vertices on the pixel-corner grid: ``0 <= x <= width``, ``0 <= y <= height``).
-``image_id`` is ``SPLIT/FILE_NAME``; labels are 1.0 for every finding with a polygon.
+``image_id`` is ``SPLIT/FILE_NAME``; labels are 1.0 for every finding with a polygon. ChestX-Det names no
+patient: each image is its own subject and study (frontal, "PA"), and ``record.split`` is its JSON file's split
+("train" or "test"). ``read(root)`` (format "chestx-det" of ``kmedssl.data.formats.read_dataset``) gives the
+same images as a classification ``Dataset`` with that split (``Dataset.splits``).
 
 Problems (``ErrorPolicy``: ``DataError`` "FILE: problem" on one line, or a counted skip): a JSON file that
 does not parse or is not a list; an entry that is not an object with a string ``file_name`` and lists
@@ -31,7 +34,7 @@ from PIL import Image
 
 from kmedssl.data.errors import DataError
 from kmedssl.data.formats.common import DataRoot, ErrorPolicy
-from kmedssl.data.formats.dense import DenseDataset, DenseRecord
+from kmedssl.data.formats.dense import DenseDataset, DenseRecord, classification
 from kmedssl.data.formats.polygons import fill_polygon
 from kmedssl.data.images import read_image
 
@@ -49,6 +52,11 @@ def json_name(split):
 def looks_like(path):
     """True for a folder holding ``ChestX_Det_train.json`` or ``ChestX_Det_test.json``."""
     return any((pathlib.Path(path) / json_name(split)).is_file() for split in SPLITS)
+
+
+def read(root, on_error="raise"):
+    """``read_chestx_det`` as a classification ``Dataset`` (``dense.classification``: image files, ``read_image``)."""
+    return classification(read_chestx_det(root, on_error=on_error))
 
 
 def read_chestx_det(root, on_error="raise"):
@@ -71,7 +79,7 @@ def read_chestx_det(root, on_error="raise"):
     for split, table, (path, size, syms, polygons) in entries:
         labels = tuple(float(name in syms) for name in names)
         records.append(DenseRecord(image_id=f"{split}/{path.name}", path=str(path), size=size, labels=labels,
-                                   annotation=tuple(zip(syms, polygons))))
+                                   annotation=tuple(zip(syms, polygons)), split=split))
     return DenseDataset(format=FORMAT, root=root, records=records, structures=names, label_names=names,
                         skipped=policy.skipped, loader=_loader(names))
 

@@ -15,6 +15,9 @@ returns a ``dense.DenseDataset`` with the structures ``lung_right``, ``lung_left
 ``clavicle_right``, ``clavicle_left`` (SCR folder ``"right lung"`` -> ``lung_right``, ...; sides are the
 patient's, as in the phantom's names) and one label, ``nodule`` (1.0 for ``JPCLN`` cases). ``load``
 returns the image at the masks' size: the mean of each 2 x 2 block of the raw image, as ``1 - value/4095``.
+JSRT has one frontal (PA) image per patient: each image is its own subject and study. ``read(root)`` (format
+"jsrt" of ``kmedssl.data.formats.read_dataset``) gives the same images as a classification ``Dataset`` with
+the label ``nodule`` (``load_image``: the image only).
 
 Problems (``ErrorPolicy``: ``DataError`` "FILE: problem" on one line, or a counted skip): an ``.IMG``
 whose size is not that of a square 16-bit image, or above the pixel limit; a missing mask of an image; a
@@ -31,7 +34,7 @@ from PIL import Image
 
 from kmedssl.data.errors import DataError
 from kmedssl.data.formats.common import ErrorPolicy
-from kmedssl.data.formats.dense import DenseDataset, DenseRecord, binary_mask
+from kmedssl.data.formats.dense import DenseDataset, DenseRecord, binary_mask, classification
 from kmedssl.data.images import check_pixel_count
 
 FORMAT = "jsrt"
@@ -48,6 +51,18 @@ def looks_like(path):
     """True for a folder with ``.IMG`` files (in ``images/`` or itself) and an SCR ``masks`` folder."""
     path = pathlib.Path(path)
     return bool(_mask_roots(path)) and bool(_image_files(path))
+
+
+def read(root, on_error="raise"):
+    """``read_jsrt`` as a classification ``Dataset`` (``dense.classification``; loads the image only)."""
+    return classification(read_jsrt(root, on_error=on_error), load_image)
+
+
+def load_image(path):
+    """The image of a JSRT ``.IMG`` file at the SCR masks' size: the mean of each 2 x 2 block of ``read_raw``."""
+    raw = read_raw(path)
+    side = raw.shape[0] // 2
+    return raw[:2 * side, :2 * side].reshape(side, 2, side, 2).mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
 
 
 def read_jsrt(root, on_error="raise"):
@@ -80,9 +95,8 @@ def read_jsrt(root, on_error="raise"):
 
 def load_jsrt(record):
     """``(image, masks)`` of a ``read_jsrt`` record, both at the masks' size (half the raw image's side)."""
-    raw = read_raw(record.path)
+    image = load_image(record.path)
     height, width = record.size
-    image = raw[:2 * height, :2 * width].reshape(height, 2, width, 2).mean(axis=(1, 3), dtype=np.float64)
     masks = {}
     for structure, path in record.annotation.items():
         try:
@@ -93,7 +107,7 @@ def load_jsrt(record):
         if pixels.shape != (height, width):
             raise DataError(f"{path}: {pixels.shape[1]}x{pixels.shape[0]} mask, expected {width}x{height}")
         masks[structure] = binary_mask(pixels)
-    return image.astype(np.float32), masks
+    return image, masks
 
 
 def read_raw(path):

@@ -12,7 +12,10 @@ image may have several rows (one per pneumothorax region): their masks are OR-ed
 
 ``read_siim(root)`` returns a ``dense.DenseDataset`` with one structure, ``pneumothorax``, and one label,
 ``pneumothorax`` (1.0 when the mask is not empty). ``image_id`` is ``dicom.pseudonym(SOPInstanceUID)``;
-images are decoded by ``dicom.read_dicom_pixels``.
+images are decoded by ``dicom.read_dicom_pixels``. ``subject_id`` and ``study_id`` are pseudonyms of the
+header's PatientID and StudyInstanceUID (the image's own id when blank); every image is frontal ("PA").
+``read(root)`` (format "siim" of ``kmedssl.data.formats.read_dataset``) gives the same images as a
+classification ``Dataset`` with the label ``pneumothorax``.
 
 Problems (``ErrorPolicy``: ``DataError`` "FILE: problem" on one line, or a counted skip): a CSV without
 the two columns; a row with bad RLE (a value that is not a non-negative integer, an odd number of values,
@@ -29,7 +32,7 @@ import pydicom
 from kmedssl.data.errors import DataError
 from kmedssl.data.formats import dicom
 from kmedssl.data.formats.common import ErrorPolicy
-from kmedssl.data.formats.dense import DenseDataset, DenseRecord
+from kmedssl.data.formats.dense import DenseDataset, DenseRecord, classification
 from kmedssl.data.formats.rle import decode_rle
 
 FORMAT = "siim"
@@ -43,6 +46,11 @@ LABEL_NAMES = ("pneumothorax",)
 def looks_like(path):
     """True for a folder holding ``train-rle.csv``."""
     return (pathlib.Path(path) / CSV_NAME).is_file()
+
+
+def read(root, on_error="raise"):
+    """``read_siim`` as a classification ``Dataset`` (``dense.classification``; loads the DICOM image only)."""
+    return classification(read_siim(root, on_error=on_error), dicom.read_dicom_pixels)
 
 
 def read_siim(root, on_error="raise"):
@@ -63,7 +71,7 @@ def read_siim(root, on_error="raise"):
         raise DataError(f"{images}: no DICOM files")
     rows, bad = _rows(table, headers, policy)
     records = []
-    for uid, (path, height, width) in headers.items():
+    for uid, (path, height, width, patient, study) in headers.items():
         if uid in bad:
             continue
         if uid not in rows:
@@ -71,8 +79,11 @@ def read_siim(root, on_error="raise"):
             continue
         encoded = tuple(text for _, text in rows[uid])
         positive = any(text.strip() != "-1" for text in encoded)
-        records.append(DenseRecord(image_id=dicom.pseudonym(uid), path=str(path), size=(height, width),
-                                   labels=(float(positive),), annotation=encoded))
+        image_id = dicom.pseudonym(uid)
+        records.append(DenseRecord(image_id=image_id, path=str(path), size=(height, width),
+                                   labels=(float(positive),), annotation=encoded,
+                                   study_id=dicom.pseudonym(study) if study else image_id,
+                                   subject_id=dicom.pseudonym(patient) if patient else ""))
     return DenseDataset(format=FORMAT, root=root, records=records, structures=STRUCTURES,
                         label_names=LABEL_NAMES, skipped=policy.skipped, loader=load_siim)
 
@@ -91,15 +102,19 @@ def load_siim(record):
 
 
 def _headers(files, policy):
-    """``{SOPInstanceUID: (path, Rows, Columns)}`` of the DICOM files (headers only)."""
+    """``{SOPInstanceUID: (path, Rows, Columns, PatientID, StudyInstanceUID)}`` of the DICOM files (headers
+    only; the last two "" when blank)."""
     found = {}
     for path in files:
         with dicom._quiet():
             try:
                 header = pydicom.dcmread(path, stop_before_pixels=True,
-                                         specific_tags=["SOPInstanceUID", "Rows", "Columns"])
+                                         specific_tags=["SOPInstanceUID", "Rows", "Columns", "PatientID",
+                                                        "StudyInstanceUID"])
                 uid = str(header.get("SOPInstanceUID", "") or "").strip()
                 rows, columns = header.get("Rows"), header.get("Columns")
+                patient = str(header.get("PatientID", "") or "").strip()
+                study = str(header.get("StudyInstanceUID", "") or "").strip()
             except Exception as error:  # any pydicom failure: its message may quote element values
                 policy.problem(path, f"unreadable or corrupt DICOM header ({type(error).__name__})")
                 continue
@@ -108,7 +123,7 @@ def _headers(files, policy):
         elif uid in found:
             policy.problem(path, f"same SOPInstanceUID as {found[uid][0]} (duplicate image)")
         else:
-            found[uid] = (path, rows, columns)
+            found[uid] = (path, rows, columns, patient, study)
     return found
 
 
@@ -133,7 +148,7 @@ def _rows(table, headers, policy):
             if uid not in headers:
                 policy.problem(table, f"row {number}: its ImageId has no DICOM file")
                 continue
-            _, height, width = headers[uid]
+            _, height, width, _, _ = headers[uid]
             try:
                 decode_rle(text, height, width)
             except ValueError as error:

@@ -13,7 +13,8 @@
 landmark projects inside the image. Nothing identifies a patient: images are numbered, ``subject`` and
 ``study`` are numbers in order of first appearance (they only group a study's views and a subject's
 studies), and there is no sex or age. ``split`` is the seeded 80/10/10 subject split
-(``kmedssl.data.splits.subject_split``). ``index.csv`` makes the images readable by the folder reader
+(``kmedssl.data.splits.subject_split``). The folder is read by the ``masks`` format
+(``kmedssl.data.formats.masks``); ``index.csv`` also makes its images readable by the folder reader
 (``--format folder``). The output is a function of the arguments alone.
 """
 
