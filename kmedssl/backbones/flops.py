@@ -14,10 +14,15 @@ Per ViT block on ``T`` tokens of width ``D`` with MLP width ``H = mlp_ratio * D`
 Shapes follow ``kmedssl.backbones``: a ViT encodes ``n`` selected patches plus its CLS token (``T = 1 + n``)
 after a Dense patch embedding of the ``n`` patches; the MAE decoder embeds ``1 + n_keep`` tokens, runs its
 blocks on ``1 + N`` tokens and predicts pixels for all ``1 + N`` rows (the CLS row is dropped afterwards).
+
+A Swin block on an ``R x R`` grid (``T = R^2`` tokens) attends within ``(R / w)^2`` windows of ``w^2`` tokens,
+so its attention costs ``(R / w)^2 4 (w^2)^2 D = 4 T w^2 D`` instead of ``4 T^2 D``; the rest is the ViT
+block's on ``T`` tokens. The shift, the relative position bias and the mean token 0 add no matrix products.
 """
 
 from kmedssl.backbones.mae_decoder import MAEDecoder
 from kmedssl.backbones.resnet import BLOCKS, ResNet, ResNet18, ResNet50, block_plan, residual_convolutions
+from kmedssl.backbones.swin import SwinTransformer, stage_plan
 from kmedssl.backbones.vit import VisionTransformer
 
 
@@ -63,6 +68,36 @@ def mae_decoder_flops(num_kept, num_patches, encoder_dim, patch_dim, dim, depth,
     return (dense_flops(1 + num_kept, encoder_dim, dim)
             + depth * transformer_block_flops(1 + num_patches, dim, mlp_ratio)
             + dense_flops(1 + num_patches, dim, patch_dim))
+
+
+def swin_block_flops(resolution, dim, window, mlp_ratio=4.0):
+    """One Swin block (``kmedssl.backbones.swin.SwinBlock``) on an ``R x R`` grid of ``T = R^2`` tokens with
+    ``w x w`` windows: ``2 T D (3D) + 4 T w^2 D`` (``q k^T`` and ``attn v`` within each window) ``+ 2 T D D``
+    ``+ 2 (2 T D H)``."""
+    _check_positive(resolution=resolution, dim=dim, window=window)
+    if resolution % window:
+        raise ValueError(f"Expected resolution divisible by window. Received: resolution={resolution}, "
+                         f"window={window}")
+    tokens, hidden = resolution * resolution, int(dim * mlp_ratio)
+    return (dense_flops(tokens, dim, 3 * dim) + (resolution // window) ** 2 * attention_flops(window * window, dim)
+            + dense_flops(tokens, dim, dim) + dense_flops(tokens, dim, hidden) + dense_flops(tokens, hidden, dim))
+
+
+def swin_flops(image_size, patch_size, channels, embed_dim, depths, window_size, mlp_ratio=4.0):
+    """A Swin Transformer (``kmedssl.backbones.SwinTransformer``) on one image, stage by stage (``stage_plan``):
+    ``2 R_0^2 P C_0`` (patch embedding of ``P = p^2 channels``-value patches on the ``R_0 x R_0`` grid), then per
+    stage ``s`` its ``depths[s]`` blocks on ``R_s x R_s`` tokens of width ``C_s`` (``swin_block_flops``, with
+    the stage's window ``min(window_size, R_s)``) and, but after the last stage, the patch merging
+    ``2 (R_s / 2)^2 (4 C_s) (2 C_s)``."""
+    _check_positive(image_size=image_size, patch_size=patch_size, channels=channels, embed_dim=embed_dim,
+                    window_size=window_size)
+    plan = stage_plan(image_size, patch_size, embed_dim, depths, window_size)
+    total = dense_flops(plan[0][0] ** 2, patch_size * patch_size * channels, embed_dim)
+    for s, ((resolution, dim, window, _), depth) in enumerate(zip(plan, depths)):
+        total += depth * swin_block_flops(resolution, dim, window, mlp_ratio)
+        if s + 1 < len(plan):
+            total += dense_flops((resolution // 2) ** 2, 4 * dim, 2 * dim)
+    return total
 
 
 def conv_flops(out_size, kernel_size, in_channels, out_channels):
@@ -117,10 +152,11 @@ def encoder_flops(encoder, num_encoded=None, image_size=None):
     """Forward FLOPs of one image through a kmedssl encoder.
 
     Args:
-        encoder: a ``VisionTransformer`` (encoding ``num_encoded`` of its patches; all by default) or a
-            ``ResNet`` (``ResNet18``, ``ResNet50``; on ``image_size``-pixel images, required).
+        encoder: a ``VisionTransformer`` (encoding ``num_encoded`` of its patches; all by default), a
+            ``SwinTransformer`` (whole images only) or a ``ResNet`` (``ResNet18``, ``ResNet50``; on
+            ``image_size``-pixel images, required).
         num_encoded: patches a ViT encodes (e.g. MAE's kept patches, one S-PCL part).
-        image_size: side of a ResNet's input (a ViT's input size is fixed by the encoder).
+        image_size: side of a ResNet's input (a ViT's or Swin's input size is fixed by the encoder).
     """
     if isinstance(encoder, VisionTransformer):
         if image_size not in (None, encoder.image_size):
@@ -130,18 +166,25 @@ def encoder_flops(encoder, num_encoded=None, image_size=None):
         if not 1 <= n <= encoder.num_patches:
             raise ValueError(f"Expected 1 <= num_encoded <= {encoder.num_patches}. Received: num_encoded={n}")
         return vit_flops(n, encoder.dim, encoder.depth, encoder.patch_dim, encoder.mlp_ratio)
+    if isinstance(encoder, SwinTransformer):
+        if image_size not in (None, encoder.image_size) or num_encoded not in (None, encoder.num_patches):
+            raise ValueError(f"Expected image_size None or {encoder.image_size} and num_encoded None (a Swin encodes "
+                             f"whole images). Received: image_size={image_size}, num_encoded={num_encoded}")
+        return swin_flops(encoder.image_size, encoder.patch_size, encoder.channels, encoder.embed_dim,
+                          encoder.depths, encoder.window_size, encoder.mlp_ratio)
     if isinstance(encoder, ResNet):
         if image_size is None or num_encoded is not None:
             raise ValueError(f"Expected image_size (and no num_encoded) for a {type(encoder).__name__}. Received: "
                              f"image_size={image_size}, num_encoded={num_encoded}")
         return resnet_flops(image_size, encoder.channels, encoder.width, encoder.stem, encoder.block, encoder.depths)
-    raise ValueError(f"Expected a VisionTransformer or ResNet encoder. Received: {type(encoder).__name__}")
+    raise ValueError(f"Expected a VisionTransformer, SwinTransformer or ResNet encoder. Received: "
+                     f"{type(encoder).__name__}")
 
 
 def image_flops(encoder, image_size):
-    """Forward FLOPs of one whole image: every patch of a ViT (whose input size is its own), or a ResNet on
-    ``image_size``-pixel images."""
-    if isinstance(encoder, VisionTransformer):
+    """Forward FLOPs of one whole image: every patch of a ViT or Swin (whose input size is its own), or a ResNet
+    on ``image_size``-pixel images."""
+    if isinstance(encoder, (VisionTransformer, SwinTransformer)):
         return encoder_flops(encoder)
     return encoder_flops(encoder, image_size=image_size)
 

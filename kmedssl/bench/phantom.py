@@ -202,6 +202,8 @@ def encoder_name(recipe):
     """A short name of the recipe's encoder, e.g. ``"ViT phantom/8, 64 px"`` or ``"ResNet-18 w16, 32 px"``."""
     if hasattr(recipe, "resnet_width"):
         return f"ResNet-18 w{recipe.resnet_width}, {recipe.image_size} px"
+    if getattr(recipe, "encoder", "vit") == "swin":
+        return f"Swin {recipe.encoder_size}, {recipe.image_size} px"
     return f"ViT {recipe.encoder_size}/{recipe.patch_size}, {recipe.image_size} px"
 
 

@@ -123,6 +123,8 @@ def add_efficiency(row, peak_tflops=None):
 
 
 def describe_encoder(encoder, recipe):
+    if getattr(recipe, "encoder", "vit") == "swin":
+        return f"Swin {recipe.encoder_size}, {encoder.image_size} px"
     if hasattr(encoder, "patch_size"):
         return f"ViT {recipe.encoder_size}/{encoder.patch_size}, {encoder.image_size} px"
     return f"ResNet-18 w{encoder.width}, {recipe.image_size} px"

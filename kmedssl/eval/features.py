@@ -8,10 +8,12 @@ from kmedssl.ops.runtime import inference_features, seed_everything
 
 def extract_features(encoder, images, batch_size=64):
     """``encoder.features`` of (N, H, W, C) images, in batches, as a float32 NumPy array (N, D). kmedssl's
-    backbones, whose features depend on their weights alone, run compiled (``inference_features``)."""
-    from kmedssl.backbones import ResNet, VisionTransformer
+    backbones (ViT, Swin, ResNet), whose features depend on their weights alone, run compiled
+    (``inference_features``)."""
+    from kmedssl.backbones import ResNet, SwinTransformer, VisionTransformer
 
-    features = inference_features(encoder) if isinstance(encoder, (ResNet, VisionTransformer)) else encoder.features
+    compiled = isinstance(encoder, (ResNet, SwinTransformer, VisionTransformer))
+    features = inference_features(encoder) if compiled else encoder.features
     outputs = []
     for start in range(0, len(images), batch_size):
         batch = keras.ops.convert_to_tensor(images[start:start + batch_size], "float32")

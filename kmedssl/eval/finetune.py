@@ -19,7 +19,9 @@ picks the phantom recipe of the encoder's family unless ``recipe`` says otherwis
 **Layer-wise learning-rate decay** (ELECTRA, BEiT, MAE's ``param_groups_lrd``): with ``L = depth + 1``, the
 patch embedding and CLS token are layer 0, block ``i`` is layer ``i + 1``, the final norm, ``fc_norm`` and the head are
 layer ``L``; a variable of layer ``l`` is updated with learning rate ``lr · decay^(L − l)`` (its decoupled
-weight decay too, as in ``torch.optim.AdamW`` with per-group learning rates). Adam is invariant to the scale of
+weight decay too, as in ``torch.optim.AdamW`` with per-group learning rates). A Swin Transformer is fine-tuned
+with the ViT recipe; its layers (``swin_layer_ids``) are numbered the same way over its blocks in order, with
+each patch merging in the layer of the block that follows it. Adam is invariant to the scale of
 the gradient, so the decay cannot be written as a gradient scale: ``LayerDecayAdamW`` scales the learning rate
 per variable.
 
@@ -47,8 +49,9 @@ POOLINGS = ("cls", "mean")
 class FineTuneClassifier(keras.Model):
     """``logits = W · pool(encoder, images) + b``: ``(B, H, W, C)`` images -> ``(B, num_classes)`` logits.
 
-    ``pooling="cls"``: ``encoder.features(images)`` (the ViT's CLS token, a ResNet's pooled features).
-    ``pooling="mean"`` (ViT encoders; MAE's and Medical MAE's ``global_pool`` fine-tuning):
+    ``pooling="cls"``: ``encoder.features(images)`` (the ViT's CLS token, a Swin's token 0 (the mean of its
+    final tokens), a ResNet's pooled features).
+    ``pooling="mean"`` (ViT and Swin encoders; MAE's and Medical MAE's ``global_pool`` fine-tuning):
     ``LayerNorm(mean_i x_i)`` over the patch tokens ``x_i`` of ``encoder(images)``, with a new LayerNorm
     (``fc_norm``). The head computes in float32 whatever the encoder's dtype policy.
 
@@ -68,7 +71,8 @@ class FineTuneClassifier(keras.Model):
         if num_classes < 1:
             raise ValueError(f"Expected num_classes >= 1. Received: num_classes={num_classes}")
         if pooling not in POOLINGS or (pooling == "mean" and encoder_family(encoder) != "vit"):
-            raise ValueError(f"Expected pooling in {POOLINGS} ('mean' for ViT encoders). Received: pooling={pooling!r} "
+            raise ValueError(f"Expected pooling in {POOLINGS} ('mean' for ViT and Swin encoders). Received: "
+                             f"pooling={pooling!r} "
                              f"for a {type(encoder).__name__}")
         super().__init__(**kwargs)
 
@@ -132,11 +136,11 @@ class FineTuneRecipe:
         warmup_epochs: epochs of linear warm-up (cosine; may be fractional; at most half the steps).
         min_learning_rate: the cosine schedule's final learning rate (the peak when that is lower).
         step_size, gamma: StepLR's.
-        layer_decay: layer-wise learning-rate decay (1 = none; ViT encoders only).
-        drop_path: stochastic-depth rate of the fine-tuned copy's last block (ViT encoders; None keeps the
+        layer_decay: layer-wise learning-rate decay (1 = none; ViT and Swin encoders only).
+        drop_path: stochastic-depth rate of the fine-tuned copy's last block (ViT and Swin encoders; None keeps the
             encoder's own).
         label_smoothing: of the loss's targets (0 = none).
-        pooling: the features the head reads, ``"cls"`` or ``"mean"`` (ViT encoders; ``FineTuneClassifier``).
+        pooling: the features the head reads, ``"cls"`` or ``"mean"`` (ViT and Swin encoders; ``FineTuneClassifier``).
         source: where the values come from.
     """
 
@@ -267,10 +271,12 @@ def warmup_cosine_schedule(learning_rate, total_steps, warmup_steps, min_learnin
 
 
 def encoder_family(encoder):
-    """``"vit"`` for a ``VisionTransformer``, else ``"resnet"`` (paper 001's recipe serves any other encoder)."""
+    """``"vit"`` for a ``VisionTransformer`` or a ``SwinTransformer`` (the transformer recipe: AdamW, warm-up +
+    cosine, layer-wise decay, drop path), else ``"resnet"`` (paper 001's recipe serves any other encoder)."""
+    from kmedssl.backbones.swin import SwinTransformer
     from kmedssl.backbones.vit import VisionTransformer
 
-    return "vit" if isinstance(encoder, VisionTransformer) else "resnet"
+    return "vit" if isinstance(encoder, (VisionTransformer, SwinTransformer)) else "resnet"
 
 
 def finetune_recipe(encoder, scale="phantom"):
@@ -299,15 +305,48 @@ def vit_layer_ids(model):
     return ids, top
 
 
+def swin_layer_ids(model):
+    """``({variable path: layer id}, L)`` of a ``FineTuneClassifier`` around a Swin, numbered as a ViT's with
+    ``L = sum(depths) + 1``: the patch embedding and its norm 0, block ``i`` of all stages in order ``i + 1``, the
+    patch merging after stage ``s`` the layer of stage ``s + 1``'s first block, the final norm, ``fc_norm`` and the
+    head ``L``. (SimMIM's Swin fine-tuning puts each merging with the block before it instead; the merging feeds
+    the next stage, so here it decays with it.)"""
+    encoder = model.encoder
+    top = len(encoder.blocks) + 1
+    groups = [(0, [*encoder.patch_embedding.variables, *encoder.patch_norm.variables]),
+              *((i + 1, block.variables) for i, block in enumerate(encoder.blocks))]
+    first = 1  # layer id of the first block of stage s + 1, once past stage s
+    for depth, merge in zip(encoder.depths, encoder.merges):
+        first += depth
+        groups.append((first, merge.variables))
+    groups.append((top, [*encoder.norm.variables, *(model.fc_norm.variables if model.fc_norm else ()),
+                         *model.head.variables]))
+    ids = {v.path: layer for layer, variables in groups for v in variables}
+    missing = sorted(v.path for v in model.trainable_variables if v.path not in ids)
+    if missing:
+        raise ValueError(f"Expected a Swin whose weights are its patch embedding, blocks, patch mergings and final "
+                         f"norm. Received other trainable weights: {missing}")
+    return ids, top
+
+
+def layer_ids(model):
+    """``vit_layer_ids`` or ``swin_layer_ids`` of a ``FineTuneClassifier``, by its encoder."""
+    from kmedssl.backbones.swin import SwinTransformer
+
+    return swin_layer_ids(model) if isinstance(model.encoder, SwinTransformer) else vit_layer_ids(model)
+
+
 def layer_decay_scales(model, layer_decay):
-    """``{path: layer_decay ** (L - layer)}`` for every trainable variable of a ViT ``FineTuneClassifier``."""
-    ids, top = vit_layer_ids(model)
+    """``{path: layer_decay ** (L - layer)}`` for every trainable variable of a ViT or Swin ``FineTuneClassifier``."""
+    ids, top = layer_ids(model)
     return {v.path: float(layer_decay ** (top - ids[v.path])) for v in model.trainable_variables}
 
 
 def no_weight_decay_paths(model):
-    """MAE's exemptions: every 1-D weight (biases, norm scales and offsets) and the ViT's CLS token."""
-    exempt = {v.path for v in model.trainable_variables if len(v.shape) <= 1}
+    """MAE's exemptions: every 1-D weight (biases, norm scales and offsets) and the ViT's CLS token; and the Swin's
+    relative position bias tables (Microsoft's Swin, ``no_weight_decay_keywords``)."""
+    exempt = {v.path for v in model.trainable_variables
+              if len(v.shape) <= 1 or v.path.endswith("relative_position_bias_table")}
     cls_token = getattr(model.encoder, "cls_token", None)
     return sorted(exempt | ({cls_token.path} if cls_token is not None else set()))
 
@@ -318,7 +357,7 @@ def build_optimizer(model, recipe, steps_per_epoch):
     if recipe.layer_decay != 1.0:
         if encoder_family(model.encoder) != "vit":
             raise ValueError(f"Expected layer_decay=1 for a {type(model.encoder).__name__} encoder (layer-wise "
-                             f"decay is defined for ViTs). Received: layer_decay={recipe.layer_decay}")
+                             f"decay is defined for ViTs and Swins). Received: layer_decay={recipe.layer_decay}")
         scales = layer_decay_scales(model, recipe.layer_decay)
     decay = recipe.weight_decay if recipe.optimizer == "adamw" else 0.0
     return LayerDecayAdamW(recipe.learning_rate_schedule(steps_per_epoch), weight_decay=decay,
@@ -329,7 +368,7 @@ def build_optimizer(model, recipe, steps_per_epoch):
 def copy_encoder(encoder, drop_path_rate=None):
     """A trainable copy of ``encoder`` (same architecture and weights; the original is never touched).
 
-    ``drop_path_rate`` (ViT encoders) rebuilds the copy with that stochastic-depth rate; None keeps the
+    ``drop_path_rate`` (ViT and Swin encoders) rebuilds the copy with that stochastic-depth rate; None keeps the
     encoder's. Drop path has no weights, so the copy's weights equal the encoder's either way.
     """
     config = encoder.get_config()

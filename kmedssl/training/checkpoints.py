@@ -54,6 +54,10 @@ MODEL_CONFIG, MODEL_WEIGHTS = "config.json", ("model.weights.h5", "model.weights
 MODEL_CONFIG_LIMIT = 2**24  # bytes of config.json read (a backbone's is about 1 kB)
 WEIGHT_BYTES = 4  # float32; a file of half-precision weights holds half as many bytes, within the factor 2
 WEIGHTS_SLACK = 2**20  # refused: declared weights > 2 x the weights file + this many bytes
+# Bytes of the NumPy constants a Swin builds in __init__ besides its weights (shifted-window masks, relative
+# position indices): they grow with image_size and window_size, which the weight count alone does not bound.
+# Swin-B at 1024 px needs about 25 MB.
+SWIN_CONSTANT_LIMIT = 2**30
 
 
 class CheckpointError(ValueError):
@@ -315,18 +319,22 @@ def load_model_file(path):
 def check_model_file(path):
     """Check the kmedssl backbones a ``.keras`` archive declares before anything is built.
 
-    Every backbone config in ``config.json`` (at any depth) must pass its class's ``validate_config``, and
-    their ``parameter_count`` weights, at ``WEIGHT_BYTES`` each, must not exceed twice the bytes of the
-    archive's weights file plus ``WEIGHTS_SLACK``: a few bytes of tampered config could otherwise make
-    Keras allocate gigabytes before it finds the weights missing.
+    Every backbone config in ``config.json`` (at any depth; ``VisionTransformer``, ``SwinTransformer``, the
+    ResNets, ``MAEDecoder``) must pass its class's ``validate_config``, and their ``parameter_count`` weights,
+    at ``WEIGHT_BYTES`` each, must not exceed twice the bytes of the archive's weights file plus
+    ``WEIGHTS_SLACK``: a few bytes of tampered config could otherwise make Keras allocate gigabytes before it
+    finds the weights missing. A Swin's constants besides its weights (``swin_constant_bytes``) must not exceed
+    ``SWIN_CONSTANT_LIMIT``.
 
     Raises:
         CheckpointError: one line naming the file and the problem.
     """
-    from kmedssl.backbones import MAEDecoder, ResNet, ResNet18, ResNet50, VisionTransformer  # registers them too
+    from kmedssl.backbones import (  # registers them too
+        MAEDecoder, ResNet, ResNet18, ResNet50, SwinTransformer, VisionTransformer,
+    )
 
     backbones = {keras.saving.get_registered_name(c): c
-                 for c in (VisionTransformer, ResNet, ResNet18, ResNet50, MAEDecoder)}
+                 for c in (VisionTransformer, SwinTransformer, ResNet, ResNet18, ResNet50, MAEDecoder)}
     try:
         with zipfile.ZipFile(path) as archive:
             with archive.open(MODEL_CONFIG) as member:
@@ -341,6 +349,10 @@ def check_model_file(path):
                     try:
                         cls.validate_config(node["config"])
                         declared += cls.parameter_count(node["config"])
+                        if cls is SwinTransformer and swin_constant_bytes(node["config"]) > SWIN_CONSTANT_LIMIT:
+                            raise ValueError(f"its window masks and position indices would take "
+                                             f"{swin_constant_bytes(node['config']):,} bytes (at most "
+                                             f"{SWIN_CONSTANT_LIMIT:,}); image_size or window_size is too large")
                     except (ValueError, OverflowError) as error:
                         raise CheckpointError(f"{path}: invalid {cls.__name__} config: {error}") from None
             needed = (WEIGHT_BYTES * declared - WEIGHTS_SLACK) // 2  # bytes the weights file must hold
@@ -354,6 +366,21 @@ def check_model_file(path):
             f"{path}: declares a model of {declared:,} weights ({WEIGHT_BYTES * declared / 2**30:.2f} GiB) but its "
             f"weights file holds only {held:,} bytes; the file is corrupt or was tampered with"
         )
+
+
+def swin_constant_bytes(config):
+    """Bytes of the NumPy constants a ``SwinTransformer`` of a valid ``config`` builds besides its weights: per
+    block its int32 relative position index (``w^4`` entries) and, for a shifted block, its float32 mask
+    (``(R / w)^2 w^4 = R^2 w^2`` entries), with each stage's grid ``R`` and window ``w`` (``stage_plan``)."""
+    from kmedssl.backbones.config_checks import constructor_arguments
+    from kmedssl.backbones.swin import SwinTransformer, stage_plan
+
+    a = constructor_arguments(SwinTransformer, config)
+    plan = stage_plan(a["image_size"], a["patch_size"], a["embed_dim"], a["depths"], a["window_size"])
+    total = 0
+    for (resolution, _, window, shift), depth in zip(plan, a["depths"]):
+        total += 4 * depth * window**4 + (4 * (depth // 2) * resolution**2 * window**2 if shift else 0)
+    return total
 
 
 def _config_nodes(config):

@@ -4,20 +4,28 @@ import keras
 import numpy as np
 import pytest
 
-from kmedssl.backbones import ResNet18, ResNet50, mae_decoder, vision_transformer
+from kmedssl.backbones import ResNet18, ResNet50, SwinTransformer, mae_decoder, vision_transformer
 from kmedssl.backbones.flops import (
     decoder_flops,
     encoder_flops,
+    image_flops,
     mae_decoder_flops,
     resnet18_flops,
     resnet50_flops,
     resnet_flops,
+    swin_flops,
     transformer_block_flops,
     vit_flops,
 )
+from kmedssl.bench.phantom import step_flops
+from kmedssl.methods.ace import ACE
+from kmedssl.recipes.registry import make_recipe
 
 # A tiny ViT: 16 x 16 px images, 4 px patches -> 16 patches of P = 16 values, D = 8, one block, MLP 32.
 TINY_VIT = dict(image_size=16, patch_size=4, dim=8, depth=1, num_heads=2)
+# A tiny Swin: 16 x 16 px, 2 px patches -> an 8 x 8 grid of P = 4 values, C = 4; stage 0 (two blocks, the second
+# shifted) in 4 windows of 4 x 4, merging to a 4 x 4 grid of C = 8; stage 1 (one block) in one 4 x 4 window.
+TINY_SWIN = dict(image_size=16, patch_size=2, embed_dim=4, depths=(2, 1), num_heads=(1, 2), window_size=4)
 
 
 @pytest.mark.backend_free
@@ -109,8 +117,56 @@ def test_encoder_flops_reads_the_model():
         encoder_flops(vit, num_encoded=17)
     with pytest.raises(ValueError, match="image_size"):
         encoder_flops(resnet)
-    with pytest.raises(ValueError, match="VisionTransformer or ResNet"):
+    with pytest.raises(ValueError, match="VisionTransformer, SwinTransformer or ResNet"):
         encoder_flops(decoder)
+
+
+def _swin_hand_count(grid, patch_dim, dims, depths, window, mlp_ratio=4):
+    """Swin FLOPs written out token by token: per block ``qkv + sum over windows (q k^T + attn v) + proj + MLP``,
+    per merging ``(grid / 2)^2`` tokens ``4 C -> 2 C``."""
+    total = 2 * grid * grid * patch_dim * dims[0]  # patch embedding
+    for s, (dim, depth) in enumerate(zip(dims, depths)):
+        tokens, w = grid * grid, min(window, grid)
+        windows, per_window = (grid // w) ** 2, w * w
+        qkv, proj = 2 * tokens * dim * 3 * dim, 2 * tokens * dim * dim
+        scores = mix = windows * 2 * per_window * per_window * dim  # q k^T, attn v of every window, all heads
+        mlp = 2 * 2 * tokens * dim * (mlp_ratio * dim)
+        total += depth * (qkv + scores + mix + proj + mlp)
+        if s + 1 < len(dims):
+            grid //= 2
+            total += 2 * grid * grid * (4 * dim) * (2 * dim)
+    return total
+
+
+@pytest.mark.backend_free
+def test_swin_hand_count():
+    # Stage 0: T = 64, D = 4, 4 windows of 16: per block qkv 6144 + attention 4 x 2 x 2 x 16^2 x 4 = 16384
+    # + proj 2048 + MLP 16384; merging 16 tokens 16 -> 8: 4096. Stage 1: T = 16, D = 8, one window: qkv 6144
+    # + attention 8192 + proj 2048 + MLP 16384.
+    expected = 2 * 64 * 4 * 4 + 2 * (6144 + 16384 + 2048 + 16384) + 4096 + (6144 + 8192 + 2048 + 16384)
+    assert expected == _swin_hand_count(8, 4, (4, 8), (2, 1), 4) == 120832
+    assert swin_flops(16, 2, 1, 4, (2, 1), 4) == expected
+    # A window smaller than the grid costs less attention than one window of the whole grid (a ViT's).
+    assert swin_flops(32, 2, 1, 4, (2, 1), 4) == _swin_hand_count(16, 4, (4, 8), (2, 1), 4)
+    assert swin_flops(32, 2, 1, 4, (2, 1), 4) < swin_flops(32, 2, 1, 4, (2, 1), 16)
+    assert swin_flops(24, 3, 2, 6, (1, 1, 1), 2, mlp_ratio=2.0) == _swin_hand_count(8, 18, (6, 12, 24), (1, 1, 1), 2,
+                                                                                     mlp_ratio=2)
+    # Liu et al. 2021 Table 1: Swin-T 4.5G, Swin-B 15.4G "FLOPs" (multiply-accumulates, 3-channel 224 px).
+    assert abs(swin_flops(224, 4, 3, 96, (2, 2, 6, 2), 7) / 2e9 - 4.5) < 0.05
+    assert abs(swin_flops(224, 4, 3, 128, (2, 2, 18, 2), 7) / 2e9 - 15.4) < 0.05
+
+
+def test_encoder_flops_reads_a_swin():
+    swin = SwinTransformer(**TINY_SWIN)
+    assert encoder_flops(swin) == image_flops(swin, 16) == encoder_flops(swin, image_size=16) == 120832
+    with pytest.raises(ValueError, match="whole images"):
+        encoder_flops(swin, num_encoded=3)
+    with pytest.raises(ValueError, match="image_size None or 16"):
+        encoder_flops(swin, image_size=32)
+    # kmedssl bench's step FLOPs of ACE on a Swin: student and EMA teacher on both crops; only the student trains.
+    ace = ACE(swin, total_steps=2, head_dim=8, head_hidden_dim=8, head_bottleneck_dim=4)
+    recipe = make_recipe("ace", encoder="swin")  # encoder_work reads the model, not the recipe's image_size
+    assert step_flops(recipe, ace) == (4 * 120832, 8 * 120832)
 
 
 def _torch_count(function):
@@ -143,3 +199,8 @@ def test_formulas_match_torch_flop_counter(rng):
                          (ResNet50(width=2), 19), (ResNet50(width=2, stem="cifar"), 13)):
         pixels = rng.uniform(size=(batch, size, size, 1)).astype("float32")
         assert _torch_count(lambda: resnet(pixels)) == batch * encoder_flops(resnet, image_size=size), resnet.name
+
+    # A Swin with shifted windows in stage 0 and one window in stage 1.
+    swin = SwinTransformer(**{**TINY_SWIN, "image_size": 32})
+    pixels = rng.uniform(size=(batch, 32, 32, 1)).astype("float32")
+    assert _torch_count(lambda: swin(pixels)) == batch * encoder_flops(swin)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from kmedssl.backbones import ResNet18, VisionTransformer
+from kmedssl.backbones import ResNet18, SwinTransformer, VisionTransformer
 from kmedssl.ops.optimizers import LayerDecayAdamW
 from kmedssl.eval.finetune import (
     RESNET_FINETUNE,
@@ -25,6 +25,7 @@ from kmedssl.eval.finetune import (
     layer_decay_scales,
     no_weight_decay_paths,
     step_lr_schedule,
+    swin_layer_ids,
     vit_layer_ids,
     warmup_cosine_schedule,
 )
@@ -49,6 +50,12 @@ def tiny_vit(depth=1, **kwargs):
 
 def tiny_resnet():
     return ResNet18(width=4)
+
+
+def tiny_swin(depths=(2, 1)):
+    """16 px, 2 px patches: stage 0 (by default two blocks, the second shifted) on 8 x 8 tokens of width 4 in four
+    windows, merging, stage 1 on 4 x 4 tokens of width 8 in one window."""
+    return SwinTransformer(image_size=16, patch_size=2, embed_dim=4, depths=depths, num_heads=(1, 2), window_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +202,40 @@ def test_vit_layer_ids_follow_mae():
     exempt = set(no_weight_decay_paths(model))
     assert encoder.cls_token.path in exempt and model.head.trainable_variables[1].path in exempt
     assert model.head.trainable_variables[0].path not in exempt  # the head's kernel is decayed
+
+
+def test_swin_layer_ids_number_blocks_in_order_with_each_merging_in_the_next_stage():
+    swin = tiny_swin()  # fine-tuned with the ViT recipe: AdamW, warm-up + cosine, layer-wise decay
+    assert finetune_recipe(swin) is VIT_FINETUNE_PHANTOM and finetune_recipe(swin, "paper") is VIT_FINETUNE
+    model = FineTuneClassifier(swin, num_classes=3, pooling="mean")
+    ids, top = swin_layer_ids(model)
+    encoder = model.encoder
+    assert top == 4  # 3 blocks + 1
+    patch = (*encoder.patch_embedding.trainable_variables, *encoder.patch_norm.trainable_variables)
+    assert {ids[v.path] for v in patch} == {0}
+    for i, block in enumerate(encoder.blocks):
+        assert {ids[v.path] for v in block.trainable_variables} == {i + 1}
+    assert {ids[v.path] for v in encoder.merges[0].trainable_variables} == {3}  # with stage 1's first block
+    last = (*encoder.norm.trainable_variables, *model.fc_norm.trainable_variables, *model.head.trainable_variables)
+    assert {ids[v.path] for v in last} == {4}
+    assert set(ids) == {v.path for v in model.trainable_variables}
+    assert sorted(set(layer_decay_scales(model, 0.5).values())) == [0.0625, 0.125, 0.25, 0.5, 1.0]
+    exempt = set(no_weight_decay_paths(model))  # Microsoft's Swin: no weight decay on the bias tables
+    tables = [block.attention.relative_position_bias_table.path for block in encoder.blocks]
+    assert set(tables) <= exempt and encoder.merges[0].reduction.kernel.path not in exempt
+
+
+def test_fit_finetune_runs_on_a_swin_and_cls_pooling_reads_token_0():
+    swin, (images, labels) = tiny_swin(depths=(1, 1)), toy(8, 0)  # one block per stage: a short compile on JAX
+    predict = fit_finetune(swin, images, labels, epochs=1, batch_size=8)
+    probabilities = predict(images[:5])
+    assert probabilities.shape == (5, 2) and probabilities.dtype == np.float32
+    assert np.all((probabilities > 0) & (probabilities < 1))
+    assert predict.recipe.layer_decay == VIT_FINETUNE_PHANTOM.layer_decay != 1.0
+    model = predict.model  # the phantom ViT recipe pools "cls": the head on the Swin's token 0
+    assert model.pooling == "cls" and isinstance(model.encoder, SwinTransformer)
+    head = model.head(keras.ops.cast(model.encoder(images[:5])[:, 0], "float32"))
+    np.testing.assert_allclose(to_numpy(model(images[:5])), to_numpy(head), rtol=1e-5, atol=1e-6)
 
 
 def adam_reference(weights, grads_per_step, lrs, scales, decayed, weight_decay, beta_1=0.9, beta_2=0.999,

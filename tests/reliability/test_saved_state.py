@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import pytest
 
+from kmedssl.backbones import SwinTransformer
 from kmedssl.data.pipeline import ViewDataset
 from kmedssl.training import checkpoints, loop, runs
 from kmedssl.training.checkpoints import CheckpointError
@@ -212,6 +213,44 @@ def test_an_encoder_declaring_far_more_weights_than_it_holds_is_refused_before_b
 @pytest.mark.backend_free
 def test_the_encoder_of_a_real_run_passes_the_checks(tiny_run):
     checkpoints.check_model_file(tiny_run.path / runs.ENCODER_FILE)
+
+
+@pytest.fixture(scope="module")
+def swin_file(tmp_path_factory):
+    """A tiny Swin (16 px, 2 px patches: an 8 x 8 grid in 4 windows, shifted in block 1, then 4 x 4) saved as
+    ``.keras``, and its tokens on two images."""
+    swin = SwinTransformer(image_size=16, patch_size=2, embed_dim=4, depths=(2, 1), num_heads=(1, 2), window_size=4)
+    images = np.random.default_rng(0).uniform(size=(2, 16, 16, 1)).astype("float32")
+    path = tmp_path_factory.mktemp("swin") / "encoder.keras"
+    swin.save(path)
+    return path, images, keras.ops.convert_to_numpy(swin(images))
+
+
+def swin_config(config):
+    assert config["registered_name"] == "kmedssl>SwinTransformer"
+    return config["config"]
+
+
+def test_a_saved_swin_passes_the_checks_and_loads(swin_file):
+    path, images, tokens = swin_file
+    checkpoints.check_model_file(path)
+    loaded = checkpoints.load_model_file(path)
+    assert isinstance(loaded, SwinTransformer) and loaded.depths == (2, 1)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(images)), tokens, atol=1e-6)
+
+
+@pytest.mark.parametrize("change, fragments", [
+    ({"window_size": 3}, ["invalid SwinTransformer config", "window_size=3"]),  # an 8 x 8 grid in 3 x 3 windows
+    ({"depths": [2]}, ["invalid SwinTransformer config", "depths=[2]"]),  # one depth for two head counts
+    ({"depths": [2, 100000]}, ["declares a model of", "weights file holds only"]),  # ~10^8 weights
+    ({"image_size": 2**16}, ["invalid SwinTransformer config", "window masks"]),  # a 32768^2 grid: 68 GB of masks
+])
+def test_a_tampered_swin_is_refused_with_one_line_before_building(swin_file, tmp_path, change, fragments):
+    path = rewrite_encoder(swin_file[0], tmp_path / "encoder.keras", lambda config: swin_config(config).update(change))
+    with pytest.raises(CheckpointError) as error:
+        checkpoints.load_model_file(path)
+    message = str(error.value)
+    assert str(path) in message and "\n" not in message and all(f in message for f in fragments), message
 
 
 # === Skipped non-finite steps ===
