@@ -18,6 +18,7 @@ from kmedssl.backbones.heads import Composer, Decomposer, DINOHead
 from kmedssl.distributed import all_reduce_mean
 from kmedssl.losses.ace import ace_global_loss, ace_matching_loss_from_pairs
 from kmedssl.methods.base import PretrainingMethod
+from kmedssl.views.augment import RandomIntensityJitter
 from kmedssl.views.ace import validate_kernel
 
 
@@ -76,6 +77,12 @@ class ACE(PretrainingMethod):
         comp_kernel, decomp_kernel: odd Gaussian window of the composition / decomposition targets (paper 3
             and 3; the authors' code uses 5 for decomposition).
         sigma: Gaussian width of the targets in grid cells (paper 1).
+        jitter: brightness and contrast strength of an independent intensity jitter of each crop (probability
+            0.8; ``RandomIntensityJitter``), the photometric part of the paper's ``x = T_1(C_1), x' = T_2(C_2)``
+            (§3.2, Algorithm 1's ``augment``). Only photometric: a geometric transform would move the cells the
+            matching pairs refer to. Student and teacher see the same jittered crop, as in DINO. 0 (default):
+            none.
+        seed: seed of the jitter's random draws.
 
     Input: ``{"crop_1": (B, S, S, C), "crop_2": (B, S, S, C), "mask_1": (B, g^2), "mask_2": (B, g^2),
     "paired_comp": (B, g^2) int32, "paired_decomp": (B, g^2) int32}`` (pairs are read by ``compute_loss_terms``
@@ -110,6 +117,8 @@ class ACE(PretrainingMethod):
         comp_kernel=3,
         decomp_kernel=3,
         sigma=1.0,
+        jitter=0.0,
+        seed=None,
         **kwargs,
     ):
         super().__init__(encoder, **kwargs)
@@ -122,6 +131,8 @@ class ACE(PretrainingMethod):
         validate_kernel(comp_kernel=comp_kernel, decomp_kernel=decomp_kernel)
         if not sigma > 0:
             raise ValueError(f"Expected sigma > 0. Received: sigma={sigma}")
+        if not jitter >= 0:
+            raise ValueError(f"Expected jitter >= 0. Received: jitter={jitter}")
 
         # === Config ===
         self.total_steps = int(total_steps)
@@ -142,6 +153,8 @@ class ACE(PretrainingMethod):
         self.comp_kernel = int(comp_kernel)
         self.decomp_kernel = int(decomp_kernel)
         self.sigma = float(sigma)
+        self.jitter = float(jitter)
+        self.seed = seed
 
         # === Layers ===
         self.student_head = DINOHead(self.head_dim, self.head_hidden_dim, self.head_bottleneck_dim,
@@ -157,6 +170,8 @@ class ACE(PretrainingMethod):
         self.composer.build((None, None, encoder.dim))
         self.decomposer = Decomposer(encoder.dim, name="decomposer")
         self.decomposer.build((None, None, encoder.dim))
+        self.augment = (RandomIntensityJitter(brightness=self.jitter, contrast=self.jitter, probability=0.8, seed=seed,
+                                              name="crop_jitter") if self.jitter > 0 else None)
 
         # === State ===
         self.logit_scale = self.add_weight(
@@ -204,6 +219,8 @@ class ACE(PretrainingMethod):
         if training:
             self.update_teacher()
         crop_1, crop_2 = inputs["crop_1"], inputs["crop_2"]
+        if training and self.augment is not None:  # T_1, T_2: independent draws per crop and sample
+            crop_1, crop_2 = self.augment(crop_1, training=True), self.augment(crop_2, training=True)
         mask_1, mask_2 = ops.cast(inputs["mask_1"], "float32"), ops.cast(inputs["mask_2"], "float32")  # (B, N)
         s_1 = self.encoder(crop_1, training=training)[:, 1:]  # (B, N, C)
         s_2 = self.encoder(crop_2, training=training)[:, 1:]
@@ -268,7 +285,7 @@ class ACE(PretrainingMethod):
         self.center.assign(m * self.center + (1.0 - m) * batch_center)
 
     def encoder_work(self, image_size):
-        """The student ViT on both crops; frozen: the EMA teacher ViT on both crops."""
+        """The student encoder on both crops; frozen: the EMA teacher on both crops."""
         return 2 * encoder_flops(self.encoder), 2 * encoder_flops(self.teacher)
 
     def get_config(self):
@@ -292,6 +309,8 @@ class ACE(PretrainingMethod):
             comp_kernel=self.comp_kernel,
             decomp_kernel=self.decomp_kernel,
             sigma=self.sigma,
+            jitter=self.jitter,
+            seed=self.seed,
         )
         return config
 

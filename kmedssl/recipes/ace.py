@@ -37,7 +37,7 @@ class ACERecipe(Recipe):
         **{name: POSITIVE for name in ("teacher_temperature", "student_temperature", "sigma")},
         **{name: UNIT_INTERVAL for name in ("center_momentum", "teacher_momentum", "teacher_momentum_final",
                                             "alpha_comp", "alpha_decomp")},
-        **{name: NON_NEGATIVE for name in ("lambda_global", "lambda_comp", "lambda_decomp")},
+        **{name: NON_NEGATIVE for name in ("lambda_global", "lambda_comp", "lambda_decomp", "jitter")},
         "logit_scale_init": FINITE,
     }
 

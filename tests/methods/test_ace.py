@@ -221,3 +221,22 @@ def test_config_round_trip_and_validation():
         make_model(teacher_momentum=1.5)
     with pytest.raises(ValueError, match="student_temperature"):
         make_model(student_temperature=0.0)
+
+
+def test_jitter_augments_each_crop_in_training_only():
+    """``jitter`` > 0: the paper's photometric T_1, T_2 -- each crop jittered independently while training (the
+    teacher then sees other pixels than without jitter), never in inference; same encoders and EMA otherwise."""
+    batch = {key: value for key, value in make_batch(4).items() if key.startswith(("crop", "mask"))}
+    plain = make_model()
+    jittered = make_model(jitter=0.4, seed=3)
+    jittered.set_weights(plain.get_weights())
+    jittered.augment.probability = 1.0  # every sample jittered, so the check cannot pass by chance
+    for training in (False, True):
+        a, b = plain(batch, training=training), jittered(batch, training=training)
+        for key in ("teacher_tokens_1", "teacher_tokens_2"):
+            difference = np.abs(to_numpy(a[key]) - to_numpy(b[key])).max()
+            assert (difference > 1e-4) if training else (difference == 0), (key, training, difference)
+    assert jittered.get_config()["jitter"] == 0.4 and ACE.from_config(jittered.get_config()).augment is not None
+    assert plain.augment is None
+    with pytest.raises(ValueError, match="Expected jitter >= 0. Received: jitter=-0.1"):
+        make_model(jitter=-0.1)
