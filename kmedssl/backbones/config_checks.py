@@ -33,3 +33,23 @@ def integer_problems(arguments, positive=(), non_negative=()):
         expected = " and ".join(part for part in (f"{', '.join(positive)} >= 1" if positive else "",
                                                   f"{', '.join(non_negative)} >= 0" if non_negative else "") if part)
         raise ValueError(f"Expected integers {expected}. Received: {', '.join(bad)}")
+
+
+def transformer_problems(arguments, width="dim"):
+    """Raise one ``ValueError`` naming every transformer setting out of range: ``width * mlp_ratio >= 1``,
+    ``0 <= drop_path_rate < 1``, ``layer_norm_epsilon >= 0``, a finite ``input_mean``, ``input_std > 0`` and an
+    integer or None ``seed`` (``width`` names the token width: ``dim`` for a ViT, ``embed_dim`` for a Swin)."""
+    a = arguments
+    valid = {
+        "mlp_ratio": is_finite(a["mlp_ratio"]) and a[width] * a["mlp_ratio"] >= 1,
+        "drop_path_rate": is_finite(a["drop_path_rate"]) and 0 <= a["drop_path_rate"] < 1,
+        "layer_norm_epsilon": is_finite(a["layer_norm_epsilon"]) and a["layer_norm_epsilon"] >= 0,
+        "input_mean": is_finite(a["input_mean"]),
+        "input_std": is_finite(a["input_std"]) and a["input_std"] > 0,
+        "seed": a["seed"] is None or is_integer(a["seed"]),
+    }
+    bad = [f"{key}={a[key]!r}" for key, ok in valid.items() if not ok]
+    if bad:
+        raise ValueError(f"Expected {width} * mlp_ratio >= 1, 0 <= drop_path_rate < 1, layer_norm_epsilon >= 0, "
+                         f"a finite input_mean, input_std > 0 and an integer or None seed. Received: "
+                         f"{', '.join(bad)}")

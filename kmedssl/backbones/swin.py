@@ -24,7 +24,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kmedssl.backbones.config_checks import constructor_arguments, integer_problems, is_finite, is_integer
+from kmedssl.backbones.config_checks import constructor_arguments, integer_problems, is_integer, transformer_problems
 from kmedssl.backbones.layers import DropPath, MultiHeadSelfAttention, patchify, transformer_parameters
 from kmedssl.backbones.vit import VisionTransformer
 
@@ -385,19 +385,7 @@ class SwinTransformer(keras.Model):
             raise ValueError(f"Expected every stage's width divisible by its num_heads and its resolution (image_size "
                              f"/ (patch_size 2^s)) no larger than or a multiple of window_size={a['window_size']}. "
                              f"Received: {'; '.join(bad)}")
-        valid = {
-            "mlp_ratio": is_finite(a["mlp_ratio"]) and a["embed_dim"] * a["mlp_ratio"] >= 1,
-            "drop_path_rate": is_finite(a["drop_path_rate"]) and 0 <= a["drop_path_rate"] < 1,
-            "layer_norm_epsilon": is_finite(a["layer_norm_epsilon"]) and a["layer_norm_epsilon"] >= 0,
-            "input_mean": is_finite(a["input_mean"]),
-            "input_std": is_finite(a["input_std"]) and a["input_std"] > 0,
-            "seed": a["seed"] is None or is_integer(a["seed"]),
-        }
-        bad = [f"{key}={a[key]!r}" for key, ok in valid.items() if not ok]
-        if bad:
-            raise ValueError(f"Expected embed_dim * mlp_ratio >= 1, 0 <= drop_path_rate < 1, layer_norm_epsilon >= 0, "
-                             f"a finite input_mean, input_std > 0 and an integer or None seed. Received: "
-                             f"{', '.join(bad)}")
+        transformer_problems(a, width="embed_dim")
 
     @classmethod
     def parameter_count(cls, config):

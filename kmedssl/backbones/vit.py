@@ -11,7 +11,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kmedssl.backbones.config_checks import constructor_arguments, integer_problems, is_finite, is_integer
+from kmedssl.backbones.config_checks import constructor_arguments, integer_problems, transformer_problems
 from kmedssl.backbones.layers import (
     TransformerBlock,
     patchify,
@@ -134,19 +134,7 @@ class VisionTransformer(keras.Model):
             raise ValueError(
                 f"Expected dim divisible by num_heads and by 4. Received: dim={a['dim']}, num_heads={a['num_heads']}"
             )
-        valid = {
-            "mlp_ratio": is_finite(a["mlp_ratio"]) and a["dim"] * a["mlp_ratio"] >= 1,
-            "drop_path_rate": is_finite(a["drop_path_rate"]) and 0 <= a["drop_path_rate"] < 1,
-            "layer_norm_epsilon": is_finite(a["layer_norm_epsilon"]) and a["layer_norm_epsilon"] >= 0,
-            "input_mean": is_finite(a["input_mean"]),
-            "input_std": is_finite(a["input_std"]) and a["input_std"] > 0,
-            "seed": a["seed"] is None or is_integer(a["seed"]),
-        }
-        bad = [f"{key}={a[key]!r}" for key, ok in valid.items() if not ok]
-        if bad:
-            raise ValueError(f"Expected dim * mlp_ratio >= 1, 0 <= drop_path_rate < 1, layer_norm_epsilon >= 0, "
-                             f"a finite input_mean, input_std > 0 and an integer or None seed. Received: "
-                             f"{', '.join(bad)}")
+        transformer_problems(a, width="dim")
 
     @classmethod
     def parameter_count(cls, config):

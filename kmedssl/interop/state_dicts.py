@@ -339,13 +339,9 @@ def vit_config_to_monai(config):
             "spatial_dims": 2, "qkv_bias": True}
 
 
-def vit_config_from_transformers(config):
-    """``transformers.ViTConfig`` (or its ``config.json`` dict) -> ``VisionTransformer`` keyword arguments.
-
-    Refused (one line): ``qkv_bias=False``, a ``hidden_act`` other than exact GELU, a non-square image or
-    patch, and ``intermediate_size`` not a multiple of ``hidden_size`` / 4 that ``mlp_ratio`` cannot express.
-    """
-    c = config if isinstance(config, dict) else config.to_dict()
+def transformers_config_problems(c):
+    """What a transformers ViT or Swin config ``c`` (a dict) sets that kmedssl cannot express, one string each:
+    ``qkv_bias=False``, an activation other than exact GELU, a non-square image or patch."""
     problems = []
     if not c.get("qkv_bias", True):
         problems.append("qkv_bias=False (kmedssl's qkv has a bias)")
@@ -354,6 +350,17 @@ def vit_config_from_transformers(config):
     for key in ("image_size", "patch_size"):
         if isinstance(c.get(key), (list, tuple)) and len(set(c[key])) != 1:
             problems.append(f"{key}={c[key]} (kmedssl is square)")
+    return problems
+
+
+def vit_config_from_transformers(config):
+    """``transformers.ViTConfig`` (or its ``config.json`` dict) -> ``VisionTransformer`` keyword arguments.
+
+    Refused (one line): ``qkv_bias=False``, a ``hidden_act`` other than exact GELU, a non-square image or
+    patch, and ``intermediate_size`` not a multiple of ``hidden_size`` / 4 that ``mlp_ratio`` cannot express.
+    """
+    c = config if isinstance(config, dict) else config.to_dict()
+    problems = transformers_config_problems(c)
     if problems:
         raise InteropError(f"transformers ViT config not expressible in kmedssl: {'; '.join(problems)}")
     side = lambda v: v[0] if isinstance(v, (list, tuple)) else v  # noqa: E731
@@ -591,16 +598,9 @@ def swin_config_from_transformers(config):
     1e-5 and the others ``layer_norm_eps`` (default 1e-5); kmedssl has one epsilon, ``layer_norm_eps``.
     """
     c = config if isinstance(config, dict) else config.to_dict()
-    problems = []
+    problems = transformers_config_problems(c)
     if c.get("use_absolute_embeddings", False):
         problems.append("use_absolute_embeddings=True (kmedssl's Swin has relative positions only)")
-    if not c.get("qkv_bias", True):
-        problems.append("qkv_bias=False (kmedssl's qkv has a bias)")
-    if c.get("hidden_act", "gelu") != "gelu":
-        problems.append(f"hidden_act={c.get('hidden_act')!r} (kmedssl uses exact GELU, 'gelu')")
-    for key in ("image_size", "patch_size"):
-        if isinstance(c.get(key), (list, tuple)) and len(set(c[key])) != 1:
-            problems.append(f"{key}={c[key]} (kmedssl is square)")
     if problems:
         raise InteropError(f"transformers Swin config not expressible in kmedssl: {'; '.join(problems)}")
     side = lambda v: v[0] if isinstance(v, (list, tuple)) else v  # noqa: E731
