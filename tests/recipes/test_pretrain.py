@@ -105,7 +105,7 @@ METHOD_ARGUMENTS = {
     "ace": dict(head_dim=96, head_hidden_dim=32, head_bottleneck_dim=16, teacher_temperature=0.05,
                 student_temperature=0.2, center_momentum=0.8, teacher_momentum=0.99, teacher_momentum_final=0.999,
                 alpha_comp=0.8, alpha_decomp=0.95, lambda_global=0.2, lambda_comp=0.5, lambda_decomp=2.0,
-                logit_scale_init=1.5, comp_kernel=5, decomp_kernel=7, sigma=1.5),
+                logit_scale_init=1.5, comp_kernel=5, decomp_kernel=7, sigma=1.5, jitter=0.3),
     "mulsupcon": dict(temperature=0.2, threshold=0.5, base_temperature=0.1, projection_dim=64, crop_size=24,
                       crop_scale=(0.3, 0.9), gather="local"),
     "mvcon": dict(temperature=0.2, exclude_positive=False, gather="local"),
