@@ -22,7 +22,7 @@ from-scratch copy of the same encoder.
    (``evaluate.baseline_encoder``) trained the same way.
 4. **Report**: per budget the mean [95 % CI] (cluster bootstrap over test studies), per structure or landmark,
    and the paired difference pretrained - scratch on the same test images (``paired_mean_difference`` of the
-   per-image means) with its p-value; ``TASK.json``, ``TASK.md`` and (segmentation) ``TASK_overlays.png``
+   per-image means) with its p-value; ``TASK.json``, ``TASK.md`` and (segmentation, landmarks) ``TASK_overlays.png``
    in ``output_dir`` (default: the run directory's ``reports/``).
 """
 
@@ -402,14 +402,16 @@ def dense_table(result):
 
 
 def write_dense_reports(directory, result, fits, test):
-    """Write ``TASK.json``, ``TASK.md`` and, for segmentation, ``TASK_overlays.png`` (the last budget's
-    predictions on the first test images); returns the paths written."""
+    """Write ``TASK.json``, ``TASK.md`` and, for segmentation and landmarks, ``TASK_overlays.png`` (the last
+    budget's predictions on the first test images); returns the paths written."""
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     task = result["task"]
     files = []
     if task == "segmentation":
         files.append(plot_overlays(directory / f"{task}_overlays.png", fits, test, result["items"]))
+    elif task == "landmarks":
+        files.append(plot_landmark_overlays(directory / f"{task}_overlays.png", fits, test, result["items"]))
     report = {key: value for key, value in result.items() if key != "files"}
     (directory / f"{task}.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     direction = "higher is better" if result["higher_is_better"] else "lower is better"
@@ -445,6 +447,44 @@ def plot_overlays(path, fits, test, names, count=OVERLAY_IMAGES):
             for k in range(len(names)):
                 image = np.where(masks[..., k:k + 1], 0.55 * image + 0.45 * colors[k], image)
             axes.imshow(np.clip(image, 0, 1), interpolation="nearest")
+            axes.set_xticks([])
+            axes.set_yticks([])
+            if row == 0:
+                axes.set_title(title, fontsize=9)
+    figure.legend(handles=[_patch(colors[k], name) for k, name in enumerate(names)], loc="lower center",
+                  ncol=min(3, len(names)), fontsize=7)
+    path = pathlib.Path(path)
+    figure.savefig(path, dpi=DPI, bbox_inches="tight")
+    return path
+
+
+def plot_landmark_overlays(path, fits, test, names, count=OVERLAY_IMAGES):
+    """A PNG grid: per test image (rows) the image with its visible true landmarks, then each model's arg-max
+    detections (one colour per landmark; a cross where the truth is, a dot where the model put it)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from kmedssl.eval.landmarks import predict_landmarks
+    from kmedssl.eval.plots import DPI, _colors
+
+    count = min(count, len(test.images))
+    columns = [("truth", None)] + [("pretrained" if role == "encoder" else "scratch", fit)
+                                   for role, fit in fits.items()]
+    predicted = {title: predict_landmarks(fit["model"], test.images[:count]) for title, fit in columns
+                 if fit is not None}
+    colors = [c[:3] for c in _colors(len(names))]
+    figure = Figure(figsize=(2.2 * len(columns), 2.2 * count))
+    FigureCanvasAgg(figure)
+    for row in range(count):
+        visible = test.visible[row]
+        for column, (title, _) in enumerate(columns):
+            axes = figure.add_subplot(count, len(columns), row * len(columns) + column + 1)
+            axes.imshow(test.images[row][..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            points = test.points[row] if title == "truth" else predicted[title][row]
+            for k in np.flatnonzero(visible):
+                axes.scatter(*test.points[row, k], marker="x", s=14, color=colors[k], linewidths=0.8)
+                if title != "truth":
+                    axes.scatter(*points[k], marker="o", s=10, color=colors[k])
             axes.set_xticks([])
             axes.set_yticks([])
             if row == 0:

@@ -104,8 +104,9 @@ def test_correspondence_pairs_join_different_subjects_once_each():
 
 @torch_only
 @pytest.mark.skipif(importlib.util.find_spec("kmedssl.eval.landmarks") is None, reason="no landmark fine-tuning yet")
-def test_landmarks_report_pixel_errors():
-    report = evaluate_dense(tiny_encoder(), "landmarks", **TINY)
+def test_landmarks_report_pixel_errors(tmp_path):
+    report = evaluate_dense(tiny_encoder(), "landmarks", output_dir=tmp_path, **TINY)
+    assert {p.name for p in tmp_path.iterdir()} == {"landmarks.json", "landmarks.md", "landmarks_overlays.png"}
     entry = report["budgets"][0]
     assert report["higher_is_better"] is False and tuple(report["items"]) == LANDMARKS
     assert entry["score"] >= 0 and entry["score_ci"]["low"] <= entry["score"] <= entry["score_ci"]["high"]
