@@ -170,8 +170,11 @@ class ACE(PretrainingMethod):
         self.composer.build((None, None, encoder.dim))
         self.decomposer = Decomposer(encoder.dim, name="decomposer")
         self.decomposer.build((None, None, encoder.dim))
-        self.augment = (RandomIntensityJitter(brightness=self.jitter, contrast=self.jitter, probability=0.8, seed=seed,
-                                              name="crop_jitter") if self.jitter > 0 else None)
+        self.augment = None
+        if self.jitter > 0:
+            self.augment = RandomIntensityJitter(brightness=self.jitter, contrast=self.jitter, probability=0.8,
+                                                 seed=seed, name="crop_jitter")
+            self.augment.build((None, None, None, encoder.channels))
 
         # === State ===
         self.logit_scale = self.add_weight(
