@@ -112,6 +112,8 @@ def test_resnet50_has_torchvisions_parameter_count():
     assert ResNet.parameter_count({"block": "bottleneck", "depths": [10**12] * 4}) > 10**18
 
 
+@pytest.mark.skipif(keras.backend.backend() != "torch", reason="the crash is torch's; the equality of the "
+                    "subsampled projection is checked on every backend below")
 def test_strided_projection_trains_at_64_px_where_torch_crashed(tmp_path):
     """torch 2.13's CPU backward of a 1x1 stride-2 convolution on channels-last inputs kills the process at some
     shapes (8 -> 16 channels at 64 px: a segmentation fault); the ResNet's strided projection subsamples first.

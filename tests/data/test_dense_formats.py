@@ -18,6 +18,8 @@ from kmedssl.data.phantom.masks_writer import write_masks
 from kmedssl.data.phantom.siim_writer import write_siim
 from kmedssl.data.records import FRONTAL_VIEWS
 
+pytestmark = pytest.mark.backend_free  # readers and writers: NumPy, PIL, pydicom
+
 SUBJECTS, SIZE, SEED = 5, 32, 3
 WRITERS = {"masks": write_masks, "siim": write_siim, "jsrt": write_jsrt, "chestx-det": write_chestx_det}
 
