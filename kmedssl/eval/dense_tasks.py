@@ -423,30 +423,26 @@ def write_dense_reports(directory, result, fits, test):
     return files + [directory / f"{task}.json", directory / f"{task}.md"]
 
 
-def plot_overlays(path, fits, test, names, count=OVERLAY_IMAGES):
-    """A PNG grid: per test image (rows) the image with the true outlines, then each model's predicted masks
-    (filled, one colour per structure)."""
+def _overlay_grid(path, fits, test, names, count, predict, draw):
+    """The overlays' PNG grid: per test image (rows) a "truth" column, then one per model of ``fits``
+    (``predict(model, images)`` its predictions on the first ``count`` test images); ``draw(axes, row,
+    prediction, colors)`` draws one cell (``prediction`` None in the truth column); one colour per name."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from kmedssl.eval.dense import predict_masks
     from kmedssl.eval.plots import DPI, _colors
 
     count = min(count, len(test.images))
     columns = [("truth", None)] + [("pretrained" if role == "encoder" else "scratch", fit)
                                    for role, fit in fits.items()]
-    predicted = {title: predict_masks(fit["model"], test.images[:count]) for title, fit in columns if fit is not None}
+    predicted = {title: predict(fit["model"], test.images[:count]) for title, fit in columns if fit is not None}
     colors = np.asarray([c[:3] for c in _colors(len(names))])
     figure = Figure(figsize=(2.2 * len(columns), 2.2 * count))
     FigureCanvasAgg(figure)
     for row in range(count):
         for column, (title, _) in enumerate(columns):
             axes = figure.add_subplot(count, len(columns), row * len(columns) + column + 1)
-            masks = test.masks[row] if title == "truth" else predicted[title][row]
-            image = np.repeat(test.images[row], 3, axis=-1)
-            for k in range(len(names)):
-                image = np.where(masks[..., k:k + 1], 0.55 * image + 0.45 * colors[k], image)
-            axes.imshow(np.clip(image, 0, 1), interpolation="nearest")
+            draw(axes, row, None if title == "truth" else predicted[title][row], colors)
             axes.set_xticks([])
             axes.set_yticks([])
             if row == 0:
@@ -456,44 +452,36 @@ def plot_overlays(path, fits, test, names, count=OVERLAY_IMAGES):
     path = pathlib.Path(path)
     figure.savefig(path, dpi=DPI, bbox_inches="tight")
     return path
+
+
+def plot_overlays(path, fits, test, names, count=OVERLAY_IMAGES):
+    """A PNG grid: per test image (rows) the true masks, then each model's predicted masks (filled, one colour
+    per structure)."""
+    from kmedssl.eval.dense import predict_masks
+
+    def draw(axes, row, masks, colors):
+        masks = test.masks[row] if masks is None else masks
+        image = np.repeat(test.images[row], 3, axis=-1)
+        for k in range(len(names)):
+            image = np.where(masks[..., k:k + 1], 0.55 * image + 0.45 * colors[k], image)
+        axes.imshow(np.clip(image, 0, 1), interpolation="nearest")
+
+    return _overlay_grid(path, fits, test, names, count, predict_masks, draw)
 
 
 def plot_landmark_overlays(path, fits, test, names, count=OVERLAY_IMAGES):
     """A PNG grid: per test image (rows) the image with its visible true landmarks, then each model's arg-max
     detections (one colour per landmark; a cross where the truth is, a dot where the model put it)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     from kmedssl.eval.landmarks import predict_landmarks
-    from kmedssl.eval.plots import DPI, _colors
 
-    count = min(count, len(test.images))
-    columns = [("truth", None)] + [("pretrained" if role == "encoder" else "scratch", fit)
-                                   for role, fit in fits.items()]
-    predicted = {title: predict_landmarks(fit["model"], test.images[:count]) for title, fit in columns
-                 if fit is not None}
-    colors = [c[:3] for c in _colors(len(names))]
-    figure = Figure(figsize=(2.2 * len(columns), 2.2 * count))
-    FigureCanvasAgg(figure)
-    for row in range(count):
-        visible = test.visible[row]
-        for column, (title, _) in enumerate(columns):
-            axes = figure.add_subplot(count, len(columns), row * len(columns) + column + 1)
-            axes.imshow(test.images[row][..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            points = test.points[row] if title == "truth" else predicted[title][row]
-            for k in np.flatnonzero(visible):
-                axes.scatter(*test.points[row, k], marker="x", s=14, color=colors[k], linewidths=0.8)
-                if title != "truth":
-                    axes.scatter(*points[k], marker="o", s=10, color=colors[k])
-            axes.set_xticks([])
-            axes.set_yticks([])
-            if row == 0:
-                axes.set_title(title, fontsize=9)
-    figure.legend(handles=[_patch(colors[k], name) for k, name in enumerate(names)], loc="lower center",
-                  ncol=min(3, len(names)), fontsize=7)
-    path = pathlib.Path(path)
-    figure.savefig(path, dpi=DPI, bbox_inches="tight")
-    return path
+    def draw(axes, row, points, colors):
+        axes.imshow(test.images[row][..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        for k in np.flatnonzero(test.visible[row]):
+            axes.scatter(*test.points[row, k], marker="x", s=14, color=colors[k], linewidths=0.8)
+            if points is not None:
+                axes.scatter(*points[k], marker="o", s=10, color=colors[k])
+
+    return _overlay_grid(path, fits, test, names, count, predict_landmarks, draw)
 
 
 def _patch(color, name):
