@@ -7,6 +7,7 @@ from keras import ops
 from kmedssl.backbones.flops import decoder_flops, encoder_flops
 from kmedssl.losses.mvmae import latent_alignment, mae_reconstruction
 from kmedssl.methods.base import PretrainingMethod
+from kmedssl.views.mulsupcon import crop_and_jitter
 from kmedssl.views.mvmae import mask_views
 
 BETA_SCHEDULES = ("constant", "sigmoid")
@@ -16,7 +17,8 @@ BETA_SCHEDULES = ("constant", "sigmoid")
 class MVMAE(PretrainingMethod):
     """Masked autoencoding of each view plus β-weighted alignment of the two views' latents.
 
-    Stages: ``mask_views`` (keep ``1 - mask_ratio`` of the patches, one mask shared by both views when
+    Stages: [with ``crop_scale`` below 1 or ``jitter`` above 0: each view replaced by an independently augmented
+    copy, which is also the reconstruction target] -> ``mask_views`` (keep ``1 - mask_ratio`` of the patches, one mask shared by both views when
     ``alignment="tokens"`` so token positions match, independent masks for ``"pooled"``) -> ``encoder`` on
     the kept patches of each view -> ``decoder`` -> loss
     ``0.5 * (rec_f + rec_l) + beta * align`` (paper 000 §3.1).
@@ -32,7 +34,11 @@ class MVMAE(PretrainingMethod):
         total_steps: T of the sigmoid schedule.
         alignment: ``"tokens"`` (paper Eq. 1) or ``"pooled"`` (authors' code); see ``latent_alignment``.
         norm_pix: normalise target patches (MAE option).
-        seed: seed of the masking noise.
+        seed: seed of the masking noise and of the augmentation.
+        crop_scale: area range ``(low, high)`` of an independent random resized crop of each view (``(1, 1)``:
+            none). Paper 000 §4 trains "with random resize cropping [...] and jitter" without giving the values.
+        jitter: brightness and contrast strength of an independent intensity jitter of each view (probability
+            0.8; ``kmedssl.views.augment.RandomIntensityJitter``); 0: none.
 
     Input: ``{"frontal": (B, H, W, C), "lateral": (B, H, W, C)}``.
     """
@@ -42,7 +48,8 @@ class MVMAE(PretrainingMethod):
     nested_objects = ("encoder", "decoder")
 
     def __init__(self, encoder, decoder, mask_ratio=0.75, beta=1.0, beta_schedule="constant", beta_max=2.0,
-                 total_steps=1, alignment="tokens", norm_pix=False, seed=None, **kwargs):
+                 total_steps=1, alignment="tokens", norm_pix=False, seed=None, crop_scale=(1.0, 1.0), jitter=0.0,
+                 **kwargs):
         super().__init__(encoder, **kwargs)
         if beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"Expected beta_schedule in {BETA_SCHEDULES}. Received: beta_schedule={beta_schedule!r}")
@@ -59,8 +66,19 @@ class MVMAE(PretrainingMethod):
         self.alignment = alignment
         self.norm_pix = bool(norm_pix)
         self.seed = seed
+        self.crop_scale = tuple(float(v) for v in crop_scale)
+        if not 0.0 <= jitter:
+            raise ValueError(f"Expected jitter >= 0. Received: jitter={jitter}")
+        self.jitter = float(jitter)
+        self.augment = None
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.step = self.add_weight(shape=(), initializer="zeros", dtype="int32", trainable=False, name="step")
+
+    def build(self, input_shape):
+        self.augment = crop_and_jitter(input_shape["frontal"][1], self.crop_scale, self.jitter, self.seed,
+                                       name="view_augmentation")
+        if self.augment is not None:
+            self.augment.build(input_shape["frontal"])
 
     def encode_decode(self, images, ids_keep, ids_restore, training):
         """Encoder on the kept patches ``ids_keep (B, N_keep)`` -> ``(tokens, decoder prediction (B, N, P))``."""
@@ -69,6 +87,9 @@ class MVMAE(PretrainingMethod):
 
     def call(self, inputs, training=False):
         frontal, lateral = inputs["frontal"], inputs["lateral"]
+        if self.augment is not None:
+            frontal = self.augment.augment(frontal, training=training)
+            lateral = self.augment.augment(lateral, training=training)
         (keep_f, mask_f, restore_f), (keep_l, mask_l, restore_l) = mask_views(
             ops.shape(frontal)[0], self.encoder.num_patches, self.mask_ratio, shared=self.alignment == "tokens",
             seed_generator=self.seed_generator,
@@ -79,6 +100,7 @@ class MVMAE(PretrainingMethod):
             "tokens_frontal": tokens_f, "tokens_lateral": tokens_l,
             "pred_frontal": pred_f, "pred_lateral": pred_l,
             "mask_frontal": mask_f, "mask_lateral": mask_l,
+            "image_frontal": frontal, "image_lateral": lateral,
         }
 
     def current_beta(self):
@@ -90,10 +112,10 @@ class MVMAE(PretrainingMethod):
 
     def compute_loss_terms(self, x, y, y_pred, training):
         rec_f = mae_reconstruction(
-            self.encoder.patchify(x["frontal"]), y_pred["pred_frontal"], y_pred["mask_frontal"], self.norm_pix
+            self.encoder.patchify(y_pred["image_frontal"]), y_pred["pred_frontal"], y_pred["mask_frontal"], self.norm_pix
         )
         rec_l = mae_reconstruction(
-            self.encoder.patchify(x["lateral"]), y_pred["pred_lateral"], y_pred["mask_lateral"], self.norm_pix
+            self.encoder.patchify(y_pred["image_lateral"]), y_pred["pred_lateral"], y_pred["mask_lateral"], self.norm_pix
         )
         align = latent_alignment(y_pred["tokens_frontal"], y_pred["tokens_lateral"], mode=self.alignment)
         if training:
@@ -112,5 +134,6 @@ class MVMAE(PretrainingMethod):
         config.update(
             mask_ratio=self.mask_ratio, beta=self.beta, beta_schedule=self.beta_schedule, beta_max=self.beta_max,
             total_steps=self.total_steps, alignment=self.alignment, norm_pix=self.norm_pix, seed=self.seed,
+            crop_scale=self.crop_scale, jitter=self.jitter,
         )
         return config

@@ -9,7 +9,7 @@ from kmedssl.backbones.flops import encoder_flops
 from kmedssl.losses.replicas import validate_gather
 from kmedssl.losses.spcl import tsp_infonce
 from kmedssl.methods.base import PretrainingMethod
-from kmedssl.views.mulsupcon import TwoCropAugmentation
+from kmedssl.views.mulsupcon import crop_and_jitter
 from kmedssl.views.spcl import partition_tokens
 
 
@@ -69,12 +69,8 @@ class SPCL(PretrainingMethod):
         )
 
     def build(self, input_shape):
-        if self.crop_scale != (1.0, 1.0) or self.jitter > 0:
-            self.augment = TwoCropAugmentation(
-                input_shape["image"][1], scale=self.crop_scale, flip=False, grayscale_probability=0.0,
-                jitter_probability=0.8 if self.jitter > 0 else 0.0, brightness=self.jitter, contrast=self.jitter,
-                seed=self.seed, name="part_augmentation",
-            )
+        self.augment = crop_and_jitter(input_shape["image"][1], self.crop_scale, self.jitter, self.seed,
+                                       name="part_augmentation")
 
     def call(self, inputs, training=False):
         images = inputs["image"]

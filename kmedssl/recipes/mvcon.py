@@ -3,7 +3,7 @@
 import dataclasses
 
 from kmedssl.methods.mvcon import MVCon
-from kmedssl.recipes.base import POSITIVE
+from kmedssl.recipes.base import NON_NEGATIVE, POSITIVE, Range
 from kmedssl.recipes.mvmae import MultiViewRecipe
 
 
@@ -19,7 +19,7 @@ class MVConRecipe(MultiViewRecipe):
         "phantom": dict(encoder_size="phantom", image_size=64, patch_size=8, batch_size=32, epochs=20,
                         learning_rate=5e-4, warmup_epochs=2, data_size=500),
     }
-    limits = {"temperature": POSITIVE}
+    limits = {"temperature": POSITIVE, "crop_scale": Range(0, 1, low_open=True), "jitter": NON_NEGATIVE}
 
     epochs: int = 800
     warmup_epochs: int = 40

@@ -3,7 +3,7 @@
 import dataclasses
 
 from kmedssl.methods.mvmae import MVMAE
-from kmedssl.recipes.base import FRACTION, NON_NEGATIVE, Recipe
+from kmedssl.recipes.base import FRACTION, NON_NEGATIVE, Range, Recipe
 from kmedssl.views.mvmae import load_study_pair, study_pairs
 
 
@@ -36,7 +36,8 @@ class MVMAERecipe(MultiViewRecipe):
                         batch_size=32, epochs=20, learning_rate=1e-3, warmup_epochs=2, data_size=500,
                         alignment="pooled", mask_ratio=0.93),
     }
-    limits = {"mask_ratio": FRACTION, "beta": NON_NEGATIVE, "beta_max": NON_NEGATIVE}
+    limits = {"mask_ratio": FRACTION, "beta": NON_NEGATIVE, "beta_max": NON_NEGATIVE,
+              "crop_scale": Range(0, 1, low_open=True), "jitter": NON_NEGATIVE}
 
     epochs: int = 800
     warmup_epochs: int = 40

@@ -112,3 +112,16 @@ class TwoCropAugmentation(keras.layers.Layer):
             }
         )
         return config
+
+
+def crop_and_jitter(size, crop_scale, jitter, seed=None, name=None):
+    """A ``TwoCropAugmentation`` of random resized crops (area ``crop_scale``) and brightness/contrast jitter of
+    strength ``jitter`` (probability 0.8), without flip or grey-scale; None when both are off (``crop_scale`` of
+    ``(1, 1)`` and ``jitter`` 0). S-PCL's parts and MVCon's views take it against global-appearance shortcuts."""
+    crop_scale = tuple(float(v) for v in crop_scale)
+    if crop_scale == (1.0, 1.0) and jitter == 0:
+        return None
+    return TwoCropAugmentation(
+        size, scale=crop_scale, flip=False, grayscale_probability=0.0, jitter_probability=0.8 if jitter > 0 else 0.0,
+        brightness=jitter, contrast=jitter, seed=seed, name=name,
+    )

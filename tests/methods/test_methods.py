@@ -7,6 +7,7 @@ import pytest
 from kmedssl.backbones import MAEDecoder, ResNet18, VisionTransformer
 from kmedssl.methods.mulsupcon import MulSupCon
 from kmedssl.methods.mvcon import MVCon
+from kmedssl.losses.mvmae import mae_reconstruction
 from kmedssl.methods.mvmae import MVMAE
 from kmedssl.methods.simclr import SimCLR
 from kmedssl.methods.spcl import SPCL
@@ -148,6 +149,8 @@ def test_method_config_round_trip(rng):
         (lambda: SPCL(tiny_vit(), kappa=0.0), "kappa"),
         (lambda: SPCL(tiny_vit(), jitter=-0.1), "jitter"),
         (lambda: MVCon(tiny_vit(), temperature=0.0), "temperature"),
+        (lambda: MVCon(tiny_vit(), jitter=-0.1), "jitter"),
+        (lambda: MVMAE(tiny_vit(), None, jitter=-0.1), "jitter"),
         (lambda: MulSupCon(ResNet18(width=4), threshold=1.5), "threshold"),
         (lambda: Supervised(tiny_vit(), num_classes=0), "num_classes"),
     ],
@@ -191,3 +194,55 @@ def test_spcl_reads_each_part_from_its_own_augmented_copy_only_when_asked(rng, m
             assert not np.allclose(training_images[0], x["image"])
         np.testing.assert_allclose(evaluation_images[0], x["image"], atol=1e-5)
         np.testing.assert_allclose(evaluation_images[1], x["image"], atol=1e-5)
+
+
+def test_mvcon_augments_each_view_independently_in_training_only(rng, monkeypatch):
+    """Paper 000 §4 ("random resize cropping [...] and jitter"): with ``crop_scale``/``jitter`` the encoder sees an
+    independently augmented copy of each view while training, and the views themselves in evaluation; without
+    them (the default) the views unchanged."""
+    x = {"frontal": images(rng, 4), "lateral": images(rng, 4)}
+    seen = []
+    for model in (MVCon(tiny_vit(), seed=1), MVCon(tiny_vit(), seed=1, crop_scale=(0.3, 1.0), jitter=0.4)):
+        original = type(model.encoder).call
+
+        def recording(self, images, *args, **kwargs):
+            seen.append(keras.ops.convert_to_numpy(images))
+            return original(self, images, *args, **kwargs)
+
+        monkeypatch.setattr(type(model.encoder), "call", recording)
+        seen.clear()
+        model(x, training=True)
+        training_images = list(seen)
+        seen.clear()
+        model(x, training=False)
+        evaluation_images = list(seen)
+        monkeypatch.undo()
+        views = (x["frontal"], x["lateral"])
+        if model.jitter == 0:
+            assert model.augment is None
+            assert all(np.array_equal(seen_image, view) for seen_image, view in zip(training_images, views))
+        else:
+            assert model.augment is not None and model.augment.built
+            assert not any(np.allclose(seen_image, view) for seen_image, view in zip(training_images, views))
+        for seen_image, view in zip(evaluation_images, views):
+            np.testing.assert_allclose(seen_image, view, atol=1e-5)
+    clone = MVCon.from_config(model.get_config())
+    assert (clone.crop_scale, clone.jitter, clone.seed) == ((0.3, 1.0), 0.4, 1)
+
+
+def test_mvmae_reconstructs_the_augmented_views(rng):
+    """With ``crop_scale``/``jitter`` (paper 000 §4) each view is replaced by its own augmented copy, which is also
+    what the decoder must reconstruct; evaluation sees the views unchanged."""
+    model, x, _ = build_case("mvmae_pooled", rng)
+    augmented = MVMAE(model.encoder, model.decoder, alignment="pooled", seed=1, crop_scale=(0.3, 1.0), jitter=0.4)
+    out = augmented(x, training=True)
+    for view in ("frontal", "lateral"):
+        assert not np.allclose(keras.ops.convert_to_numpy(out[f"image_{view}"]), x[view])
+    _, terms = augmented.compute_loss_terms(x, None, out, training=False)
+    expected = keras.ops.convert_to_numpy(mae_reconstruction(
+        model.encoder.patchify(out["image_frontal"]), out["pred_frontal"], out["mask_frontal"], False))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(terms["reconstruction_frontal"]), expected, rtol=1e-6)
+    evaluation = augmented(x, training=False)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(evaluation["image_lateral"]), x["lateral"], atol=1e-5)
+    clone = MVMAE.from_config(augmented.get_config())
+    assert (clone.crop_scale, clone.jitter) == ((0.3, 1.0), 0.4)
