@@ -482,7 +482,7 @@ def plan_text(plan):
                      for protocol, (budgets, views) in plan.items())
 
 
-def phantom_benchmark(methods=None, budget_minutes=3.0, linear_budgets=None, finetune_budgets=None,
+def phantom_benchmark(methods=None, budget_minutes=5.0, linear_budgets=None, finetune_budgets=None,
                       finetune_views=DEFAULT_FINETUNE_VIEWS, protocols=PROTOCOLS, output_dir=None, seed=0,
                       data_seed=0, quick=False, overwrite=False, log=print, progress=None, test_size=None):
     """Pretrain every SSL method with the same CPU budget, evaluate it against scratch and supervised.

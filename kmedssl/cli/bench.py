@@ -51,7 +51,7 @@ def bench():
 
 @bench.command()
 @click.option("--methods", help="Comma-separated SSL methods (default: ace,mulsupcon,mvcon,mvmae,simclr,spcl).")
-@click.option("--budget-minutes", type=float, default=3.0, show_default=True,
+@click.option("--budget-minutes", type=float, default=5.0, show_default=True,
               help="Wall-clock minutes of optimisation steps per method (timed first, then run as epochs x steps).")
 @click.option("--linear-labels", show_default="0.1,1.0; --quick: 0.2",
               help="Label budgets of the linear probe (on every view): fractions (with a dot) or counts of training "
