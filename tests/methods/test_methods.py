@@ -166,26 +166,30 @@ def test_wrong_input_shape_raises(rng):
         model({"image": rng.random((2, 48, 48, 1)).astype("float32")})
 
 
+def encoder_inputs(model, x, monkeypatch):
+    """The images ``model``'s encoder is called on, in one training call and in one evaluation call on ``x``."""
+    seen = []
+    original = type(model.encoder).call
+
+    def recording(self, images, *args, **kwargs):
+        seen.append(keras.ops.convert_to_numpy(images))
+        return original(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(type(model.encoder), "call", recording)
+    model(x, training=True)
+    training_images = list(seen)
+    seen.clear()
+    model(x, training=False)
+    monkeypatch.undo()
+    return training_images, list(seen)
+
+
 def test_spcl_reads_each_part_from_its_own_augmented_copy_only_when_asked(rng, monkeypatch):
     """Paper 003: both parts come from the one image; with ``crop_scale``/``jitter`` each part is read from its own
     augmented copy (the encoder sees two different images), and evaluation (training=False) sees the image."""
     x = {"image": images(rng, 4)}
-    seen = []
     for model in (SPCL(tiny_vit(), seed=1), SPCL(tiny_vit(), seed=1, crop_scale=(0.3, 1.0), jitter=0.4)):
-        original = type(model.encoder).call
-
-        def recording(self, images, *args, **kwargs):
-            seen.append(keras.ops.convert_to_numpy(images))
-            return original(self, images, *args, **kwargs)
-
-        monkeypatch.setattr(type(model.encoder), "call", recording)
-        seen.clear()
-        model(x, training=True)
-        training_images = list(seen)
-        seen.clear()
-        model(x, training=False)
-        evaluation_images = list(seen)
-        monkeypatch.undo()
+        training_images, evaluation_images = encoder_inputs(model, x, monkeypatch)
         if model.jitter == 0:
             assert model.augment is None
             assert all(np.array_equal(image, x["image"]) for image in training_images)
@@ -201,22 +205,8 @@ def test_mvcon_augments_each_view_independently_in_training_only(rng, monkeypatc
     independently augmented copy of each view while training, and the views themselves in evaluation; without
     them (the default) the views unchanged."""
     x = {"frontal": images(rng, 4), "lateral": images(rng, 4)}
-    seen = []
     for model in (MVCon(tiny_vit(), seed=1), MVCon(tiny_vit(), seed=1, crop_scale=(0.3, 1.0), jitter=0.4)):
-        original = type(model.encoder).call
-
-        def recording(self, images, *args, **kwargs):
-            seen.append(keras.ops.convert_to_numpy(images))
-            return original(self, images, *args, **kwargs)
-
-        monkeypatch.setattr(type(model.encoder), "call", recording)
-        seen.clear()
-        model(x, training=True)
-        training_images = list(seen)
-        seen.clear()
-        model(x, training=False)
-        evaluation_images = list(seen)
-        monkeypatch.undo()
+        training_images, evaluation_images = encoder_inputs(model, x, monkeypatch)
         views = (x["frontal"], x["lateral"])
         if model.jitter == 0:
             assert model.augment is None
