@@ -18,9 +18,9 @@ class MVMAE(PretrainingMethod):
     """Masked autoencoding of each view plus β-weighted alignment of the two views' latents.
 
     Stages: [with ``crop_scale`` below 1 or ``jitter`` above 0: each view replaced by an independently augmented
-    copy, which is also the reconstruction target] -> ``mask_views`` (keep ``1 - mask_ratio`` of the patches, one mask shared by both views when
-    ``alignment="tokens"`` so token positions match, independent masks for ``"pooled"``) -> ``encoder`` on
-    the kept patches of each view -> ``decoder`` -> loss
+    copy, which is also the reconstruction target] -> ``mask_views`` (keep ``1 - mask_ratio`` of the patches,
+    one mask shared by both views when ``alignment="tokens"`` so token positions match, independent masks for
+    ``"pooled"``) -> ``encoder`` on the kept patches of each view -> ``decoder`` -> loss
     ``0.5 * (rec_f + rec_l) + beta * align`` (paper 000 §3.1).
 
     Args:
@@ -111,11 +111,10 @@ class MVMAE(PretrainingMethod):
         return self.beta_max * ops.sigmoid(10.0 * (progress - 0.5))
 
     def compute_loss_terms(self, x, y, y_pred, training):
-        rec_f = mae_reconstruction(
-            self.encoder.patchify(y_pred["image_frontal"]), y_pred["pred_frontal"], y_pred["mask_frontal"], self.norm_pix
-        )
-        rec_l = mae_reconstruction(
-            self.encoder.patchify(y_pred["image_lateral"]), y_pred["pred_lateral"], y_pred["mask_lateral"], self.norm_pix
+        rec_f, rec_l = (
+            mae_reconstruction(self.encoder.patchify(y_pred[f"image_{view}"]), y_pred[f"pred_{view}"],
+                               y_pred[f"mask_{view}"], self.norm_pix)
+            for view in ("frontal", "lateral")
         )
         align = latent_alignment(y_pred["tokens_frontal"], y_pred["tokens_lateral"], mode=self.alignment)
         if training:
