@@ -18,7 +18,7 @@ from kmedssl.backbones.heads import Composer, Decomposer, DINOHead
 from kmedssl.distributed import all_reduce_mean
 from kmedssl.losses.ace import ace_global_loss, ace_matching_loss_from_pairs
 from kmedssl.methods.base import PretrainingMethod
-from kmedssl.views.augment import RandomIntensityJitter
+from kmedssl.views.augment import RandomIntensityJitter, check_non_negative
 from kmedssl.views.ace import validate_kernel
 
 
@@ -131,8 +131,7 @@ class ACE(PretrainingMethod):
         validate_kernel(comp_kernel=comp_kernel, decomp_kernel=decomp_kernel)
         if not sigma > 0:
             raise ValueError(f"Expected sigma > 0. Received: sigma={sigma}")
-        if not jitter >= 0:
-            raise ValueError(f"Expected jitter >= 0. Received: jitter={jitter}")
+        check_non_negative("jitter", jitter)
 
         # === Config ===
         self.total_steps = int(total_steps)

@@ -6,11 +6,11 @@ import keras
 from kmedssl.losses.mvcon import multiview_infonce
 from kmedssl.losses.replicas import validate_gather
 from kmedssl.methods.base import PretrainingMethod
-from kmedssl.views.mulsupcon import crop_and_jitter
+from kmedssl.methods.view_augmentation import AugmentedViews
 
 
 @keras.saving.register_keras_serializable(package="kmedssl")
-class MVCon(PretrainingMethod):
+class MVCon(AugmentedViews, PretrainingMethod):
     """Multi-view InfoNCE between the CLS embeddings of a study's frontal and lateral images.
 
     Args:
@@ -20,11 +20,7 @@ class MVCon(PretrainingMethod):
             NT-Xent of the authors' code.
         gather: ``"global"`` (negatives from every data-parallel replica) or ``"local"`` (from each replica's
             own rows); the same on one device (docs/distributed.md).
-        crop_scale: area range ``(low, high)`` of an independent random resized crop of each view (``(1, 1)``:
-            none). Paper 000 §4 trains "with random resize cropping [...] and jitter" without giving the values.
-        jitter: brightness and contrast strength of an independent intensity jitter of each view (probability
-            0.8; ``kmedssl.views.augment.RandomIntensityJitter``); 0: none.
-        seed: seed of the augmentation.
+        crop_scale, jitter, seed: the augmentation of each view (``AugmentedViews``; none by default).
 
     Input: ``{"frontal": (B, H, W, C), "lateral": (B, H, W, C)}``.
     """
@@ -42,24 +38,10 @@ class MVCon(PretrainingMethod):
         self.exclude_positive = bool(exclude_positive)
         validate_gather(gather)
         self.gather = gather
-        self.crop_scale = tuple(float(v) for v in crop_scale)
-        if not 0.0 <= jitter:
-            raise ValueError(f"Expected jitter >= 0. Received: jitter={jitter}")
-        self.jitter = float(jitter)
-        self.seed = seed
-        self.augment = None
-
-    def build(self, input_shape):
-        self.augment = crop_and_jitter(input_shape["frontal"][1], self.crop_scale, self.jitter, self.seed,
-                                       name="view_augmentation")
-        if self.augment is not None:
-            self.augment.build(input_shape["frontal"])
+        self.init_view_augmentation(crop_scale, jitter, seed)
 
     def call(self, inputs, training=False):
-        frontal, lateral = inputs["frontal"], inputs["lateral"]
-        if self.augment is not None:
-            frontal = self.augment.augment(frontal, training=training)
-            lateral = self.augment.augment(lateral, training=training)
+        frontal, lateral = self.augmented_views(inputs, training)
         return {
             "z_frontal": self.encoder(frontal, training=training)[:, 0],
             "z_lateral": self.encoder(lateral, training=training)[:, 0],
@@ -74,5 +56,5 @@ class MVCon(PretrainingMethod):
     def get_config(self):
         config = super().get_config()
         config.update(temperature=self.temperature, exclude_positive=self.exclude_positive, gather=self.gather,
-                      crop_scale=self.crop_scale, jitter=self.jitter, seed=self.seed)
+                      **self.view_augmentation_config())
         return config

@@ -7,14 +7,14 @@ from keras import ops
 from kmedssl.backbones.flops import decoder_flops, encoder_flops
 from kmedssl.losses.mvmae import latent_alignment, mae_reconstruction
 from kmedssl.methods.base import PretrainingMethod
-from kmedssl.views.mulsupcon import crop_and_jitter
+from kmedssl.methods.view_augmentation import AugmentedViews
 from kmedssl.views.mvmae import mask_views
 
 BETA_SCHEDULES = ("constant", "sigmoid")
 
 
 @keras.saving.register_keras_serializable(package="kmedssl")
-class MVMAE(PretrainingMethod):
+class MVMAE(AugmentedViews, PretrainingMethod):
     """Masked autoencoding of each view plus β-weighted alignment of the two views' latents.
 
     Stages: [with ``crop_scale`` below 1 or ``jitter`` above 0: each view replaced by an independently augmented
@@ -35,10 +35,7 @@ class MVMAE(PretrainingMethod):
         alignment: ``"tokens"`` (paper Eq. 1) or ``"pooled"`` (authors' code); see ``latent_alignment``.
         norm_pix: normalise target patches (MAE option).
         seed: seed of the masking noise and of the augmentation.
-        crop_scale: area range ``(low, high)`` of an independent random resized crop of each view (``(1, 1)``:
-            none). Paper 000 §4 trains "with random resize cropping [...] and jitter" without giving the values.
-        jitter: brightness and contrast strength of an independent intensity jitter of each view (probability
-            0.8; ``kmedssl.views.augment.RandomIntensityJitter``); 0: none.
+        crop_scale, jitter: the augmentation of each view (``AugmentedViews``; none by default).
 
     Input: ``{"frontal": (B, H, W, C), "lateral": (B, H, W, C)}``.
     """
@@ -65,20 +62,9 @@ class MVMAE(PretrainingMethod):
         self.total_steps = int(total_steps)
         self.alignment = alignment
         self.norm_pix = bool(norm_pix)
-        self.seed = seed
-        self.crop_scale = tuple(float(v) for v in crop_scale)
-        if not 0.0 <= jitter:
-            raise ValueError(f"Expected jitter >= 0. Received: jitter={jitter}")
-        self.jitter = float(jitter)
-        self.augment = None
+        self.init_view_augmentation(crop_scale, jitter, seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.step = self.add_weight(shape=(), initializer="zeros", dtype="int32", trainable=False, name="step")
-
-    def build(self, input_shape):
-        self.augment = crop_and_jitter(input_shape["frontal"][1], self.crop_scale, self.jitter, self.seed,
-                                       name="view_augmentation")
-        if self.augment is not None:
-            self.augment.build(input_shape["frontal"])
 
     def encode_decode(self, images, ids_keep, ids_restore, training):
         """Encoder on the kept patches ``ids_keep (B, N_keep)`` -> ``(tokens, decoder prediction (B, N, P))``."""
@@ -86,10 +72,7 @@ class MVMAE(PretrainingMethod):
         return tokens, self.decoder(tokens, ids_restore, training=training)
 
     def call(self, inputs, training=False):
-        frontal, lateral = inputs["frontal"], inputs["lateral"]
-        if self.augment is not None:
-            frontal = self.augment.augment(frontal, training=training)
-            lateral = self.augment.augment(lateral, training=training)
+        frontal, lateral = self.augmented_views(inputs, training)
         (keep_f, mask_f, restore_f), (keep_l, mask_l, restore_l) = mask_views(
             ops.shape(frontal)[0], self.encoder.num_patches, self.mask_ratio, shared=self.alignment == "tokens",
             seed_generator=self.seed_generator,
@@ -132,7 +115,7 @@ class MVMAE(PretrainingMethod):
         config = super().get_config()
         config.update(
             mask_ratio=self.mask_ratio, beta=self.beta, beta_schedule=self.beta_schedule, beta_max=self.beta_max,
-            total_steps=self.total_steps, alignment=self.alignment, norm_pix=self.norm_pix, seed=self.seed,
-            crop_scale=self.crop_scale, jitter=self.jitter,
+            total_steps=self.total_steps, alignment=self.alignment, norm_pix=self.norm_pix,
+            **self.view_augmentation_config(),
         )
         return config

@@ -9,6 +9,7 @@ from kmedssl.backbones.flops import encoder_flops
 from kmedssl.losses.replicas import validate_gather
 from kmedssl.losses.spcl import tsp_infonce
 from kmedssl.methods.base import PretrainingMethod
+from kmedssl.views.augment import check_non_negative
 from kmedssl.views.mulsupcon import crop_and_jitter
 from kmedssl.views.spcl import partition_tokens
 
@@ -59,9 +60,7 @@ class SPCL(PretrainingMethod):
         self.gather = gather
         self.seed = seed
         self.crop_scale = tuple(float(v) for v in crop_scale)
-        if not 0.0 <= jitter:
-            raise ValueError(f"Expected jitter >= 0. Received: jitter={jitter}")
-        self.jitter = float(jitter)
+        self.jitter = check_non_negative("jitter", jitter)
         self.augment = None
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.log_scale = self.add_weight(

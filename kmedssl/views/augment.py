@@ -54,6 +54,13 @@ def _check_interval(name, value, upper=None):
     return low, high
 
 
+def check_non_negative(name, value):
+    """``value`` as a float, or ``ValueError("Expected {name} >= 0. ...")`` (NaN too): jitter strengths."""
+    if not value >= 0:
+        raise ValueError(f"Expected {name} >= 0. Received: {name}={value}")
+    return float(value)
+
+
 def _check_probability(name, value):
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"Expected a probability in [0, 1]. Received: {name}={value}")
@@ -271,15 +278,12 @@ class RandomIntensityJitter(_ImageAugmentation):
         self, brightness=0.4, contrast=0.4, probability=0.8, seed=None, *, saturation=0.4, hue=0.1, **kwargs
     ):
         super().__init__(seed=seed, **kwargs)
-        for name, value in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
-            if not value >= 0:
-                raise ValueError(f"Expected {name} >= 0. Received: {name}={value}")
+        self.brightness = check_non_negative("brightness", brightness)
+        self.contrast = check_non_negative("contrast", contrast)
+        self.saturation = check_non_negative("saturation", saturation)
         if not 0 <= hue <= 0.5:
             raise ValueError(f"Expected hue in [0, 0.5]. Received: hue={hue}")
-        self.brightness = float(brightness)
-        self.contrast = float(contrast)
         self.probability = _check_probability("probability", probability)
-        self.saturation = float(saturation)
         self.hue = float(hue)
 
     def _factor(self, x, strength):
