@@ -131,7 +131,6 @@ class ACE(PretrainingMethod):
         validate_kernel(comp_kernel=comp_kernel, decomp_kernel=decomp_kernel)
         if not sigma > 0:
             raise ValueError(f"Expected sigma > 0. Received: sigma={sigma}")
-        check_non_negative("jitter", jitter)
 
         # === Config ===
         self.total_steps = int(total_steps)
@@ -152,7 +151,7 @@ class ACE(PretrainingMethod):
         self.comp_kernel = int(comp_kernel)
         self.decomp_kernel = int(decomp_kernel)
         self.sigma = float(sigma)
-        self.jitter = float(jitter)
+        self.jitter = check_non_negative("jitter", jitter)
         self.seed = seed
 
         # === Layers ===
