@@ -1,6 +1,6 @@
 """Heads shared by the pretraining methods (SPEC §1 backbones/): layers a method puts on top of an encoder.
 
-- ``ProjectionHead``: SimCLR's MLP projection (``simclr``, ``mulsupcon``).
+- ``ProjectionHead``: SimCLR's MLP projection (``simclr``, ``mulsupcon``; with batch normalisation, ``mvcon``).
 - ``DINOHead``: DINO's MLP -> normalised prototypes (``ace`` global branch).
 - ``Composer`` / ``Decomposer``: ACE's 2 x 2 token composition and decomposition (``ace`` local branch).
 
@@ -11,7 +11,7 @@ saved models that hold one keep loading.
 import keras
 from keras import ops
 
-from kmedssl.backbones.layers import merge_2x2, split_2x2
+from kmedssl.backbones.layers import SyncBatchNormalization, merge_2x2, split_2x2
 from kmedssl.losses.common import l2_normalize
 
 
@@ -20,31 +20,41 @@ from kmedssl.losses.common import l2_normalize
 
 @keras.saving.register_keras_serializable(package="kmedssl")
 class ProjectionHead(keras.layers.Layer):
-    """MLP projection head: Linear(hidden_dim) -> ReLU -> Linear(output_dim) (SimCLR; SupCon's "mlp" head).
+    """MLP projection head: Linear(hidden_dim) -> ReLU -> Linear(output_dim) (SimCLR; SupCon's "mlp" head), or
+    with ``batch_norm=True`` Linear(hidden_dim, no bias) -> BatchNorm -> ReLU -> Linear(output_dim) (SimCLR v2's
+    form; ``SyncBatchNormalization``, so the statistics cover the global batch under data parallelism).
 
     Input: (B, D) encoder features. Output: (B, output_dim) un-normalised projections (losses normalise).
     """
 
-    def __init__(self, hidden_dim=512, output_dim=128, **kwargs):
+    def __init__(self, hidden_dim=512, output_dim=128, batch_norm=False, **kwargs):
         super().__init__(**kwargs)
         self.hidden_dim = int(hidden_dim)
         self.output_dim = int(output_dim)
-        self.hidden = keras.layers.Dense(self.hidden_dim, activation="relu", name="hidden")
+        self.batch_norm = bool(batch_norm)
+        self.hidden = keras.layers.Dense(self.hidden_dim, activation=None if batch_norm else "relu",
+                                         use_bias=not batch_norm, name="hidden")
+        self.norm = SyncBatchNormalization(name="norm") if batch_norm else None
         self.output_projection = keras.layers.Dense(self.output_dim, name="output")
 
     def build(self, input_shape):
         self.hidden.build(input_shape)
+        if self.norm is not None:
+            self.norm.build((*input_shape[:-1], self.hidden_dim))
         self.output_projection.build((*input_shape[:-1], self.hidden_dim))
 
-    def call(self, features):
-        return self.output_projection(self.hidden(features))
+    def call(self, features, training=None):
+        hidden = self.hidden(features)
+        if self.norm is not None:
+            hidden = ops.relu(self.norm(hidden, training=training))
+        return self.output_projection(hidden)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.output_dim)
 
     def get_config(self):
         config = super().get_config()
-        config.update(hidden_dim=self.hidden_dim, output_dim=self.output_dim)
+        config.update(hidden_dim=self.hidden_dim, output_dim=self.output_dim, batch_norm=self.batch_norm)
         return config
 
 

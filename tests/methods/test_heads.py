@@ -40,3 +40,26 @@ def test_dino_head_output_is_normalised_features_times_unit_prototypes(rng):
     v = keras.ops.convert_to_numpy(head.prototypes).astype(np.float64)
     expected = (h / np.linalg.norm(h, axis=1, keepdims=True)) @ (v / np.linalg.norm(v, axis=0, keepdims=True))
     assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_projection_head_with_batch_norm_matches_a_float64_reference(rng):
+    """``batch_norm=True``: ``W_2 ReLU(BN(x W_1)) + b_2``, BN over the batch in training (biased variance, eps 1e-3)
+    and with its moving statistics in inference; the hidden layer has no bias."""
+    head = ProjectionHead(hidden_dim=8, output_dim=4, batch_norm=True)
+    head.build((5, 6))
+    x = rng.normal(size=(5, 6)).astype("float32")
+    w1 = keras.ops.convert_to_numpy(head.hidden.kernel).astype(np.float64)
+    w2, b2 = (keras.ops.convert_to_numpy(v).astype(np.float64) for v in (head.output_projection.kernel,
+                                                                         head.output_projection.bias))
+    assert head.hidden.bias is None
+    h = x.astype(np.float64) @ w1
+    expected = np.maximum((h - h.mean(0)) / np.sqrt(h.var(0) + 1e-3), 0.0) @ w2 + b2
+    assert_close(head(x, training=True), expected, rtol=1e-4, atol=1e-5)
+    inference = np.maximum(h / np.sqrt(1.0 + 1e-3), 0.0) @ w2 + b2  # moving mean 0, variance 1 before any update
+    fresh = ProjectionHead(hidden_dim=8, output_dim=4, batch_norm=True)
+    fresh.build((5, 6))
+    fresh.set_weights(head.get_weights())
+    fresh.norm.moving_mean.assign(np.zeros(8, "float32"))
+    fresh.norm.moving_variance.assign(np.ones(8, "float32"))
+    assert_close(fresh(x, training=False), inference, rtol=1e-4, atol=1e-5)
+    assert ProjectionHead(batch_norm=True).get_config()["batch_norm"] is True

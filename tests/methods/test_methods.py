@@ -39,8 +39,9 @@ def build_case(name, rng):
         decoder = MAEDecoder(num_patches=16, patch_dim=64, encoder_dim=32, dim=16, depth=1, num_heads=2)
         alignment = "pooled" if name == "mvmae_pooled" else "tokens"
         return MVMAE(encoder, decoder, alignment=alignment, seed=1), {"frontal": images(rng, n), "lateral": images(rng, n)}, None
-    if name == "mvcon":
-        return MVCon(tiny_vit()), {"frontal": images(rng, n), "lateral": images(rng, n)}, None
+    if name in ("mvcon", "mvcon_projection"):
+        projection_dim = 8 if name == "mvcon_projection" else None
+        return MVCon(tiny_vit(), projection_dim=projection_dim), {"frontal": images(rng, n), "lateral": images(rng, n)}, None
     if name == "simclr":
         return SimCLR(ResNet18(width=4), projection_dim=8, hidden_dim=16, seed=1), {"image": images(rng, n)}, None
     if name == "mulsupcon":
@@ -52,7 +53,7 @@ def build_case(name, rng):
     raise KeyError(name)
 
 
-CASES = ("spcl", "mvmae", "mvmae_pooled", "mvcon", "simclr", "mulsupcon", "supervised")
+CASES = ("spcl", "mvmae", "mvmae_pooled", "mvcon", "mvcon_projection", "simclr", "mulsupcon", "supervised")
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +151,7 @@ def test_method_config_round_trip(rng):
         (lambda: SPCL(tiny_vit(), jitter=-0.1), "jitter"),
         (lambda: MVCon(tiny_vit(), temperature=0.0), "temperature"),
         (lambda: MVCon(tiny_vit(), jitter=-0.1), "jitter"),
+        (lambda: MVCon(tiny_vit(), projection_dim=0), "projection_dim"),
         (lambda: MVMAE(tiny_vit(), None, jitter=-0.1), "jitter"),
         (lambda: MulSupCon(ResNet18(width=4), threshold=1.5), "threshold"),
         (lambda: Supervised(tiny_vit(), num_classes=0), "num_classes"),
@@ -218,6 +220,23 @@ def test_mvcon_augments_each_view_independently_in_training_only(rng, monkeypatc
             np.testing.assert_allclose(seen_image, view, atol=1e-5)
     clone = MVCon.from_config(model.get_config())
     assert (clone.crop_scale, clone.jitter, clone.seed) == ((0.3, 1.0), 0.4, 1)
+
+
+def test_mvcon_projection_head_embeds_the_cls_token(trained):
+    """``projection_dim``: the loss compares ``projection(CLS)`` (Dense -> BN -> ReLU -> Dense), the probes still read
+    the CLS token; None (the default, paper 000's Eq. 2) compares the CLS tokens themselves."""
+    model, x, _, _ = trained("mvcon_projection")
+    out = model(x, training=False)
+    cls = model.encoder(x["frontal"], training=False)[:, 0]
+    assert tuple(out["z_frontal"].shape) == (len(x["frontal"]), 8)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(out["z_frontal"]),
+                               keras.ops.convert_to_numpy(model.projection(cls, training=False)), rtol=1e-5, atol=1e-5)
+    moving_mean = keras.ops.convert_to_numpy(model.projection.norm.moving_mean)
+    assert np.abs(moving_mean).max() > 0  # the two training steps updated the head's batch statistics
+    clone = MVCon.from_config(model.get_config())
+    assert clone.projection_dim == 8 and clone.projection.batch_norm and clone.projection.output_dim == 8
+    plain = MVCon(tiny_vit())
+    assert plain.projection is None and plain.get_config()["projection_dim"] is None
 
 
 def test_mvmae_reconstructs_the_augmented_views(rng):
