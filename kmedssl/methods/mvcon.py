@@ -26,7 +26,7 @@ class MVCon(AugmentedViews, PretrainingMethod):
         crop_scale, jitter, seed: the augmentation of each view (``AugmentedViews``; none by default).
         projection_dim: output width of the projection head; None (paper 000's Eq. 2 on the CLS token) for none.
             At initialisation a ViT's CLS token barely depends on the image; the head's batch normalisation
-            standardises it over the batch, so the loss leaves chance sooner (docs/evaluation.md, "MVCon").
+            standardises it over the batch, so the loss leaves chance sooner (docs/evaluation.md, "The sixth round").
 
     Input: ``{"frontal": (B, H, W, C), "lateral": (B, H, W, C)}``.
     """
@@ -48,9 +48,9 @@ class MVCon(AugmentedViews, PretrainingMethod):
         if projection_dim is not None and projection_dim < 1:
             raise ValueError(f"Expected projection_dim >= 1 or None. Received: projection_dim={projection_dim}")
         self.projection_dim = projection_dim
-        self.projection = None if projection_dim is None else ProjectionHead(
-            encoder.dim, projection_dim, batch_norm=True, name="projection")
-        if self.projection is not None:
+        self.projection = None
+        if projection_dim is not None:
+            self.projection = ProjectionHead(encoder.dim, projection_dim, batch_norm=True, name="projection")
             self.projection.build((None, encoder.dim))
 
     def embed(self, images, training):

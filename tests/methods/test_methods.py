@@ -41,7 +41,8 @@ def build_case(name, rng):
         return MVMAE(encoder, decoder, alignment=alignment, seed=1), {"frontal": images(rng, n), "lateral": images(rng, n)}, None
     if name in ("mvcon", "mvcon_projection"):
         projection_dim = 8 if name == "mvcon_projection" else None
-        return MVCon(tiny_vit(), projection_dim=projection_dim), {"frontal": images(rng, n), "lateral": images(rng, n)}, None
+        views = {"frontal": images(rng, n), "lateral": images(rng, n)}
+        return MVCon(tiny_vit(), projection_dim=projection_dim), views, None
     if name == "simclr":
         return SimCLR(ResNet18(width=4), projection_dim=8, hidden_dim=16, seed=1), {"image": images(rng, n)}, None
     if name == "mulsupcon":
