@@ -165,7 +165,7 @@ def test_encoder_flops_reads_a_swin():
         encoder_flops(swin, image_size=32)
     # kmedssl bench's step FLOPs of ACE on a Swin: student and EMA teacher on both crops; only the student trains.
     ace = ACE(swin, total_steps=2, head_dim=8, head_hidden_dim=8, head_bottleneck_dim=4)
-    recipe = make_recipe("ace", encoder="swin")  # encoder_work reads the model, not the recipe's image_size
+    recipe = make_recipe("ace", encoder="swin", image_size=64)  # encoder_work reads the model, not image_size
     assert step_flops(recipe, ace) == (4 * 120832, 8 * 120832)
 
 

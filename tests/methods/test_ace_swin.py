@@ -17,8 +17,11 @@ SWIN = dict(encoder="swin", image_size=64, image_cells=8, head_dim=64, head_hidd
 
 @pytest.mark.backend_free
 def test_recipe_checks_the_swin_settings_before_building():
-    recipe = make_recipe("ace", "phantom", encoder="swin")
-    assert recipe.token_stride() == 16 and make_recipe("ace", "phantom").token_stride() == 8  # ViT: patch_size
+    recipe = make_recipe("ace", "phantom", encoder="swin", image_size=64)
+    assert recipe.token_stride() == 16 and make_recipe("ace", "phantom").token_stride() == 12  # ViT: patch_size
+    # The ViT recipe's 96 px leave the phantom Swin's last stage a 6 x 6 grid, which its 4 x 4 windows do not tile
+    with pytest.raises(ValueError, match=r"multiple of window_size=4. Received: stage 3: resolution=6"):
+        make_recipe("ace", "phantom", encoder="swin")
     with pytest.raises(ValueError, match=r"Expected encoder in \('vit', 'swin'\). Received: encoder='resnet'"):
         make_recipe("ace", "phantom", encoder="resnet")
     with pytest.raises(ValueError, match=r"Expected encoder_size in \['base', 'phantom', 'small', 'tiny'\] for "

@@ -90,7 +90,7 @@ def test_crops_are_source_pixels_and_area_resize(rng):
 
 
 def test_output_shapes_dtypes_and_reproducibility():
-    views = ACEViews(grid=8, image_cells=20)  # the phantom recipe: 160 px source, 64 px crops
+    views = ACEViews(grid=8, image_cells=20)  # the phantom recipe's grid and cells, with 8 px tokens: 160 px source
     image = np.random.default_rng(0).uniform(size=(160, 160)).astype(np.float32)
     out = views(image, np.random.default_rng(7))
     shapes = {"crop_1": (64, 64, 1), "crop_2": (64, 64, 1), "mask_1": (64,), "mask_2": (64,),
