@@ -27,9 +27,9 @@ class ACERecipe(Recipe):
     method = "ace"
     method_class = ACE
     sizes = {
-        # 96 px crops of 12 px tokens (8 x 8, as 64 px of 8 px tokens cost) from 240 px sources: on both seeds above
-        # scratch in every judged cell, where 64 px of 8 px tokens was not on seed 1 (docs/evaluation.md, "The
-        # seventh round").
+        # 96 px crops of 12 px tokens (8 x 8 tokens: the step of 64 px crops of 8 px tokens) from 240 px sources:
+        # above scratch in every judged cell on both seeds, where 64 px crops of 8 px tokens were not on seed 1
+        # (docs/evaluation.md, "The seventh round").
         "phantom": dict(encoder_size="phantom", image_size=96, patch_size=12, image_cells=20, batch_size=32,
                         epochs=20, learning_rate=5e-4, warmup_epochs=2, drop_path_rate=0.0, head_dim=1024,
                         head_hidden_dim=256, head_bottleneck_dim=64, data_size=500),
