@@ -8,8 +8,10 @@ its family's recipe (``FineTuneRecipe``):
   AdamW (β = 0.9, 0.999), base learning rate 2.5e-4 x batch / 256 at batch 1024, weight decay 0.05 (not on
   biases, norms or the CLS token), 75 epochs with 5 warm-up epochs then cosine decay to 1e-5, layer-wise
   learning-rate decay 0.55, drop path 0.2, sigmoid BCE without label smoothing, the head on the mean of the
-  patch tokens (``global_pool``, with a new LayerNorm).
-- **ResNet** (``RESNET_FINETUNE``): paper 001 Table 3: Adam 1e-4 at batch 32, 10 epochs, StepLR(5, 0.1).
+  patch tokens (``global_pool``, with a new LayerNorm) and initialised near zero (truncated normal, σ = 2e-5,
+  MAE's ``main_finetune.py``).
+- **ResNet** (``RESNET_FINETUNE``): paper 001 Table 3: Adam 1e-4 at batch 32, 10 epochs, StepLR(5, 0.1); the
+  head keeps Keras's Glorot-uniform initialisation (the paper names none).
 
 Those recipes are sized for ~10^5 images; on the phantom (~1,500 images of 64 px per view) they underfit, so
 ``VIT_FINETUNE_PHANTOM`` and ``RESNET_FINETUNE_PHANTOM`` keep each recipe's form and change only what the
@@ -53,16 +55,20 @@ class FineTuneClassifier(keras.Model):
     final tokens), a ResNet's pooled features).
     ``pooling="mean"`` (ViT and Swin encoders; MAE's and Medical MAE's ``global_pool`` fine-tuning):
     ``LayerNorm(mean_i x_i)`` over the patch tokens ``x_i`` of ``encoder(images)``, with a new LayerNorm
-    (``fc_norm``). The head computes in float32 whatever the encoder's dtype policy.
+    (``fc_norm``). The head computes in float32 whatever the encoder's dtype policy. ``W`` starts Glorot-uniform,
+    or truncated normal with standard deviation ``head_init_std`` (MAE's fine-tuning: 2e-5, so ``W ≈ 0`` and the
+    encoder's first gradients, which pass through ``W``, are near zero while the head learns).
 
     Args:
         encoder: a backbone from ``kmedssl.backbones`` (it has ``features(images, training)`` and ``dim``).
         num_classes: outputs of the linear head (labels for multi-label, classes for softmax).
         seed: seed of the head's initialiser; None draws from the global seed.
         pooling: ``"cls"`` or ``"mean"``.
+        head_init_std: the head's initial weights' standard deviation (truncated normal, cut at 2σ); None =
+            Glorot uniform.
     """
 
-    def __init__(self, encoder, num_classes, seed=None, pooling="cls", **kwargs):
+    def __init__(self, encoder, num_classes, seed=None, pooling="cls", head_init_std=None, **kwargs):
         if not hasattr(encoder, "features") or not hasattr(encoder, "dim"):
             raise ValueError(
                 f"Expected an encoder with `features(images, training)` and `dim` (a kmedssl backbone). "
@@ -74,6 +80,8 @@ class FineTuneClassifier(keras.Model):
             raise ValueError(f"Expected pooling in {POOLINGS} ('mean' for ViT and Swin encoders). Received: "
                              f"pooling={pooling!r} "
                              f"for a {type(encoder).__name__}")
+        if head_init_std is not None and not head_init_std > 0:
+            raise ValueError(f"Expected head_init_std > 0 or None. Received: head_init_std={head_init_std}")
         super().__init__(**kwargs)
 
         # === Config ===
@@ -81,14 +89,15 @@ class FineTuneClassifier(keras.Model):
         self.num_classes = num_classes
         self.seed = seed
         self.pooling = pooling
+        self.head_init_std = head_init_std
 
         # === Layers ===
         self.fc_norm = (keras.layers.LayerNormalization(epsilon=encoder.layer_norm_epsilon, dtype="float32",
                                                         name="fc_norm") if pooling == "mean" else None)
-        self.head = keras.layers.Dense(
-            num_classes, kernel_initializer=keras.initializers.GlorotUniform(seed=seed), dtype="float32",
-            name="head",
-        )
+        kernel_initializer = (keras.initializers.GlorotUniform(seed=seed) if head_init_std is None
+                              else keras.initializers.TruncatedNormal(stddev=head_init_std, seed=seed))
+        self.head = keras.layers.Dense(num_classes, kernel_initializer=kernel_initializer, dtype="float32",
+                                       name="head")
         self.build(None)
 
     def build(self, input_shape):
@@ -111,6 +120,7 @@ class FineTuneClassifier(keras.Model):
             "num_classes": self.num_classes,
             "seed": self.seed,
             "pooling": self.pooling,
+            "head_init_std": self.head_init_std,
         }
 
     @classmethod
@@ -141,6 +151,8 @@ class FineTuneRecipe:
             encoder's own).
         label_smoothing: of the loss's targets (0 = none).
         pooling: the features the head reads, ``"cls"`` or ``"mean"`` (ViT and Swin encoders; ``FineTuneClassifier``).
+        head_init_std: the head's initial weights: truncated normal with this standard deviation (MAE: 2e-5), or
+            None for Glorot uniform.
         source: where the values come from.
     """
 
@@ -161,6 +173,7 @@ class FineTuneRecipe:
     drop_path: typing.Optional[float] = None
     label_smoothing: float = 0.0
     pooling: str = "cls"
+    head_init_std: typing.Optional[float] = None
     source: str = ""
 
     def __post_init__(self):
@@ -189,6 +202,8 @@ class FineTuneRecipe:
             problems.append(f"0 <= drop_path < 1 or None (received {self.drop_path})")
         if self.pooling not in POOLINGS:
             problems.append(f"pooling in {POOLINGS} (received {self.pooling!r})")
+        if self.head_init_std is not None and not self.head_init_std > 0:
+            problems.append(f"head_init_std > 0 or None (received {self.head_init_std})")
         if not 0 <= self.label_smoothing < 1:
             problems.append(f"0 <= label_smoothing < 1 (received {self.label_smoothing})")
         if problems:
@@ -220,10 +235,12 @@ class FineTuneRecipe:
 
 
 # Medical MAE, ViT-S/16 fine-tuning on chest X-rays (FINETUNE.md; the recipe paper 003 follows): 8 GPUs x 128.
+# Its main_finetune_chestxray.py, as MAE's main_finetune.py, re-initialises the ViT's head with
+# trunc_normal_(std=2e-5) (torch's bounds are +-2 absolute, so a plain normal; Keras cuts at 2 sigma).
 VIT_FINETUNE = FineTuneRecipe(
     name="vit (Medical MAE)", optimizer="adamw", base_learning_rate=2.5e-4, batch_size=1024, epochs=75,
     weight_decay=0.05, beta_1=0.9, beta_2=0.999, schedule="cosine", warmup_epochs=5, min_learning_rate=1e-5,
-    layer_decay=0.55, drop_path=0.2, label_smoothing=0.0, pooling="mean",
+    layer_decay=0.55, drop_path=0.2, label_smoothing=0.0, pooling="mean", head_init_std=2e-5,
     source="Medical MAE ViT-S/16 fine-tuning (Xiao et al. 2023; paper 003 follows it)",
 )
 # Paper 001 Table 3: Adam 1e-4, batch 32, 10 epochs, StepLR(5, 0.1) (base rate 1e-4 x 256 / 32).
@@ -431,7 +448,7 @@ def fit_finetune(encoder, images, labels, recipe=None, seed=0, multi_label=True,
     seed_everything(seed)
     vit = encoder_family(encoder) == "vit"
     model = FineTuneClassifier(copy_encoder(encoder, recipe.drop_path if vit else None), labels.shape[1], seed=seed,
-                               pooling=recipe.pooling if vit else "cls")
+                               pooling=recipe.pooling if vit else "cls", head_init_std=recipe.head_init_std)
     smoothing = {"label_smoothing": recipe.label_smoothing}
     loss = (keras.losses.BinaryCrossentropy(from_logits=True, **smoothing) if multi_label
             else keras.losses.CategoricalCrossentropy(from_logits=True, **smoothing))
@@ -457,8 +474,9 @@ def fit_finetune(encoder, images, labels, recipe=None, seed=0, multi_label=True,
 # 1,000-subject chest cohort) reaches the supervised baseline's macro AUROC on the phantom test cohort.
 VIT_FINETUNE_PHANTOM = VIT_FINETUNE.replace(
     name="vit (Medical MAE, phantom)", batch_size=16, epochs=18, learning_rate=1e-3, warmup_epochs=1,
-    layer_decay=0.9, drop_path=0.1, pooling="cls",
-    source=VIT_FINETUNE.source + "; batch, epochs, learning rate, layer decay and drop path measured on the phantom",
+    layer_decay=0.9, drop_path=0.1, pooling="cls", head_init_std=None,
+    source=VIT_FINETUNE.source + "; batch, epochs, learning rate, layer decay and drop path measured on the phantom; "
+                                 "Glorot head (MAE's near-zero head underfits its short schedule)",
 )
 RESNET_FINETUNE_PHANTOM = RESNET_FINETUNE.replace(
     name="resnet (paper 001, phantom)", epochs=6, step_size=3, learning_rate=1e-3,

@@ -118,6 +118,11 @@ def test_paper_recipes():
             VIT_FINETUNE.min_learning_rate) == ("adamw", 0.05, 0.55, 0.2, 75, 5, "cosine", 1e-5)
     assert (VIT_FINETUNE.beta_1, VIT_FINETUNE.beta_2, VIT_FINETUNE.label_smoothing, VIT_FINETUNE.pooling) == (
         0.9, 0.999, 0.0, "mean")
+    # main_finetune_chestxray.py (as MAE's main_finetune.py): trunc_normal_(model.head.weight, std=2e-5).
+    assert VIT_FINETUNE.head_init_std == 2e-5
+    # The phantom recipes keep Glorot heads (docs/evaluation.md, "The eighth round"); ResNets have no such rule.
+    assert VIT_FINETUNE_PHANTOM.head_init_std is None
+    assert RESNET_FINETUNE.head_init_std is None and RESNET_FINETUNE_PHANTOM.head_init_std is None
     # Paper 001 Table 3: Adam 1e-4, batch 32, 10 epochs, StepLR(5, 0.1).
     assert RESNET_FINETUNE.learning_rate == pytest.approx(1e-4)
     assert (RESNET_FINETUNE.optimizer, RESNET_FINETUNE.batch_size, RESNET_FINETUNE.epochs, RESNET_FINETUNE.schedule,
@@ -140,6 +145,8 @@ def test_recipe_learning_rate_and_replace():
         recipe.replace(optimizer="adam", weight_decay=0.05)
     with pytest.raises(ValueError, match="schedule"):
         recipe.replace(schedule="linear")
+    with pytest.raises(ValueError, match="head_init_std"):
+        recipe.replace(head_init_std=0.0)
     with pytest.raises(TypeError):
         recipe.replace(momentum=0.9)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -345,12 +352,29 @@ def test_softmax_predictions_are_distributions():
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
 def test_classifier_config_round_trip(pooling):
-    model = FineTuneClassifier(tiny_vit(), num_classes=3, seed=4, pooling=pooling)
+    model = FineTuneClassifier(tiny_vit(), num_classes=3, seed=4, pooling=pooling, head_init_std=2e-5)
     clone = FineTuneClassifier.from_config(model.get_config())
     clone.set_weights(model.get_weights())
     images = np.random.default_rng(0).normal(size=(2, 16, 16, 1)).astype("float32")
-    assert clone.num_classes == 3 and clone.seed == 4 and clone.pooling == pooling
+    assert clone.num_classes == 3 and clone.seed == 4 and clone.pooling == pooling and clone.head_init_std == 2e-5
     np.testing.assert_allclose(to_numpy(clone(images)), to_numpy(model(images)), rtol=1e-6, atol=1e-6)
+
+
+def test_head_initialisation():
+    """MAE's head: truncated normal (cut at 2σ) with σ = head_init_std, zero bias; None: Glorot uniform,
+    U(±sqrt(6 / (fan_in + fan_out))). The encoder's weights are the same either way."""
+    encoder = tiny_vit()
+    near_zero = FineTuneClassifier(encoder, num_classes=32, seed=1, head_init_std=2e-5)
+    kernel, bias = (to_numpy(w).astype("float64") for w in near_zero.head.weights)
+    assert kernel.shape == (16, 32) and np.all(bias == 0) and np.abs(kernel).max() <= 2 * 2e-5 * (1 + 1e-6)
+    assert 0.7 * 2e-5 < kernel.std() < 0.95 * 2e-5  # a normal cut at 2σ keeps 0.88 σ
+    glorot = to_numpy(FineTuneClassifier(encoder, num_classes=32, seed=1).head.kernel).astype("float64")
+    limit = math.sqrt(6 / (16 + 32))
+    assert np.abs(glorot).max() <= limit and glorot.std() > 0.5 * limit / math.sqrt(3)
+    predict = fit_finetune(tiny_vit(), *toy(8, 0), recipe=VIT_FINETUNE.replace(epochs=1, batch_size=8))
+    assert predict.model.head_init_std == 2e-5
+    with pytest.raises(ValueError, match="head_init_std"):
+        FineTuneClassifier(encoder, num_classes=3, head_init_std=-1.0)
 
 
 def test_mean_pooling_reads_the_patch_tokens():
