@@ -56,8 +56,8 @@ class FineTuneClassifier(keras.Model):
     ``pooling="mean"`` (ViT and Swin encoders; MAE's and Medical MAE's ``global_pool`` fine-tuning):
     ``LayerNorm(mean_i x_i)`` over the patch tokens ``x_i`` of ``encoder(images)``, with a new LayerNorm
     (``fc_norm``). The head computes in float32 whatever the encoder's dtype policy. ``W`` starts Glorot-uniform,
-    or truncated normal with standard deviation ``head_init_std`` (MAE's fine-tuning: 2e-5, so ``W ≈ 0`` and the
-    encoder's first gradients, which pass through ``W``, are near zero while the head learns).
+    or truncated normal with standard deviation ``head_init_std`` (MAE's fine-tuning: 2e-5, so ``W ≈ 0``: the
+    head's first updates, not its random start, set the direction the encoder is fine-tuned towards).
 
     Args:
         encoder: a backbone from ``kmedssl.backbones`` (it has ``features(images, training)`` and ``dim``).
