@@ -62,6 +62,8 @@ def test_help_has_examples():
         (["pretrain", "spcl", "--set", "data=x"], "Error: Invalid value for --set: data has its own option"),
         (["pretrain", "spcl", "--resume"], "Error: Expected output_dir (--output) naming the run to resume"),
         (["evaluate", "/no/such/run"], "Error: Expected a run directory or an ENCODER.keras file"),
+        (["evaluate", "/no/such/run", "--task", "landmarks", "--fit-seed", "1"],
+         "Error: Invalid value for --fit-seed: applies to --task classification"),
     ],
 )
 def test_user_mistakes_are_one_line_without_traceback(args, message):

@@ -52,9 +52,11 @@ DENSE_TEST_SIZE = 50  # kmedssl.eval.dense_tasks.DENSE_TEST_SUBJECTS
               help="Also run ACE's property probes (compositionality, decompositionality, retrieval; paper 004).")
 @click.option("--backend", type=click.Choice(BACKENDS), help="Keras backend (default: $KERAS_BACKEND or torch).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--fit-seed", type=int, help="Seed of the probe and fine-tuning runs alone (default: --seed); the "
+                                           "labelled studies, baseline weights and bootstrap keep --seed.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 def evaluate(source, task, data, data_format, protocol, finetune_recipe, labels, views, baseline, test_size, structures,
-             epochs, test_data, test_format, cv, compare, property_probes, backend, seed, debug):
+             epochs, test_data, test_format, cv, compare, property_probes, backend, seed, fit_seed, debug):
     """Linear-probe (or fine-tune) a pretrained encoder on chest pathology labels and print macro AUROCs; or
     with --task, fine-tune it for segmentation or landmarks, or match landmarks zero-shot.
 
@@ -68,6 +70,7 @@ def evaluate(source, task, data, data_format, protocol, finetune_recipe, labels,
       kmedssl evaluate runs/spcl --baseline random --labels 0.1
       kmedssl evaluate runs/spcl --protocol finetune --baseline scratch --labels 0.01,0.1,1.0
       kmedssl evaluate runs/spcl --protocol finetune,linear --baseline scratch --labels 0.1 --views frontal
+      kmedssl evaluate runs/spcl --protocol finetune --baseline scratch --labels 0.1 --fit-seed 1
       kmedssl evaluate runs/spcl --labels 0.01,0.1,1.0
       kmedssl evaluate runs/spcl --data /data/mimic-cxr-jpg --test-data /data/chexpert
       kmedssl evaluate runs/spcl --cv 5x10 --compare runs/simclr
@@ -96,6 +99,8 @@ def evaluate(source, task, data, data_format, protocol, finetune_recipe, labels,
             raise click.BadParameter(f"expected FOLDSxREPEATS such as 5x10, received {cv!r}", param_hint="--cv")
         folds, repeats = int(folds_text), int(repeats_text)
     if task != "classification":
+        if fit_seed is not None:
+            raise click.BadParameter("applies to --task classification", param_hint="--fit-seed")
         return evaluate_dense_task(source, task, data, data_format, budget, baseline, test_size, structures, epochs,
                                    seed, debug)
     protocols = [p.strip() for p in protocol.split(",") if p.strip()]
@@ -112,7 +117,7 @@ def evaluate(source, task, data, data_format, protocol, finetune_recipe, labels,
                 format=data_format, test_data=test_data, test_format=test_format, folds=folds, repeats=repeats,
                 compare=compare, property_probes=property_probes,
                 test_size=CLASSIFICATION_TEST_SIZE if test_size is None else test_size, progress=display,
-                finetune_recipe=finetune_recipe,
+                finetune_recipe=finetune_recipe, fit_seed=fit_seed,
             )
         finally:
             display.close()

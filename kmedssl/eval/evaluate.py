@@ -227,13 +227,14 @@ def predict_views(encoder, sources, train, test, views, image_size, protocol, se
 
 
 def probe_report(encoder, sources, train, test, views, image_size, protocol, seed, label_names, step=None,
-                 what="probe", finetune_recipe=None):
+                 what="probe", finetune_recipe=None, fit_seed=None):
     """Per-view AUROC reports with 95 % intervals (+ sex/age subgroups per image view); ``ensemble`` fuses the
     frontal and lateral study probabilities (mean). Also returns ``{view: ViewScores}`` (figures, paired
-    differences). ``step(what)`` is called as each long step starts."""
+    differences). ``step(what)`` is called as each long step starts. The probes (fine-tuning runs) are seeded
+    with ``fit_seed`` (None: ``seed``), the bootstrap with ``seed``."""
     step = step or (lambda what: None)
-    scores, records = predict_views(encoder, sources, train, test, views, image_size, protocol, seed, step, what,
-                                    finetune_recipe)
+    scores, records = predict_views(encoder, sources, train, test, views, image_size, protocol,
+                                    seed if fit_seed is None else fit_seed, step, what, finetune_recipe)
     report = {}
     for view, view_scores in scores.items():
         step(f"{view}: bootstrap intervals ({N_RESAMPLES} resamples of {len(set(view_scores.groups))} studies)")
@@ -454,7 +455,8 @@ def count_steps(views, budgets, roles, render, property_probes, write, embedding
 
 def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEWS, seed=0, baseline=None,
              output_dir=None, format=None, test_data=None, test_format=None, folds=None, repeats=None, compare=None,
-             property_probes=False, test_size=TEST_COHORT_STUDIES, progress=None, finetune_recipe=None):
+             property_probes=False, test_size=TEST_COHORT_STUDIES, progress=None, finetune_recipe=None,
+             fit_seed=None):
     """Linear-probe or fine-tune ``encoder`` on chest pathology labels, per view and ensembled (SPEC §5).
 
     Every AUROC comes with its 95 % interval (a cluster bootstrap over the test studies, 1,000 resamples,
@@ -474,8 +476,8 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
         labels: label budget: None (all training studies), a count of studies, or a fraction; a list or
             tuple of budgets evaluates once per budget and draws macro AUROC against the budget.
         views: any of ``("frontal", "lateral", "ensemble")``.
-        seed: seed of the label budget, the probes, the baseline's weights and the bootstrap (and of the folds
-            with ``folds``).
+        seed: seed of the label budget, the probes (unless ``fit_seed``), the baseline's weights and the bootstrap
+            (and of the folds with ``folds``).
         baseline: ``"random"``: a frozen randomly initialised copy of the encoder, linear-probed whatever the
             protocol; ``"scratch"``: the random-init copy trained with the same protocol (with ``"finetune"``
             the papers' training from scratch; with ``"linear"`` the same as ``"random"``); ``"imagenet:PATH"``:
@@ -505,6 +507,11 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
         finetune_recipe: how ``protocol="finetune"`` trains (``kmedssl.eval.fit_finetune``'s ``recipe``): a
             ``FineTuneRecipe``, ``"phantom"`` or ``"paper"`` (the encoder family's recipe at that scale; default
             ``"phantom"`` on the phantom, ``"paper"`` on a data path).
+        fit_seed: seed of the probes and fine-tuning runs alone (head initialisation, batch order, drop path),
+            for the encoder and the baseline alike; None = ``seed``. With the same ``seed``, another ``fit_seed``
+            repeats the evaluation with the same labelled studies, baseline weights and bootstrap, so the spread
+            over fit seeds is what one fine-tuning run's interval leaves out (docs/evaluation.md, "The eighth
+            round"). Not with ``folds`` (each repeat has its own seed).
         progress: None (silent) or ``progress(done, total, what)``, called as each long step starts (the test
             cohort's rendering, each view's feature extraction + probe or fine-tuning run per encoder and
             budget, each view's bootstrap, each fold, the property probes, the figures) with the number of
@@ -538,6 +545,9 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
     if budgets is not None and not budgets:
         raise ValueError(f"Expected at least one label budget in the list. Received: labels={labels!r}")
     cv = parse_cv(folds, repeats, compare, labels, test_data)
+    if fit_seed is not None and cv is not None:
+        raise ValueError(f"Expected fit_seed=None with folds (each repeat seeds its own probes). Received: "
+                         f"fit_seed={fit_seed}")
     if cv is not None and property_probes:
         raise ValueError("Expected property_probes=False with folds: the probes use the test split, which "
                          "cross-validation does not touch. Run them in a separate evaluate call.")
@@ -600,7 +610,8 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
 
     def one_budget(budget):
         train = label_budget(train_all, budget, seed)
-        result = {"protocol": protocol, "labels": budget, "views": {}, "image_size": image_size, "seed": seed}
+        result = {"protocol": protocol, "labels": budget, "views": {}, "image_size": image_size, "seed": seed,
+                  "fit_seed": seed if fit_seed is None else fit_seed}
         figures = {}
         at = "" if budgets is None else f", labels {'all' if budget is None else format_budget(budget)}"
         for role, (candidate, role_protocol) in encoders.items():
@@ -608,7 +619,7 @@ def evaluate(encoder, data="phantom", protocol="linear", labels=None, views=VIEW
                     f"({len(train)} training images{at})")
             report, scores = probe_report(candidate, (source, test_source), train, test, views, image_size,
                                           role_protocol, seed, names, step=step, what=what,
-                                          finetune_recipe=finetune_recipe)
+                                          finetune_recipe=finetune_recipe, fit_seed=fit_seed)
             figures[role] = scores
             headline = report["ensemble"] if "ensemble" in report else report[views[0]]
             entry = {"macro_auroc": headline["macro_auroc"], "macro_auroc_ci": headline["macro_auroc_ci"],

@@ -281,6 +281,31 @@ def test_scratch_baseline_on_the_phantom_test_cohort_reports_paired_differences(
     assert random["baseline"]["name"] == "random init"
 
 
+def test_fit_seed_reseeds_the_fine_tuning_runs_alone(tiny_run, tmp_path, monkeypatch):
+    """``fit_seed`` is the seed every fit gets, the encoder's and the scratch copy's; the labelled images, the
+    scratch weights and the bootstrap keep ``seed``; None means ``seed``."""
+    import kmedssl.eval.evaluate as evaluate_module
+    from kmedssl import recipes
+
+    calls, fit_finetune = [], evaluate_module.fit_finetune
+
+    def recorded(encoder, images, labels, recipe=None, seed=0):
+        weights = float(sum(np.sum(w, dtype="float64") for w in encoder.get_weights()))
+        calls.append((seed, images.tobytes(), labels.tobytes(), weights))
+        return fit_finetune(encoder, images, labels, recipe=recipe, seed=seed, epochs=1)
+
+    monkeypatch.setattr(evaluate_module, "fit_finetune", recorded)
+    common = dict(protocol="finetune", labels=10, baseline="scratch", views=("frontal",), test_size=TEST_SIZE, seed=3)
+    default = recipes.evaluate(tiny_run, output_dir=tmp_path / "default", **common)
+    other = recipes.evaluate(tiny_run, output_dir=tmp_path / "other", fit_seed=5, **common)
+    assert [call[0] for call in calls] == [3, 3, 5, 5]  # encoder, then scratch; per evaluation
+    assert calls[0][1:] == calls[2][1:] and calls[1][1:] == calls[3][1:]  # same images, labels, weights
+    assert calls[0][3] != calls[1][3]  # (the pretrained and the scratch encoder do differ)
+    assert (default["seed"], default["fit_seed"], other["seed"], other["fit_seed"]) == (3, 3, 3, 5)
+    with pytest.raises(ValueError, match="fit_seed"):
+        recipes.evaluate(tiny_run, folds=2, repeats=1, fit_seed=1)
+
+
 @pytest.mark.slow
 def test_a_baseline_initialised_from_the_encoders_own_exported_weights_scores_the_same(tiny_run, tmp_path):
     from kmedssl import recipes
